@@ -1,0 +1,74 @@
+"""The ``forager`` command line: one typer app per command group, assembled here."""
+
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+from typing import Annotated
+
+import typer
+
+from forager.cli import db, doctor, envs, images
+from forager.cli.output import error
+from forager.settings import DEFAULT_HOME, Settings
+from storage.errors import ForagerError
+
+app = typer.Typer(
+    name="forager",
+    help="Turn Python repositories into executable Docker environments and farm agent trajectories.",
+    no_args_is_help=True,
+    pretty_exceptions_enable=False,
+    add_completion=False,
+    context_settings={"help_option_names": ["-h", "--help"]},
+)
+
+
+@app.callback()
+def root(
+    ctx: typer.Context,
+    db_url: Annotated[
+        str | None,
+        typer.Option(
+            "--db",
+            envvar="FORAGER_DB",
+            metavar="URL",
+            help="SQLAlchemy URL of the store, e.g. postgresql://user:pass@host/forager. "
+            "Default: SQLite in the home directory.",
+        ),
+    ] = None,
+    home: Annotated[
+        Path,
+        typer.Option(
+            envvar="FORAGER_HOME", help="Where the embedded database, build logs and artifacts live."
+        ),
+    ] = DEFAULT_HOME,
+) -> None:
+    ctx.obj = Settings(home=home, db=db_url)
+
+
+def _group(help_text: str) -> typer.Typer:
+    return typer.Typer(help=help_text, no_args_is_help=True)
+
+
+app.add_typer(images.app, name="images")
+app.add_typer(_group("Generate, import, mine and validate mutate-fix and issue-fix tasks."), name="tasks")
+app.add_typer(_group("Run, show and replay single episodes (debugging one trajectory)."), name="episode")
+app.add_typer(
+    _group("Forage: run many episodes against a served model and store them, graded."), name="forage"
+)
+app.add_typer(db.app, name="db")
+app.add_typer(envs.app, name="envs")
+app.add_typer(_group("Kubernetes: foraging as Jobs, episodes as pods."), name="k8s")
+app.add_typer(
+    _group("Serve policies that need no LLM (oracle, replay) over the OpenAI protocol."), name="serve"
+)
+app.command()(doctor.doctor)
+
+
+def main() -> None:
+    """Entry point of the ``forager`` script: user errors print one line, never a traceback."""
+    try:
+        app()
+    except ForagerError as exc:
+        error(str(exc))
+        sys.exit(exc.exit_code)

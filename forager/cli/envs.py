@@ -1,0 +1,56 @@
+"""``forager envs``: running episode environments."""
+
+from __future__ import annotations
+
+import re
+from datetime import timedelta
+from typing import Annotated
+
+import typer
+
+from envs.gc import collect_garbage
+from forager.cli.output import JsonOption, console, print_json
+from images.engine import connect
+
+app = typer.Typer(help="Running episode environments: inspect and clean up containers.", no_args_is_help=True)
+
+_DURATION = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*([smhd]?)\s*$")
+_UNIT_SECONDS = {"": 1, "s": 1, "m": 60, "h": 3600, "d": 86400}
+
+
+def parse_duration(text: str) -> timedelta:
+    """``90``, ``90s``, ``30m``, ``2h`` or ``1d`` as a timedelta."""
+    match = _DURATION.match(text)
+    if not match:
+        raise typer.BadParameter(f"{text!r} is not a duration: use e.g. 90s, 30m, 2h or 1d")
+    return timedelta(seconds=float(match[1]) * _UNIT_SECONDS[match[2]])
+
+
+@app.command()
+def gc(
+    older_than: Annotated[
+        timedelta,
+        typer.Option(
+            "--older-than",
+            parser=parse_duration,
+            metavar="DURATION",
+            help="Only containers at least this old (e.g. 2h). Default: all.",
+        ),
+    ] = "0s",  # type: ignore[assignment]  # typer passes the default through the parser
+    json: JsonOption = False,
+) -> None:
+    """Remove every container Forager labelled (episodes and builds), e.g. after a crashed worker."""
+    removed = collect_garbage(connect(), older_than)
+    if json:
+        print_json(
+            [
+                {"id": r.id, "name": r.name, "kind": r.kind, "age_seconds": r.age.total_seconds()}
+                for r in removed
+            ]
+        )
+        return
+    for r in removed:
+        console.print(
+            f"removed {r.name} ({r.kind}, {r.age.total_seconds() / 60:.0f} min old)", highlight=False
+        )
+    console.print(f"{len(removed)} container(s) removed", highlight=False)

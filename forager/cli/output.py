@@ -1,0 +1,75 @@
+"""What every command shares: the settings from the global options, consoles, JSON output, progress."""
+
+from __future__ import annotations
+
+import json
+import sys
+from collections.abc import Iterator
+from contextlib import contextmanager
+from typing import Annotated, Any
+
+import typer
+from rich.console import Console
+from rich.markup import escape
+from rich.progress import Progress as RichProgress
+from rich.progress import SpinnerColumn, TextColumn, TimeElapsedColumn
+
+from forager.settings import Settings
+from images.progress import Progress, ProgressEvent
+from storage import Store
+
+console = Console()
+errors = Console(stderr=True)
+
+JsonOption = Annotated[bool, typer.Option("--json", help="Print machine-readable JSON.")]
+
+
+def settings(ctx: typer.Context) -> Settings:
+    """The global options, as the root callback stored them."""
+    return ctx.find_root().obj
+
+
+def open_store(ctx: typer.Context, *, upgrade: bool = False) -> Store:
+    """The store named by ``--db`` (default: SQLite in ``--home``)."""
+    return Store(settings(ctx).db_url, upgrade=upgrade)
+
+
+def print_json(data: Any) -> None:
+    """Machine-readable output for ``--json``: indented, dates and paths as strings."""
+    sys.stdout.write(json.dumps(data, indent=2, default=str) + "\n")
+
+
+def error(message: str) -> None:
+    """One clear line on stderr."""
+    errors.print(f"[bold red]error:[/] {escape(message)}", highlight=False, soft_wrap=True)
+
+
+@contextmanager
+def progress_display(transient: bool = True) -> Iterator[Progress]:
+    """A rich display with one row per subject (stage, message, elapsed), fed by progress events."""
+    with RichProgress(
+        SpinnerColumn(),
+        TextColumn("[bold]{task.fields[subject]}"),
+        TextColumn("[cyan]{task.fields[stage]}"),
+        TextColumn("{task.description}"),
+        TimeElapsedColumn(),
+        console=errors,
+        transient=transient,
+    ) as display:
+        rows: dict[str, Any] = {}
+
+        def report(event: ProgressEvent) -> None:
+            fields = {"subject": event.subject, "stage": event.stage}
+            description = escape(event.message)
+            if event.subject not in rows:
+                rows[event.subject] = display.add_task(description, total=event.total, **fields)
+            else:
+                display.update(
+                    rows[event.subject],
+                    description=description,
+                    total=event.total,
+                    completed=event.completed or 0,
+                    **fields,
+                )
+
+        yield report

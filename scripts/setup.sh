@@ -1,0 +1,37 @@
+#!/usr/bin/env bash
+# Set up this checkout on a Debian 12 machine: the Python environment, a Docker engine and the base
+# image. Safe to run again: every step is skipped when its work is already done.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+say() { printf '\033[1m==> %s\033[0m\n' "$*"; }
+die() { printf 'error: %s\n' "$*" >&2; exit 1; }
+
+can_apt() { [ "$(id -u)" = 0 ] && [ -f /etc/debian_version ] && command -v apt-get >/dev/null; }
+apt_updated=""
+apt_install() {
+    can_apt || die "$1 is missing: install it (Debian: apt-get install -y $*), then run this again"
+    [ -n "$apt_updated" ] || { apt-get update -qq; apt_updated=1; }
+    DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends "$@" >/dev/null
+}
+
+say "Python environment (.venv)"
+[ -x .venv/bin/python ] || python3 -m venv .venv
+.venv/bin/pip install -q -e '.[dev]'
+
+say "Docker engine"
+if ! docker info >/dev/null 2>&1; then
+    command -v dockerd >/dev/null || apt_install docker.io
+    can_apt || die "no Docker engine answers: start yours (or set DOCKER_HOST) and run this again"
+    # No bridge and no iptables: episode containers run without a network, and builds use the host's.
+    nohup dockerd --bridge=none --iptables=false --ip-masq=false >/var/log/forager-dockerd.log 2>&1 &
+    for _ in $(seq 60); do docker info >/dev/null 2>&1 && break; sleep 1; done
+    docker info >/dev/null 2>&1 || die "dockerd did not come up within 60 s: see /var/log/forager-dockerd.log"
+fi
+docker version --format '    Docker Engine {{.Server.Version}}'
+
+say "Base image"
+if ! docker image inspect forager/base:bookworm >/dev/null 2>&1; then
+    command -v debootstrap >/dev/null || apt_install debootstrap
+fi
+.venv/bin/forager images base

@@ -1,0 +1,25 @@
+#!/usr/bin/env bash
+# The whole test suite, Docker- and PostgreSQL-marked tests included, on a machine set up from scratch.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+scripts/setup.sh
+
+printf '\033[1m==> %s\033[0m\n' "PostgreSQL for the postgres-marked tests"
+if [ -z "${FORAGER_TEST_POSTGRES_URL:-}" ]; then
+    if ! command -v pg_lsclusters >/dev/null; then
+        [ "$(id -u)" = 0 ] || { echo "error: PostgreSQL is missing: install it or set FORAGER_TEST_POSTGRES_URL" >&2; exit 1; }
+        apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq postgresql >/dev/null
+    fi
+    read -r version cluster port status _ < <(pg_lsclusters --no-header | head -n 1)
+    [ "$status" = online ] || pg_ctlcluster "$version" "$cluster" start
+    su postgres -c "psql -q -p $port -tc \"SELECT 1 FROM pg_roles WHERE rolname = 'forager'\"" | grep -q 1 \
+        || su postgres -c "psql -q -p $port -c \"CREATE ROLE forager LOGIN SUPERUSER PASSWORD 'forager'\""
+    su postgres -c "psql -q -p $port -tc \"SELECT 1 FROM pg_database WHERE datname = 'forager_test'\"" | grep -q 1 \
+        || su postgres -c "createdb -p $port -O forager forager_test"
+    export FORAGER_TEST_POSTGRES_URL="postgresql+psycopg://forager:forager@127.0.0.1:$port/forager_test"
+fi
+
+printf '\033[1m==> %s\033[0m\n' "ruff"
+.venv/bin/ruff check .
+printf '\033[1m==> %s\033[0m\n' "pytest"
+.venv/bin/pytest "$@"

@@ -1,0 +1,258 @@
+"""The stored records: repositories, their images, tasks on an image, episodes on a task, and steps.
+
+Plain SQLAlchemy 2.0 typed ORM classes. Everything that filters (repository name, kind, status, resolved,
+model, creation time) has an index. Large text is zlib-compressed in the row (``CompressedText``), JSON is
+JSONB on PostgreSQL, and timestamps are timezone-aware UTC.
+
+Changing a model means writing a migration: see ``storage/migrations/__init__.py``.
+"""
+
+from __future__ import annotations
+
+import uuid
+from datetime import datetime
+from enum import StrEnum
+from typing import Any, ClassVar
+
+from sqlalchemy import BigInteger, Enum, ForeignKey, Integer, MetaData, Text, UniqueConstraint
+from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column, relationship
+
+from storage.types import CompressedText, PortableJSON, UTCDateTime, utcnow
+
+# Deterministic constraint and index names, so that migrations can address them by name on every backend
+# (SQLite batch migrations must name a constraint to drop it; unnamed ones get backend-chosen names).
+NAMING_CONVENTION = {
+    "ix": "ix_%(column_0_label)s",
+    "uq": "uq_%(table_name)s_%(column_0_N_name)s",
+    "ck": "ck_%(table_name)s_%(constraint_name)s",
+    "fk": "fk_%(table_name)s_%(column_0_name)s_%(referred_table_name)s",
+    "pk": "pk_%(table_name)s",
+}
+
+
+class Base(DeclarativeBase):
+    """Declarative base of every Forager table; its ``metadata`` is what the migrations must produce."""
+
+    metadata = MetaData(naming_convention=NAMING_CONVENTION)
+    type_annotation_map: ClassVar[dict[Any, Any]] = {datetime: UTCDateTime()}
+
+
+class ImageStatus(StrEnum):
+    BUILDING = "building"
+    READY = "ready"
+    FAILED = "failed"
+
+
+class TaskKind(StrEnum):
+    MUTATE_FIX = "mutate_fix"
+    ISSUE_FIX = "issue_fix"
+
+
+class TaskStatus(StrEnum):
+    UNVERIFIED = "unverified"
+    VERIFIED = "verified"
+    INVALID = "invalid"
+
+
+class EpisodeStatus(StrEnum):
+    COMPLETED = "completed"
+    FAILED = "failed"
+
+
+def _str_enum(enum_class: type[StrEnum]) -> Enum:
+    """A VARCHAR holding the enum's values, checked in Python only.
+
+    Not a native PostgreSQL ENUM nor a CHECK constraint: adding a value later then needs no migration.
+    Loaded values are enum members, which compare equal to their plain strings.
+    """
+    return Enum(
+        enum_class,
+        native_enum=False,
+        length=16,
+        validate_strings=True,
+        values_callable=lambda members: [member.value for member in members],
+    )
+
+
+def new_episode_id() -> str:
+    """A fresh episode id: 32 hex digits of a random UUID."""
+    return uuid.uuid4().hex
+
+
+class Repository(Base):
+    """A source repository at one commit, as the user named it."""
+
+    __tablename__ = "repositories"
+    # A NULL commit (pypi: or a non-git path) does not take part in uniqueness: NULLs are distinct in SQL.
+    # Store.get_or_create_repository serializes creation so that such rows are not duplicated either.
+    __table_args__ = (UniqueConstraint("source", "commit"),)
+
+    id: Mapped[int] = mapped_column(primary_key=True)
+    #: The spec as given: ``pypi:attrs==23.1.0``, ``https://github.com/o/r``, ``/path``.
+    source: Mapped[str]
+    #: ``owner/name`` or the package name.
+    name: Mapped[str] = mapped_column(index=True)
+    commit: Mapped[str | None]
+    created_at: Mapped[datetime] = mapped_column(default=utcnow)
+
+    images: Mapped[list[Image]] = relationship(back_populates="repository")
+
+    def __repr__(self) -> str:
+        return f"<Repository {self.id} {self.name!r} source={self.source!r} commit={self.commit!r}>"
+
+
+class Image(Base):
+    """A built (or failed) Docker image of a repository, with its install recipe and test baseline."""
+
+    __tablename__ = "images"
+
+    id: Mapped[int] = mapped_column(primary_key=True)
+    repository_id: Mapped[int] = mapped_column(ForeignKey("repositories.id"), index=True)
+    tag: Mapped[str] = mapped_column(unique=True)
+    docker_id: Mapped[str | None]
+    status: Mapped[ImageStatus] = mapped_column(_str_enum(ImageStatus), index=True)
+    #: Why the build failed, as a short class name (e.g. ``no_tests_found``); None unless failed.
+    failure_class: Mapped[str | None]
+    base_image: Mapped[str]
+    recipe: Mapped[dict[str, Any]] = mapped_column(PortableJSON)
+    recipe_hash: Mapped[str]
+    test_command: Mapped[str | None]
+    #: Test id -> outcome (``passed``, ``failed``, ``skipped`` ...) on the unmodified repository.
+    baseline: Mapped[dict[str, str]] = mapped_column(PortableJSON, default=dict)
+    #: Test ids whose outcome changed between baseline runs.
+    flaky: Mapped[list[str]] = mapped_column(PortableJSON, default=list)
+    tests_passed: Mapped[int] = mapped_column(default=0)
+    tests_total: Mapped[int] = mapped_column(default=0)
+    # Image sizes exceed 2 GiB, the limit of a 32-bit INTEGER on PostgreSQL.
+    size_bytes: Mapped[int | None] = mapped_column(BigInteger)
+    unique_bytes: Mapped[int | None] = mapped_column(BigInteger)
+    build_seconds: Mapped[float | None]
+    log_path: Mapped[str | None]
+    #: The end of the build log, enough to diagnose a failure without the file.
+    log_tail: Mapped[str | None] = mapped_column(CompressedText)
+    created_at: Mapped[datetime] = mapped_column(default=utcnow, index=True)
+    updated_at: Mapped[datetime] = mapped_column(default=utcnow, onupdate=utcnow)
+
+    repository: Mapped[Repository] = relationship(back_populates="images")
+    tasks: Mapped[list[Task]] = relationship(back_populates="image")
+
+    def __repr__(self) -> str:
+        return (
+            f"<Image {self.id} {self.tag!r} {self.status} "
+            f"tests={self.tests_passed}/{self.tests_total} failure={self.failure_class!r}>"
+        )
+
+
+class Task(Base):
+    """A repair task on an image: the broken start state, the problem statement, and how to grade it."""
+
+    __tablename__ = "tasks"
+
+    id: Mapped[int] = mapped_column(primary_key=True)
+    instance_id: Mapped[str] = mapped_column(unique=True)
+    kind: Mapped[TaskKind] = mapped_column(_str_enum(TaskKind), index=True)
+    image_id: Mapped[int] = mapped_column(ForeignKey("images.id"), index=True)
+    status: Mapped[TaskStatus] = mapped_column(
+        _str_enum(TaskStatus), index=True, default=TaskStatus.UNVERIFIED
+    )
+    #: Applied to the image's checkout to reach the broken start state ("" if the image is the start).
+    setup_patch: Mapped[str] = mapped_column(CompressedText, default="")
+    #: A reference fix: applied to the start state, it makes ``fail_to_pass`` pass.
+    gold_patch: Mapped[str] = mapped_column(CompressedText, default="")
+    #: Tests added or changed for grading, applied before running them ("" if none).
+    test_patch: Mapped[str] = mapped_column(CompressedText, default="")
+    problem_statement: Mapped[str] = mapped_column(Text)
+    fail_to_pass: Mapped[list[str]] = mapped_column(PortableJSON, default=list)
+    pass_to_pass: Mapped[list[str]] = mapped_column(PortableJSON, default=list)
+    #: Provenance: mutation operator, file, function, line, source instance id ... The attribute cannot be
+    #: called ``metadata``, which declarative classes reserve.
+    meta: Mapped[dict[str, Any]] = mapped_column(PortableJSON, default=dict)
+    created_at: Mapped[datetime] = mapped_column(default=utcnow, index=True)
+
+    image: Mapped[Image] = relationship(back_populates="tasks")
+    episodes: Mapped[list[Episode]] = relationship(back_populates="task")
+
+    def __repr__(self) -> str:
+        return f"<Task {self.id} {self.instance_id!r} {self.kind} {self.status} image={self.image_id}>"
+
+
+class Episode(Base):
+    """One attempt of a model (or policy) at a task, and its outcome. Its trajectory is ``steps``."""
+
+    __tablename__ = "episodes"
+
+    # Generated client-side in __init__ rather than by the database, so distributed workers can name an
+    # episode (logs, artifacts) before it is inserted.
+    id: Mapped[str] = mapped_column(primary_key=True)
+    task_id: Mapped[int] = mapped_column(ForeignKey("tasks.id"), index=True)
+    model: Mapped[str] = mapped_column(index=True)
+    #: The policy behind the model endpoint when it is not a plain model (``oracle``, ``replay`` ...).
+    policy: Mapped[str | None]
+    #: How actions are written: OpenAI tool calls or the CWM text format.
+    action_format: Mapped[str]
+    status: Mapped[EpisodeStatus] = mapped_column(_str_enum(EpisodeStatus), index=True)
+    #: Why the loop stopped: ``submitted``, ``max_turns``, ``max_tokens``, ``wall_clock``,
+    #: ``context_overflow``, ``format_errors``, ``model_error``, ``infra_error`` ...
+    exit_reason: Mapped[str]
+    #: Whether the final patch fixes the task; None when it was not graded.
+    resolved: Mapped[bool | None] = mapped_column(index=True)
+    reward: Mapped[float | None]
+    prompt_tokens: Mapped[int] = mapped_column(default=0)
+    completion_tokens: Mapped[int] = mapped_column(default=0)
+    n_steps: Mapped[int] = mapped_column(default=0)
+    final_patch: Mapped[str | None] = mapped_column(CompressedText)
+    #: The grader's report (per-test outcomes ...); None when not graded.
+    grade: Mapped[dict[str, Any] | None] = mapped_column(PortableJSON)
+    #: What the episode ran with: sampling parameters, budgets.
+    config: Mapped[dict[str, Any]] = mapped_column(PortableJSON, default=dict)
+    started_at: Mapped[datetime]
+    finished_at: Mapped[datetime]
+    created_at: Mapped[datetime] = mapped_column(default=utcnow, index=True)
+
+    task: Mapped[Task] = relationship(back_populates="episodes")
+    # passive_deletes: the database's ON DELETE CASCADE removes the steps, without loading them first.
+    steps: Mapped[list[Step]] = relationship(
+        back_populates="episode",
+        order_by="Step.index",
+        cascade="all, delete-orphan",
+        passive_deletes=True,
+    )
+
+    def __init__(self, **kwargs: Any) -> None:
+        kwargs.setdefault("id", new_episode_id())
+        super().__init__(**kwargs)
+
+    def __repr__(self) -> str:
+        return (
+            f"<Episode {self.id} task={self.task_id} model={self.model!r} {self.status} "
+            f"exit={self.exit_reason!r} resolved={self.resolved} steps={self.n_steps}>"
+        )
+
+
+class Step(Base):
+    """One turn of an episode: what the model said, the action it took, and what it observed."""
+
+    __tablename__ = "steps"
+    __table_args__ = (UniqueConstraint("episode_id", "index"),)
+
+    # 64-bit on PostgreSQL: steps are the largest table (billions of rows at farming scale). SQLite keeps
+    # INTEGER, the only type that makes a primary key an auto-incrementing rowid (and it is 64-bit there).
+    id: Mapped[int] = mapped_column(BigInteger().with_variant(Integer, "sqlite"), primary_key=True)
+    episode_id: Mapped[str] = mapped_column(ForeignKey("episodes.id", ondelete="CASCADE"), index=True)
+    #: Position in the episode, from 0.
+    index: Mapped[int]
+    #: The model's text besides the action, if any.
+    thought: Mapped[str | None] = mapped_column(CompressedText)
+    #: ``{"tool": name, "arguments": {...}}``, or the raw unparsed text when the model's output was malformed.
+    action: Mapped[dict[str, Any] | str] = mapped_column(PortableJSON)
+    observation: Mapped[str] = mapped_column(CompressedText)
+    model_seconds: Mapped[float] = mapped_column(default=0.0)
+    tool_seconds: Mapped[float] = mapped_column(default=0.0)
+    prompt_tokens: Mapped[int | None]
+    completion_tokens: Mapped[int | None]
+    created_at: Mapped[datetime] = mapped_column(default=utcnow)
+
+    episode: Mapped[Episode] = relationship(back_populates="steps")
+
+    def __repr__(self) -> str:
+        return f"<Step {self.episode_id}#{self.index} action={self.action!r:.80}>"

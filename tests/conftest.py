@@ -1,0 +1,53 @@
+"""Shared fixtures: the real Docker engine and the real PostgreSQL server.
+
+Tests marked ``docker`` or ``postgres`` use them. Locally such a test is skipped, with the reason, only
+when the engine or server genuinely does not answer; under CI (``CI`` set) absence is a failure, so a
+broken CI machine can never pass by skipping.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Iterator
+
+import pytest
+
+POSTGRES_URL_ENV = "FORAGER_TEST_POSTGRES_URL"
+DEFAULT_POSTGRES_URL = "postgresql+psycopg://forager:forager@127.0.0.1:5432/forager_test"
+
+
+def _unavailable(what: str, why: str) -> None:
+    message = f"{what} unavailable: {why}"
+    if os.environ.get("CI"):
+        pytest.fail(f"{message} (CI must run these tests; see scripts/test.sh)")
+    pytest.skip(message)
+
+
+@pytest.fixture(scope="session")
+def docker_client() -> Iterator[object]:
+    import docker
+    from docker.errors import DockerException
+
+    try:
+        client = docker.from_env()
+        client.ping()
+    except DockerException as exc:
+        _unavailable("Docker engine", str(exc))
+    yield client
+    client.close()
+
+
+@pytest.fixture(scope="session")
+def postgres_url() -> str:
+    """URL of an empty-able PostgreSQL database for tests (``FORAGER_TEST_POSTGRES_URL``)."""
+    import sqlalchemy as sa
+
+    url = os.environ.get(POSTGRES_URL_ENV, DEFAULT_POSTGRES_URL)
+    try:
+        engine = sa.create_engine(url)
+        with engine.connect() as conn:
+            conn.execute(sa.text("select 1"))
+        engine.dispose()
+    except Exception as exc:
+        _unavailable("PostgreSQL", f"{url}: {exc.__class__.__name__}: {str(exc).splitlines()[0]}")
+    return url

@@ -1,0 +1,126 @@
+"""The command line as a user meets it: the real ``forager`` entry point in a subprocess."""
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from forager.cli.envs import parse_duration
+from images.base import BASE_IMAGE
+from images.engine import build_container_name
+
+
+def forager(*args: str, home: Path, env: dict[str, str] | None = None) -> subprocess.CompletedProcess[str]:
+    environ = {k: v for k, v in os.environ.items() if k not in ("FORAGER_DB", "FORAGER_HOME")}
+    environ.update(env or {})
+    return subprocess.run(
+        [sys.executable, "-m", "forager", "--home", str(home), *args],
+        capture_output=True,
+        text=True,
+        env=environ,
+        timeout=120,
+    )
+
+
+def test_help_lists_every_command_group(tmp_path: Path) -> None:
+    result = forager("--help", home=tmp_path)
+    assert result.returncode == 0
+    for group in ("images", "tasks", "episode", "forage", "db", "envs", "k8s", "serve", "doctor"):
+        assert f" {group} " in result.stdout, group
+    assert "--db" in result.stdout and "--home" in result.stdout
+
+
+def test_db_info_on_a_new_home_creates_the_latest_schema(tmp_path: Path) -> None:
+    result = forager("db", "info", "--json", home=tmp_path)
+    assert result.returncode == 0, result.stderr
+    info = json.loads(result.stdout)
+    assert info["revision"] == info["latest"] is not None
+    assert set(info["rows"]) >= {"repositories", "images", "tasks", "episodes", "steps"}
+    assert (tmp_path / "forager.db").is_file()
+
+
+def test_db_url_from_environment_variable(tmp_path: Path) -> None:
+    db = tmp_path / "elsewhere.db"
+    result = forager("db", "upgrade", home=tmp_path / "home", env={"FORAGER_DB": f"sqlite:///{db}"})
+    assert result.returncode == 0, result.stderr
+    assert db.is_file()
+
+
+@pytest.mark.parametrize(
+    ("url", "expected"),
+    [
+        ("postgresql://nobody:secret@127.0.0.1:9/none", "cannot reach"),
+        ("notadb://what", "URL"),
+    ],
+)
+def test_bad_database_is_one_clear_line(tmp_path: Path, url: str, expected: str) -> None:
+    result = forager("--db", url, "db", "info", home=tmp_path)
+    assert result.returncode == 1
+    assert "Traceback" not in result.stderr
+    lines = result.stderr.strip().splitlines()
+    assert len(lines) == 1 and lines[0].startswith("error:") and expected in lines[0], result.stderr
+    assert "secret" not in result.stderr
+
+
+def test_corrupt_sqlite_file_is_one_clear_line(tmp_path: Path) -> None:
+    (tmp_path / "forager.db").write_bytes(b"this is not a database" * 100)
+    result = forager("db", "info", home=tmp_path)
+    assert result.returncode == 1 and "Traceback" not in result.stderr
+    assert "forager.db" in result.stderr and "--db" in result.stderr
+
+
+def test_doctor_without_an_engine_says_what_to_do(tmp_path: Path) -> None:
+    result = forager("doctor", "--json", home=tmp_path, env={"DOCKER_HOST": f"unix://{tmp_path}/no.sock"})
+    assert result.returncode == 1
+    checks = {check["name"]: check for check in json.loads(result.stdout)}
+    assert checks["docker engine"]["status"] == "fail"
+    assert "scripts/setup.sh" in checks["docker engine"]["fix"]
+    assert checks["base image"]["status"] == "fail"
+    assert checks["database"]["status"] == "ok"
+
+
+@pytest.mark.docker
+def test_doctor_is_all_green_on_a_set_up_machine(docker_client, tmp_path: Path) -> None:
+    result = forager("doctor", home=tmp_path)
+    assert result.returncode == 0, result.stdout + result.stderr
+    assert "✗" not in result.stdout
+
+
+def test_durations() -> None:
+    assert parse_duration("2h").total_seconds() == 7200
+    assert parse_duration("90").total_seconds() == 90
+    assert parse_duration("1.5m").total_seconds() == 90
+    with pytest.raises(Exception, match="not a duration"):
+        parse_duration("two hours")
+
+
+@pytest.mark.docker
+def test_envs_gc_removes_episode_and_build_leftovers_by_age(docker_client, tmp_path: Path) -> None:
+    def leak(**options: object) -> str:
+        return docker_client.containers.run(
+            BASE_IMAGE, ["sleep", "600"], detach=True, network_mode="none", **options
+        ).id
+
+    episode = leak(labels={"forager.episode": "leaked"})
+    build = leak(name=build_container_name("leaked"))
+    bystander = leak(name=f"not-forager-{episode[:8]}")
+    try:
+        assert forager("envs", "gc", "--older-than", "1h", home=tmp_path).returncode == 0
+        alive = {c.id for c in docker_client.containers.list(all=True)}
+        assert {episode, build, bystander} <= alive, "young containers must survive --older-than 1h"
+
+        result = forager("envs", "gc", "--json", home=tmp_path)
+        assert result.returncode == 0, result.stderr
+        assert {(r["id"], r["kind"]) for r in json.loads(result.stdout)} >= {
+            (episode, "episode"),
+            (build, "build"),
+        }
+        alive = {c.id for c in docker_client.containers.list(all=True)}
+        assert episode not in alive and build not in alive
+        assert bystander in alive, "gc must only touch Forager's containers"
+    finally:
+        for container in docker_client.containers.list(all=True, filters={"id": bystander}):
+            container.remove(force=True)
