@@ -2,15 +2,25 @@
 
 from __future__ import annotations
 
+import contextlib
+import shutil
 from pathlib import Path
 from typing import Annotated
 
 import typer
+from docker.errors import ImageNotFound
+from rich.markup import escape
+from rich.table import Table
 
-from forager.cli.output import JsonOption, console, print_json, progress_display, settings
-from images.base import ensure_base_image
+from envs.gc import collect_garbage
+from forager.cli.output import JsonOption, console, open_store, print_json, progress_display, settings
+from images.base import BASE_IMAGE, ensure_base_image
+from images.builder import BuildOptions, BuildResult, ImageBuilder
 from images.engine import connect
 from images.proxy import NetworkSettings
+from images.recipe import InstallRecipe
+from images.sources import SourceSpec, parse_source, read_source_file
+from storage import ForagerError, Image, ImageStatus, Store
 
 app = typer.Typer(help="Build, list and inspect repository images.", no_args_is_help=True)
 
@@ -22,6 +32,7 @@ CABundleOption = Annotated[
         "Default: $SSL_CERT_FILE, $REQUESTS_CA_BUNDLE, $PIP_CERT or the system bundle.",
     ),
 ]
+RefArgument = Annotated[str, typer.Argument(metavar="REF", help="Image id (as listed) or tag.")]
 
 
 @app.command()
@@ -34,7 +45,7 @@ def base(
     rebuild: Annotated[bool, typer.Option("--rebuild", help="Build again even if the image exists.")] = False,
     json: JsonOption = False,
 ) -> None:
-    """Make the shared base image (Debian minbase + Python, pip, venv, git, build tools).
+    """Make the shared base image (Debian minbase + Python, pip, venv, git, build tools, uv).
 
     Uses debootstrap and docker import, so no container registry is needed. Skips the work when the
     image already exists.
@@ -53,3 +64,190 @@ def base(
     console.print(
         f"{image.tag} {verb} ({image.size_bytes / 2**20:.0f} MiB, {image.id[7:19]})", highlight=False
     )
+
+
+@app.command()
+def build(
+    ctx: typer.Context,
+    sources: Annotated[
+        list[str] | None,
+        typer.Argument(
+            metavar="SOURCE...",
+            help="git URL[@REF], local PATH[@REF], or pypi:NAME[==VERSION].",
+            show_default=False,
+        ),
+    ] = None,
+    from_file: Annotated[
+        Path | None,
+        typer.Option("--from-file", help="One SOURCE per line, or SWE-bench JSONL (repo + base_commit)."),
+    ] = None,
+    jobs: Annotated[int, typer.Option("--jobs", "-j", min=1, help="Builds at once.")] = 1,
+    timeout: Annotated[float, typer.Option(help="Seconds for one build, tests excluded.")] = 1800,
+    test_timeout: Annotated[float, typer.Option(help="Seconds for one baseline test run.")] = 900,
+    base_image: Annotated[str, typer.Option("--base", help="Base image to layer on.")] = BASE_IMAGE,
+    ca_bundle: CABundleOption = None,
+    min_pass_ratio: Annotated[
+        float, typer.Option(min=0, max=1, help="Share of run tests that must pass for 'ready'.")
+    ] = 0.8,
+    rebuild: Annotated[bool, typer.Option("--rebuild", help="Build even if a ready image exists.")] = False,
+    json: JsonOption = False,
+) -> None:
+    """Build executable images of repositories: install, verify by running, record a test baseline."""
+    specs: list[SourceSpec] = [parse_source(text) for text in sources or []]
+    if from_file:
+        specs += read_source_file(from_file)
+    if not specs:
+        raise typer.BadParameter("name at least one SOURCE, or --from-file FILE", param_hint="SOURCE")
+    options = BuildOptions(
+        base_image=base_image,
+        network=NetworkSettings.from_environment(ca_bundle),
+        timeout=timeout,
+        test_timeout=test_timeout,
+        min_pass_ratio=min_pass_ratio,
+        rebuild=rebuild,
+    )
+    store = open_store(ctx)
+    with progress_display(transient=False) as progress:
+        builder = ImageBuilder(connect(timeout=3600), store, settings(ctx).home, options, progress)
+        results = builder.build_many(specs, jobs)
+    if json:
+        print_json([_result_json(result) for result in results])
+    else:
+        console.print(_results_table(results))
+    if not any(result.status == ImageStatus.READY for result in results):
+        raise typer.Exit(1)
+
+
+@app.command("list")
+def list_(
+    ctx: typer.Context,
+    status: Annotated[ImageStatus | None, typer.Option(help="Only images with this status.")] = None,
+    name: Annotated[str | None, typer.Option(help="Only this repository (owner__repo, pypi__name).")] = None,
+    json: JsonOption = False,
+) -> None:
+    """List the images in the store."""
+    images = open_store(ctx).list_images(status=status, name=name)
+    if json:
+        print_json([_image_json(image) for image in images])
+        return
+    table = Table("id", "tag", "status", "tests", "unique", "built", box=None)
+    for image in images:
+        table.add_row(
+            str(image.id),
+            escape(image.tag),
+            _status(image.status, image.failure_class),
+            f"{image.tests_passed}/{image.tests_total}",
+            _size(image.unique_bytes),
+            f"{image.created_at:%Y-%m-%d %H:%M}",
+        )
+    console.print(table)
+
+
+@app.command()
+def show(ctx: typer.Context, ref: RefArgument, json: JsonOption = False) -> None:
+    """Show one image: its recipe, test command, baseline summary and where its log is."""
+    image = _get(ctx, ref)
+    if json:
+        print_json(_image_json(image, full=True))
+        return
+    outcomes = list(image.baseline.values())
+    console.print(f"[bold]{escape(image.tag)}[/]  {_status(image.status, image.failure_class)}")
+    console.print(
+        f"source     {escape(image.repository.source)} @ {image.repository.commit}", highlight=False
+    )
+    console.print(f"tests      {image.test_command}", highlight=False)
+    counts = ", ".join(f"{outcomes.count(o)} {o}" for o in ("passed", "failed", "error", "skipped"))
+    console.print(f"baseline   {counts}, {len(image.flaky)} flaky", highlight=False)
+    console.print(f"size       {_size(image.size_bytes)} ({_size(image.unique_bytes)} of its own)")
+    if image.build_seconds is not None:
+        console.print(f"build      {image.build_seconds:.0f} s, log {image.log_path}", highlight=False)
+    if image.recipe:
+        console.print("recipe")
+        for step in InstallRecipe.from_json(image.recipe).steps:
+            console.print(f"  [dim]# {escape(step.why)}[/]\n  {escape(step.run)}", highlight=False)
+    if image.log_tail and image.status == ImageStatus.FAILED:
+        console.print("log tail", style="bold")
+        console.print(escape(image.log_tail), highlight=False)
+
+
+@app.command()
+def rm(ctx: typer.Context, refs: Annotated[list[str], typer.Argument(metavar="REF...")]) -> None:
+    """Remove images: the Docker image and its record (refused while tasks use it)."""
+    store = open_store(ctx)
+    client = connect()
+    for ref in refs:
+        image = _get(ctx, ref, store)
+        store.delete_image(image.id)
+        with contextlib.suppress(ImageNotFound):
+            client.images.remove(image.tag, force=True)
+        console.print(f"removed {escape(image.tag)}")
+
+
+@app.command()
+def prune(ctx: typer.Context) -> None:
+    """Remove what interrupted builds left: build containers, dangling image layers, scratch folders."""
+    client = connect()
+    containers = [r for r in collect_garbage(client) if r.kind == "build"]
+    reclaimed = client.images.prune(filters={"dangling": True}).get("SpaceReclaimed") or 0
+    scratch = settings(ctx).home / "tmp"
+    folders = list(scratch.iterdir()) if scratch.is_dir() else []
+    for folder in folders:
+        shutil.rmtree(folder, ignore_errors=True)
+    console.print(
+        f"removed {len(containers)} build container(s), {len(folders)} scratch folder(s), "
+        f"{_size(reclaimed)} of dangling layers"
+    )
+
+
+def _get(ctx: typer.Context, ref: str, store: Store | None = None) -> Image:
+    store = store or open_store(ctx)
+    image = store.get_image(int(ref) if ref.isdigit() else ref)
+    if image is None:
+        raise ForagerError(f"no image {ref!r} in {store.url}: see `forager images list`")
+    return image
+
+
+def _status(status: ImageStatus, failure_class: str | None) -> str:
+    if status == ImageStatus.READY:
+        return "[green]ready[/]"
+    return f"[red]{status.value}[/]" + (f" ({failure_class})" if failure_class else "")
+
+
+def _size(value: int | None) -> str:
+    if value is None:
+        return "-"
+    return f"{value / 2**20:.0f} MiB" if value >= 2**20 else f"{value / 2**10:.0f} KiB"
+
+
+def _results_table(results: list[BuildResult]) -> Table:
+    table = Table("repository", "status", "tests", "time", "unique", "reason", box=None)
+    for r in results:
+        status = _status(r.status, r.failure_class) + (" (cached)" if r.cached else "")
+        table.add_row(
+            escape(r.name), status, f"{r.tests_passed}/{r.tests_total}", f"{r.seconds:.0f} s",
+            _size(r.unique_bytes), escape(r.reason),
+        )  # fmt: skip
+    return table
+
+
+def _result_json(r: BuildResult) -> dict[str, object]:
+    return {
+        "source": r.source, "name": r.name, "status": r.status.value, "failure_class": r.failure_class,
+        "reason": r.reason, "tag": r.tag, "commit": r.commit, "tests_passed": r.tests_passed,
+        "tests_total": r.tests_total, "seconds": round(r.seconds, 2), "size_bytes": r.size_bytes,
+        "unique_bytes": r.unique_bytes, "log_path": str(r.log_path) if r.log_path else None,
+        "cached": r.cached,
+    }  # fmt: skip
+
+
+def _image_json(image: Image, full: bool = False) -> dict[str, object]:
+    data: dict[str, object] = {
+        "id": image.id, "tag": image.tag, "source": image.repository.source, "name": image.repository.name,
+        "commit": image.repository.commit, "status": image.status.value, "failure_class": image.failure_class,
+        "tests_passed": image.tests_passed, "tests_total": image.tests_total, "size_bytes": image.size_bytes,
+        "unique_bytes": image.unique_bytes, "build_seconds": image.build_seconds,
+        "test_command": image.test_command, "log_path": image.log_path, "created_at": image.created_at,
+    }  # fmt: skip
+    if full:
+        data.update(recipe=image.recipe, baseline=image.baseline, flaky=image.flaky, log_tail=image.log_tail)
+    return data

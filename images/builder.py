@@ -1,0 +1,678 @@
+"""Building one repository image: fetch, detect, install and repair, commit, record a test baseline.
+
+The build runs in a long-lived container (host network, shared package cache volume) that is
+committed when installation works, as CWM's and Repo2Run's builders do: the install-and-repair loop
+never starts over from scratch, and the cache is never baked into an image. The recipe of commands
+that worked is kept as data and as a Dockerfile. The baseline runs in fresh containers made from the
+committed image with no network, exactly as episodes will run.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import hashlib
+import io
+import json
+import re
+import shlex
+import tarfile
+import tempfile
+import threading
+import time
+from concurrent.futures import ThreadPoolExecutor, wait
+from dataclasses import dataclass, field, replace
+from pathlib import Path
+
+import docker
+from docker.errors import DockerException, ImageNotFound, NotFound
+from requests.exceptions import ConnectionError as RequestsConnectionError
+from requests.exceptions import ReadTimeout
+
+from images.base import BASE_IMAGE
+from images.baseline import (
+    Baseline,
+    FailureClass,
+    Verdict,
+    collection_errors,
+    judge,
+    log_tail,
+    merge_runs,
+    parse_junit,
+)
+from images.detect import InstallPlan, detect
+from images.engine import build_container_name, exec_logged
+from images.progress import Progress, ProgressEvent, no_progress
+from images.proxy import NetworkSettings
+from images.pypi import default_index_url
+from images.recipe import IMAGE_ENV, REPO_DIR, VENV_DIR, InstallRecipe, RecipeStep
+from images.repair import Repair, diagnose
+from images.sources import Checkout, SourceError, SourceSpec, fetch
+from storage import Image, ImageStatus, Store
+from storage.errors import ForagerError
+
+#: Bump when the same plan would turn into different steps: it changes every image tag.
+BUILDER_VERSION = "1"
+#: Named volume shared by all build containers: pip's and uv's download and wheel caches.
+CACHE_VOLUME = "forager-cache"
+JUNIT_PATH = "/tmp/forager-junit.xml"
+PYTEST = "python -m pytest -p no:cacheprovider"
+
+_GIT_SANITIZE = """set -e
+git remote | while read -r remote; do git remote remove "$remote"; done
+git for-each-ref --format='%(refname)' | while read -r ref; do git update-ref -d "$ref"; done
+git checkout -q -B main
+git reflog expire --expire=now --all
+git gc -q --prune=now
+git config --global user.name forager && git config --global user.email forager@localhost
+git status --porcelain --untracked-files=all | sed -n 's/^?? //p' >> .git/info/exclude"""
+
+
+@dataclass(frozen=True)
+class BuildOptions:
+    """How images are built. The defaults suit the 2-core machines Forager was developed on."""
+
+    base_image: str = BASE_IMAGE
+    network: NetworkSettings = field(default_factory=NetworkSettings)
+    timeout: float = 1800.0
+    """Seconds for the whole build, tests excluded."""
+    test_timeout: float = 900.0
+    """Seconds for one baseline test run."""
+    test_runs: int = 2
+    min_pass_ratio: float = 0.8
+    repair_rounds: int = 8
+    memory: str = "4g"
+    """Memory limit of baseline test containers."""
+    pids_limit: int = 4096
+    rebuild: bool = False
+    """Build again even when an image with the same source and recipe is ready."""
+
+
+@dataclass(frozen=True)
+class BuildResult:
+    """What one build produced; also recorded in the store."""
+
+    source: str
+    name: str
+    status: ImageStatus
+    failure_class: FailureClass | None
+    reason: str
+    tag: str | None = None
+    commit: str | None = None
+    tests_passed: int = 0
+    tests_total: int = 0
+    seconds: float = 0.0
+    size_bytes: int | None = None
+    unique_bytes: int | None = None
+    log_path: Path | None = None
+    cached: bool = False
+    """True when an identical ready image existed and nothing was built."""
+
+
+class BuildCancelled(ForagerError):
+    """The build was interrupted (Ctrl-C); nothing of it was recorded."""
+
+    exit_code = 130
+
+
+class _BuildFailed(Exception):
+    """Internal: a stage failed with a failure class; becomes a failed BuildResult."""
+
+    def __init__(self, failure_class: FailureClass, reason: str) -> None:
+        super().__init__(reason)
+        self.failure_class: FailureClass = failure_class
+        self.reason = reason
+
+
+def image_tag(name: str, commit: str, recipe_digest: str) -> str:
+    """``forager/OWNER__REPO:COMMIT12-SPEC8``, lower-cased to what Docker accepts."""
+    repository = re.sub(r"[^a-z0-9_.-]+", "-", name.lower()).strip("-._") or "repo"
+    repository = re.sub(r"([_.-])[_.-]+", lambda m: "__" if m[0] == "__" else m[1], repository)
+    return f"forager/{repository}:{commit[:12]}-{recipe_digest[:8]}"
+
+
+def plan_recipe(plan: InstallPlan, checkout: Checkout, base_image: str) -> InstallRecipe:
+    """The install steps a detected plan calls for, before any repair."""
+    steps = [RecipeStep(f"python3 -m venv {VENV_DIR}", "a virtual environment of its own for the project")]
+    uv = "uv pip install"
+    if plan.installable:
+        target = "." + (f"[{','.join(plan.extras)}]" if plan.extras else "")
+        why = "the project, editable" + (f", with extras {', '.join(plan.extras)}" if plan.extras else "")
+        env = {"SETUPTOOLS_SCM_PRETEND_VERSION": checkout.version} if checkout.version else {}
+        steps.append(RecipeStep(f"{uv} -e {shlex.quote(target)}", why, env))
+    for group in plan.dependency_groups:
+        steps.append(RecipeStep(f"{uv} --group {shlex.quote(group)}", f"dependency group {group}"))
+    for path in plan.requirement_files:
+        steps.append(RecipeStep(f"{uv} -r {shlex.quote(path)}", f"requirements file {path}"))
+    if plan.packages:
+        packages = " ".join(shlex.quote(p) for p in plan.packages)
+        steps.append(
+            RecipeStep(f"{uv} {packages}", "test tools and dependencies declared outside the metadata")
+        )
+    paths = " ".join(shlex.quote(p) for p in plan.test_paths)
+    args = " ".join(shlex.quote(a) for a in plan.pytest_args)
+    test_command = " ".join(part for part in (PYTEST, args, paths) if part)
+    return InstallRecipe(base_image=base_image, steps=tuple(steps), test_command=test_command)
+
+
+class ImageBuilder:
+    """Builds repository images with one Docker engine and records them in one store.
+
+    Safe to use from several threads at once (``forager images build --jobs N``); ``cancel`` stops
+    every build at its next step, and :meth:`kill_all` removes their containers at once.
+    """
+
+    def __init__(
+        self,
+        client: docker.DockerClient,
+        store: Store,
+        home: Path,
+        options: BuildOptions | None = None,
+        progress: Progress = no_progress,
+    ) -> None:
+        self.client = client
+        self.store = store
+        self.home = home
+        self.options = options or BuildOptions()
+        self.progress = progress
+        self.cancel = threading.Event()
+        self._containers: set[str] = set()
+        self._lock = threading.Lock()
+        self._index_url: str | None = None
+
+    def build(self, spec: SourceSpec) -> BuildResult:
+        """Build (or find already built) the image of ``spec``. Failures are results, not exceptions,
+        except :class:`BuildCancelled`."""
+        started = time.monotonic()
+        log_dir = self.home / "logs" / "images" / spec.name
+        log_dir.mkdir(parents=True, exist_ok=True)
+        log_path = log_dir / f"build-{time.strftime('%Y%m%d-%H%M%S')}-{threading.get_ident() % 10000}.log"
+        log = _Log(log_path)
+        scratch = self.home / "tmp"
+        scratch.mkdir(parents=True, exist_ok=True)
+        checkout: Checkout | None = None
+        with tempfile.TemporaryDirectory(dir=scratch, prefix="src-") as tmp:
+            try:
+                self._stage(spec, "fetch", spec.text)
+                checkout = self._fetch(spec, Path(tmp) / "src")
+                log.section(f"source {spec.text} at {checkout.commit}")
+                result = self._build_checkout(checkout, log, started)
+            except _BuildFailed as failed:
+                log.section(f"FAILED ({failed.failure_class}): {failed.reason}")
+                result = self._record_failure(spec, checkout, failed, log, started)
+            except BuildCancelled:
+                log.section("cancelled")
+                raise
+            except (DockerException, RequestsConnectionError) as exc:
+                if self.cancel.is_set():
+                    raise BuildCancelled(f"{spec.text}: build cancelled") from exc
+                failed = _BuildFailed("docker_error", f"the Docker engine failed: {exc}")
+                log.section(f"FAILED (docker_error): {exc}")
+                result = self._record_failure(spec, checkout, failed, log, started)
+        self._stage(spec, result.status.value, result.reason)
+        return result
+
+    def build_many(self, specs: list[SourceSpec], jobs: int = 1) -> list[BuildResult]:
+        """Build ``specs`` with up to ``jobs`` at once; results in the order given.
+
+        On Ctrl-C every build is cancelled and its containers removed before the interrupt propagates;
+        nothing of an unfinished build is recorded.
+        """
+        with ThreadPoolExecutor(max_workers=max(1, jobs), thread_name_prefix="forager-build") as pool:
+            futures = [pool.submit(self.build, spec) for spec in specs]
+            try:
+                wait(futures)
+            except KeyboardInterrupt:
+                self.kill_all()
+                for future in futures:
+                    future.cancel()
+                wait(futures)
+                raise
+        return [future.result() for future in futures]
+
+    def kill_all(self) -> None:
+        """Cancel every build and remove its containers now (Ctrl-C)."""
+        self.cancel.set()
+        with self._lock:
+            names = list(self._containers)
+        for name in names:
+            try:
+                self.client.containers.get(name).remove(force=True)
+            except (NotFound, DockerException):
+                continue
+
+    # -- stages ---------------------------------------------------------------------------------------
+
+    def _fetch(self, spec: SourceSpec, dest: Path) -> Checkout:
+        if self._index_url is None and spec.kind == "pypi":
+            self._index_url = self.options.network.index_url or default_index_url()
+        try:
+            return fetch(
+                spec,
+                dest,
+                sdist_cache=self.home / "cache" / "sdists",
+                index_url=self._index_url or "",
+                ca_bundle=self.options.network.ca_bundle,
+            )
+        except SourceError as exc:
+            raise _BuildFailed("clone_failed", str(exc)) from exc
+
+    def _build_checkout(self, checkout: Checkout, log: _Log, started: float) -> BuildResult:
+        spec = checkout.spec
+        plan = detect(checkout.path)
+        log.section("detected", *plan.evidence)
+        if not plan.is_python:
+            raise _BuildFailed("not_python", "no Python project files and no Python code found")
+        base = self._base_image_id()
+        recipe = plan_recipe(plan, checkout, self.options.base_image)
+        tag = image_tag(spec.name, checkout.commit, _digest(recipe, base))
+        if not self.options.rebuild and (cached := self._cached(tag)) is not None:
+            return replace(cached, seconds=time.monotonic() - started, cached=True)
+        deadline = started + self.options.timeout
+        recipe, image = self._install(checkout, plan, recipe, tag, log, deadline)
+        try:
+            baseline, verdict = self._baseline(spec, tag, recipe.test_command, log)
+        except BaseException:
+            _remove_image(self.client, tag)
+            raise
+        seconds = time.monotonic() - started
+        size = image.attrs["Size"]
+        unique = size - self.client.images.get(self.options.base_image).attrs["Size"]
+        self._write_artifacts(spec, checkout, recipe, baseline, tag)
+        status = ImageStatus.READY if verdict.ready else ImageStatus.FAILED
+        passed, total = (baseline.passed, baseline.total) if baseline else (0, 0)
+        repository = self.store.get_or_create_repository(spec.text, spec.name, checkout.commit)
+        self.store.save_image(
+            Image(
+                repository_id=repository.id,
+                tag=tag,
+                docker_id=image.id,
+                status=status,
+                failure_class=verdict.failure_class,
+                base_image=self.options.base_image,
+                recipe=recipe.to_json(),
+                recipe_hash=recipe.digest(),
+                test_command=recipe.test_command,
+                baseline=dict(baseline.outcomes) if baseline else {},
+                flaky=sorted(baseline.flaky) if baseline else [],
+                tests_passed=passed,
+                tests_total=total,
+                size_bytes=size,
+                unique_bytes=unique,
+                build_seconds=seconds,
+                log_path=str(log.path),
+                log_tail=None if verdict.ready else log_tail(log.text()),
+            )
+        )
+        log.section(f"{status.value}: {verdict.reason}")
+        return BuildResult(
+            spec.text, spec.name, status, verdict.failure_class, verdict.reason, tag, checkout.commit,
+            passed, total, seconds, size, unique, log.path,
+        )  # fmt: skip
+
+    def _install(
+        self,
+        checkout: Checkout,
+        plan: InstallPlan,
+        recipe: InstallRecipe,
+        tag: str,
+        log: _Log,
+        deadline: float,
+    ) -> tuple[InstallRecipe, docker.models.images.Image]:
+        """Run the recipe in a build container, repairing as the errors say; commit the result."""
+        spec = checkout.spec
+        network = self.options.network
+        container = self._start(
+            self.options.base_image,
+            build_container_name(spec.name),
+            environment=IMAGE_ENV,
+            network_mode="host",
+            volumes={CACHE_VOLUME: {"bind": "/root/.cache", "mode": "rw"}},
+            **network.container_options(),
+        )
+        try:
+            container.put_archive("/", _tar_directory(checkout.path, REPO_DIR.strip("/")))
+            env = {**network.environment(), "UV_LINK_MODE": "copy"}
+            run = _Runner(container, log, env, deadline, self.cancel)
+            self._stage(spec, "install", f"{len(recipe.steps)} steps")
+            steps = self._run_steps(run, list(recipe.steps), plan, checkout.version)
+            self._stage(spec, "collect", recipe.test_command)
+            steps = self._collect(run, steps, recipe.test_command, checkout.version)
+            self._stage(spec, "commit", tag)
+            if run("sanitize git history", _GIT_SANITIZE, {}) != 0:
+                raise _BuildFailed("install_failed", "could not sanitize the git history (see the log)")
+            recipe = replace(recipe, steps=tuple(steps))
+            repository, version = tag.split(":")
+            labels = {
+                "forager.source": spec.text,
+                "forager.commit": checkout.commit,
+                "forager.recipe": recipe.digest(),
+                "forager.test-command": recipe.test_command,
+            }
+            container.commit(
+                repository=repository, tag=version, conf={"Labels": labels, "WorkingDir": REPO_DIR}
+            )
+            return recipe, self.client.images.get(tag)
+        finally:
+            self._remove(container)
+
+    def _run_steps(
+        self, run: _Runner, steps: list[RecipeStep], plan: InstallPlan, version: str | None
+    ) -> list[RecipeStep]:
+        """Run each step; on failure try the repairs its log suggests, a bounded number of times."""
+        done: list[RecipeStep] = []
+        tried: list[Repair] = []
+        queue = list(steps)
+        rounds = 0
+        while queue:
+            step = queue.pop(0)
+            mark = run.log.size()
+            if run(step.why, step.run, step.env) == 0:
+                done.append(step)
+                continue
+            # Extras only mean something to the step that installs the project itself.
+            extras = plan.extras if step.run.startswith("uv pip install -e") else ()
+            repairs = diagnose(run.log.since(mark), tried=tried, extras=extras, version=version)
+            if repairs and rounds < self.options.repair_rounds:
+                rounds += 1
+                tried.append(repairs[0])
+                queue[:0] = _apply(repairs[0], step)
+                continue
+            if step is not steps[0] and not step.run.startswith("uv pip install -e"):
+                # Optional extras (a requirements file, test tools) that cannot install: go on without
+                # them; the test run says whether they mattered.
+                run.log.section(f"skipped: {step.why} could not be installed")
+                continue
+            raise _BuildFailed("install_failed", f"{step.why}: {run.log.last_error(mark)}")
+        return done
+
+    def _collect(
+        self, run: _Runner, steps: list[RecipeStep], test_command: str, version: str | None
+    ) -> list[RecipeStep]:
+        """Collect the tests, installing what collection says is missing, until it is clean."""
+        tried: list[Repair] = []
+        for _ in range(self.options.repair_rounds):
+            mark = run.log.size()
+            code = run("collect tests", f"{test_command} --collect-only -q", {})
+            output = run.log.since(mark)
+            if code in (0, 5):  # 5: nothing collected; the baseline reports it as no_tests
+                return steps
+            repairs = [r for r in diagnose(output, tried=tried, version=version) if r.kind == "install"]
+            if not repairs:
+                return steps  # the baseline classifies what is left
+            tried.append(repairs[0])
+            step = RecipeStep(f"uv pip install {shlex.quote(repairs[0].value)}", repairs[0].why)
+            if run(step.why, step.run, step.env) == 0:
+                steps.append(step)
+        return steps
+
+    def _baseline(
+        self, spec: SourceSpec, tag: str, test_command: str, log: _Log
+    ) -> tuple[Baseline | None, Verdict]:
+        runs: list[dict[str, str]] = []
+        exit_code: int | None = None
+        timed_out = False
+        errors = 0
+        for number in range(1, self.options.test_runs + 1):
+            self._stage(spec, "tests", f"run {number} of {self.options.test_runs}")
+            outcomes, exit_code, output, timed_out = self._test_run(tag, test_command, number)
+            log.section(f"test run {number}: exit {exit_code}", output)
+            errors = len(collection_errors(output))
+            if timed_out or outcomes is None:
+                break
+            runs.append(outcomes)
+        baseline = merge_runs(runs) if runs else None
+        verdict = judge(
+            baseline, exit_code=exit_code, timed_out=timed_out, collection_errors=errors,
+            min_pass_ratio=self.options.min_pass_ratio,
+        )  # fmt: skip
+        return baseline, verdict
+
+    def _test_run(
+        self, tag: str, test_command: str, number: int
+    ) -> tuple[dict[str, str] | None, int, str, bool]:
+        """One run of the suite with no network: (outcomes or None, exit code, output, timed out)."""
+        limit = int(self.options.test_timeout)
+        script = (
+            f"timeout -k 10 {limit} {test_command} -o junit_family=xunit1 --junitxml={JUNIT_PATH}"
+            " -q -rN --color=no"
+        )
+        container = self._start(
+            tag,
+            build_container_name(f"{tag.split('/')[-1]}-test{number}"),
+            command=["sh", "-c", script],
+            network_mode="none",
+            mem_limit=self.options.memory,
+            pids_limit=self.options.pids_limit,
+        )
+        try:
+            try:
+                exit_code = container.wait(timeout=limit + 30)["StatusCode"]
+            except (ReadTimeout, RequestsConnectionError):
+                exit_code = 124
+            output = container.logs().decode(errors="replace")
+            timed_out = exit_code in (124, 137)
+            try:
+                stream, _ = container.get_archive(JUNIT_PATH)
+                outcomes = parse_junit(_untar_single(b"".join(stream)))
+            except (NotFound, ForagerError):
+                outcomes = None
+            return outcomes, exit_code, output, timed_out
+        finally:
+            self._remove(container)
+
+    # -- helpers --------------------------------------------------------------------------------------
+
+    def _start(self, image: str, name: str, command: list[str] | None = None, **options: object):
+        if self.cancel.is_set():
+            raise BuildCancelled("build cancelled")
+        with self._lock:
+            self._containers.add(name)
+        return self.client.containers.run(
+            image, command or ["sleep", "infinity"], name=name, detach=True, **options
+        )
+
+    def _remove(self, container: docker.models.containers.Container) -> None:
+        with contextlib.suppress(NotFound):
+            container.remove(force=True)
+        with self._lock:
+            self._containers.discard(container.name)
+
+    def _base_image_id(self) -> str:
+        try:
+            return self.client.images.get(self.options.base_image).id
+        except ImageNotFound as exc:
+            raise ForagerError(
+                f"base image {self.options.base_image} is missing: run `forager images base` first"
+            ) from exc
+
+    def _cached(self, tag: str) -> BuildResult | None:
+        record = self.store.get_image(tag)
+        if record is None or record.status != ImageStatus.READY:
+            return None
+        try:
+            self.client.images.get(tag)
+        except ImageNotFound:
+            return None
+        return BuildResult(
+            record.repository.source, record.repository.name, record.status, None, "already built", tag,
+            record.repository.commit, record.tests_passed, record.tests_total, 0.0, record.size_bytes,
+            record.unique_bytes, Path(record.log_path) if record.log_path else None,
+        )  # fmt: skip
+
+    def _record_failure(
+        self, spec: SourceSpec, checkout: Checkout | None, failed: _BuildFailed, log: _Log, started: float
+    ) -> BuildResult:
+        seconds = time.monotonic() - started
+        commit = checkout.commit if checkout else None
+        repository = self.store.get_or_create_repository(spec.text, spec.name, commit)
+        tag = f"failed/{spec.name}:{(commit or 'nocommit')[:12]}"
+        self.store.save_image(
+            Image(
+                repository_id=repository.id,
+                tag=tag,
+                status=ImageStatus.FAILED,
+                failure_class=failed.failure_class,
+                base_image=self.options.base_image,
+                recipe={},
+                recipe_hash="",
+                build_seconds=seconds,
+                log_path=str(log.path),
+                log_tail=log_tail(log.text()),
+            )
+        )
+        return BuildResult(
+            spec.text, spec.name, ImageStatus.FAILED, failed.failure_class, failed.reason, None, commit,
+            seconds=seconds, log_path=log.path,
+        )  # fmt: skip
+
+    def _write_artifacts(
+        self, spec: SourceSpec, checkout: Checkout, recipe: InstallRecipe, baseline: Baseline | None, tag: str
+    ) -> None:
+        folder = self.home / "images" / tag.replace(":", "/").removeprefix("forager/")
+        folder.mkdir(parents=True, exist_ok=True)
+        (folder / "Dockerfile").write_text(recipe.dockerfile(spec.text, checkout.commit))
+        (folder / "recipe.json").write_text(_json(recipe.to_json()))
+        if baseline is not None:
+            (folder / "baseline.json").write_text(_json(baseline.to_json()))
+
+    def _stage(self, spec: SourceSpec, stage: str, message: str = "") -> None:
+        if self.cancel.is_set() and stage not in ("ready", "failed"):
+            raise BuildCancelled(f"{spec.text}: build cancelled")
+        self.progress(ProgressEvent(spec.name, stage, message))
+
+
+class _Log:
+    """The build log: one file per build, sections headed by ``==>``."""
+
+    def __init__(self, path: Path) -> None:
+        self.path = path
+        path.write_text("")
+
+    def section(self, title: str, *lines: str) -> None:
+        with self.path.open("a") as stream:
+            stream.write(f"==> {title}\n")
+            for line in lines:
+                stream.write(line if line.endswith("\n") else line + "\n")
+
+    def size(self) -> int:
+        return self.path.stat().st_size
+
+    def since(self, mark: int) -> str:
+        with self.path.open("rb") as stream:
+            stream.seek(mark)
+            return stream.read().decode(errors="replace")
+
+    def text(self) -> str:
+        return self.path.read_text(errors="replace")
+
+    def last_error(self, mark: int) -> str:
+        lines = [line.strip() for line in self.since(mark).splitlines() if line.strip()]
+        errors = [line for line in lines if re.search(r"error|failed|exception", line, re.IGNORECASE)]
+        return (errors or lines or ["no output"])[-1][:300]
+
+
+class _Runner:
+    """Runs commands in the build container: logged, bounded by the build's deadline, cancellable."""
+
+    def __init__(
+        self,
+        container: docker.models.containers.Container,
+        log: _Log,
+        env: dict[str, str],
+        deadline: float,
+        cancel: threading.Event,
+    ) -> None:
+        self.container = container
+        self.log = log
+        self.env = env
+        self.deadline = deadline
+        self.cancel = cancel
+
+    def __call__(self, title: str, command: str, env: dict[str, str]) -> int:
+        if self.cancel.is_set():
+            raise BuildCancelled("build cancelled")
+        remaining = int(self.deadline - time.monotonic())
+        if remaining <= 0:
+            raise _BuildFailed("timeout", "the build ran out of time (raise --timeout)")
+        self.log.section(f"{title}\n$ {command}")
+        script = f"cd {REPO_DIR} && timeout -k 10 {remaining} sh -c {shlex.quote(command)}"
+        code = exec_logged(self.container, script, self.log.path, {**self.env, **env})
+        if code in (124, 137) and self.deadline - time.monotonic() <= 1:
+            raise _BuildFailed("timeout", f"the build ran out of time during: {title} (raise --timeout)")
+        self.log.section(f"exit {code}")
+        return code
+
+
+def _apply(repair: Repair, step: RecipeStep) -> list[RecipeStep]:
+    """The steps to run instead of ``step`` after ``repair``."""
+    why = f"repair: {repair.why}"
+    if repair.kind == "install":
+        return [RecipeStep(f"uv pip install {shlex.quote(repair.value)}", why), step]
+    if repair.kind == "env":
+        key, _, value = repair.value.partition("=")
+        return [replace(step, env={**step.env, key: value}, why=f"{step.why} ({why})")]
+    if repair.kind == "drop_extra":
+        command = re.sub(
+            r"\[([^\]]*)\]",
+            lambda m: _without(m[1], repair.value),
+            step.run,
+            count=1,
+        )
+        return [replace(step, run=command, why=f"{step.why} ({why})")]
+    if repair.kind == "relax_pins":
+        match = re.search(r"-r (\S+)", step.run)
+        if match:
+            relaxed = f"/tmp/forager-relaxed-{abs(hash(match[1])) % 10**8}.txt"
+            command = f"sed -E 's/(==|~=|<=|<)[^;#]*//' {match[1]} > {relaxed} && uv pip install -r {relaxed}"
+            return [replace(step, run=command, why=f"{step.why} ({why})")]
+        return [replace(step, run=re.sub(r"==[^\s'\"]+", "", step.run), why=f"{step.why} ({why})")]
+    if repair.kind == "no_build_isolation":
+        return [
+            RecipeStep(f"uv pip install {shlex.quote(repair.value)} setuptools wheel", why)
+            if repair.value
+            else RecipeStep("uv pip install setuptools wheel", why),
+            replace(step, run=step.run.replace("uv pip install", "uv pip install --no-build-isolation", 1)),
+        ]
+    if repair.kind == "no_editable":
+        return [replace(step, run=step.run.replace(" -e ", " ", 1), why=f"{step.why} ({why})")]
+    return [step]
+
+
+def _without(extras: str, dropped: str) -> str:
+    kept = [e for e in extras.split(",") if e.strip() and e.strip() != dropped]
+    return f"[{','.join(kept)}]" if kept else ""
+
+
+def _digest(recipe: InstallRecipe, base_id: str) -> str:
+    return hashlib.sha256(f"{BUILDER_VERSION}\n{base_id}\n{recipe.digest()}".encode()).hexdigest()
+
+
+def _tar_directory(path: Path, arcname: str) -> bytes:
+    buffer = io.BytesIO()
+    with tarfile.open(fileobj=buffer, mode="w") as tar:
+        tar.add(path, arcname=arcname, filter=_as_root)
+    return buffer.getvalue()
+
+
+def _as_root(info: tarfile.TarInfo) -> tarfile.TarInfo:
+    info.uid = info.gid = 0
+    info.uname = info.gname = "root"
+    return info
+
+
+def _untar_single(data: bytes) -> bytes:
+    with tarfile.open(fileobj=io.BytesIO(data)) as tar:
+        member = tar.next()
+        stream = tar.extractfile(member) if member else None
+        if stream is None:
+            raise ForagerError("the JUnit report archive is empty")
+        return stream.read()
+
+
+def _remove_image(client: docker.DockerClient, tag: str) -> None:
+    with contextlib.suppress(ImageNotFound, DockerException):
+        client.images.remove(tag, force=True)
+
+
+def _json(data: object) -> str:
+    return json.dumps(data, indent=2, sort_keys=True) + "\n"

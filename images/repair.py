@@ -1,0 +1,521 @@
+"""From the log of a failed install or test step to the repairs worth trying next.
+
+The builder runs an install step or a test collection; when it fails, :func:`diagnose` reads the log and
+names the fixes it is sure enough of: install a missing distribution or pytest plugin, set an
+environment variable, drop an extra, relax pinned versions, build without isolation, install without
+``-e``. Nothing is run here; the builder applies a repair and runs the step again.
+
+Recognition is a table of rules (:data:`RULES`): a regular expression and a handler that turns its match
+into repairs. Logs of pip (23 to 26), uv, pytest, setuptools-scm and pbr are covered, in their exact
+wording; adding a case is one more row.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Callable, Collection, Iterable, Mapping, Sequence
+from dataclasses import dataclass
+from typing import Literal
+
+from images.import_map import DISTRIBUTIONS, distribution_for
+
+RepairKind = Literal["install", "env", "drop_extra", "relax_pins", "no_build_isolation", "no_editable"]
+
+#: Repairs that switch an install mode on for the whole command; their value only names what the log
+#: blamed, so one of them is tried once whatever its value.
+FLAG_KINDS: frozenset[RepairKind] = frozenset({"no_build_isolation", "no_editable"})
+
+#: Longest ``why`` kept: enough to recognise the log line in a recipe or a report.
+WHY_LENGTH = 200
+
+
+@dataclass(frozen=True)
+class Repair:
+    """One fix to try, and the log line that justified it.
+
+    ``value`` depends on ``kind``:
+
+    - ``install``: a requirement to install (``pytest-mock``, ``psycopg[binary]``, ``pytest-cov>=4``);
+    - ``env``: ``VAR=value`` to set for the step;
+    - ``drop_extra``: an extra to remove from the project's install, spelled as the caller gave it;
+    - ``relax_pins``: the pinned requirement that could not be installed (``numpy==1.19.5``);
+    - ``no_build_isolation``: the distribution the build needed, to install before building without
+      isolation (``numpy``);
+    - ``no_editable``: the project whose editable build failed, as the log names it.
+    """
+
+    kind: RepairKind
+    value: str
+    why: str
+
+
+@dataclass(frozen=True)
+class _Context:
+    log: str
+    extras: Sequence[str]
+    version: str | None
+
+
+#: A handler turns a rule's match into (kind, value) pairs; the rule's line becomes their ``why``.
+Handler = Callable[[re.Match[str], _Context], Iterable[tuple[RepairKind, str]]]
+
+
+@dataclass(frozen=True)
+class Rule:
+    """A log pattern (multiline regular expression) and what to do about each of its matches."""
+
+    pattern: re.Pattern[str]
+    handler: Handler
+
+
+def _rule(pattern: str, handler: Handler) -> Rule:
+    return Rule(re.compile(pattern, re.MULTILINE), handler)
+
+
+# -- lookup tables --------------------------------------------------------------------------------------
+
+#: Fixture -> the plugin that provides it. Built-in fixtures and the project's own are absent: a
+#: missing one of those is not fixed by installing anything.
+FIXTURE_PLUGINS: Mapping[str, str] = {
+    "mocker": "pytest-mock",
+    "class_mocker": "pytest-mock",
+    "module_mocker": "pytest-mock",
+    "package_mocker": "pytest-mock",
+    "session_mocker": "pytest-mock",
+    "benchmark": "pytest-benchmark",
+    "httpserver": "pytest-httpserver",
+    "freezer": "pytest-freezer",
+    "aiohttp_client": "pytest-aiohttp",
+    "aiohttp_server": "pytest-aiohttp",
+    "aiohttp_raw_server": "pytest-aiohttp",
+    "aiohttp_unused_port": "pytest-aiohttp",
+    "loop": "pytest-aiohttp",
+    "event_loop": "pytest-asyncio",
+    "event_loop_policy": "pytest-asyncio",
+    "unused_tcp_port": "pytest-asyncio",
+    "unused_tcp_port_factory": "pytest-asyncio",
+    "anyio_backend": "anyio",
+    "nursery": "pytest-trio",
+    "autojump_clock": "pytest-trio",
+    "io_loop": "pytest-tornado",
+    "datadir": "pytest-datadir",
+    "shared_datadir": "pytest-datadir",
+    "original_datadir": "pytest-datadir",
+    "snapshot": "syrupy",
+    "requests_mock": "requests-mock",
+    "respx_mock": "respx",
+    "httpx_mock": "pytest-httpx",
+    "celery_app": "celery[pytest]",
+    "celery_worker": "celery[pytest]",
+    "celery_config": "celery[pytest]",
+    "celery_session_app": "celery[pytest]",
+    "celery_session_worker": "celery[pytest]",
+    "django_db": "pytest-django",
+    "db": "pytest-django",
+    "transactional_db": "pytest-django",
+    "django_db_setup": "pytest-django",
+    "django_db_blocker": "pytest-django",
+    "django_user_model": "pytest-django",
+    "django_assert_num_queries": "pytest-django",
+    "admin_client": "pytest-django",
+    "admin_user": "pytest-django",
+    "client": "pytest-django",
+    "async_client": "pytest-django",
+    "rf": "pytest-django",
+    "settings": "pytest-django",
+    "mailoutbox": "pytest-django",
+    "qtbot": "pytest-qt",
+    "qapp": "pytest-qt",
+    "lazy_fixture": "pytest-lazy-fixture",
+    "fs": "pyfakefs",
+    "time_machine": "time-machine",
+    "faker": "Faker",
+    "xprocess": "pytest-xprocess",
+    "httpbin": "pytest-httpbin",
+    "socket_disabled": "pytest-socket",
+    "socket_enabled": "pytest-socket",
+    "vcr": "pytest-recording",
+    "vcr_config": "pytest-recording",
+    "postgresql": "pytest-postgresql",
+    "postgresql_proc": "pytest-postgresql",
+    "redisdb": "pytest-redis",
+    "docker_ip": "pytest-docker",
+    "docker_services": "pytest-docker",
+    "subtests": "pytest-subtests",
+    "cov": "pytest-cov",
+    "selenium": "pytest-selenium",
+}
+
+#: Command-line option (full match) -> the plugin that adds it.
+OPTION_PLUGINS: tuple[tuple[re.Pattern[str], str], ...] = tuple(
+    (re.compile(option), plugin)
+    for option, plugin in (
+        (r"--(?:no-)?cov(?:-.+)?", "pytest-cov"),
+        (r"--timeout(?:[-_]method)?|--session-timeout", "pytest-timeout"),
+        (r"-n\w*|--numprocesses|--maxprocesses|--dist|--tx|--max-worker-restart", "pytest-xdist"),
+        (r"--reruns(?:-delay)?|--only-rerun|--rerun-except", "pytest-rerunfailures"),
+        (r"--benchmark-.+", "pytest-benchmark"),
+        (r"--mypy.*", "pytest-mypy"),
+        (r"--html|--self-contained-html|--css", "pytest-html"),
+        (r"--ds|--dc|--reuse-db|--create-db|--no-migrations|--nomigrations|--migrations", "pytest-django"),
+        (r"--randomly-.+", "pytest-randomly"),
+        (r"--hypothesis-.+", "hypothesis"),
+        (r"--snapshot-.+", "syrupy"),
+        (r"--asyncio-mode", "pytest-asyncio"),
+        (r"--flake8", "pytest-flake8"),
+        (r"--doctest-plus|--doctest-rst|--text-file-format", "pytest-doctestplus"),
+        (r"--record-mode|--block-network|--allowed-hosts", "pytest-recording"),
+        (r"--disable-socket|--allow-hosts|--allow-unix-socket", "pytest-socket"),
+        (r"--count|--repeat-scope", "pytest-repeat"),
+        (r"--json-report.*", "pytest-json-report"),
+        (r"--alluredir|--clean-alluredir", "allure-pytest"),
+        (r"--instafail", "pytest-instafail"),
+        (r"--mpl.*", "pytest-mpl"),
+        (r"--remote-data", "pytest-remotedata"),
+        (r"--nbval.*", "nbval"),
+        (r"--testmon.*", "pytest-testmon"),
+        (r"--forked", "pytest-forked"),
+        (r"--black", "pytest-black"),
+        (r"--isort", "pytest-isort"),
+        (r"--pylint", "pytest-pylint"),
+        (r"--ruff(?:-format)?", "pytest-ruff"),
+    )
+)
+
+#: Marker -> the plugin that registers it.
+MARKER_PLUGINS: Mapping[str, str] = {
+    "asyncio": "pytest-asyncio",
+    "trio": "pytest-trio",
+    "anyio": "anyio",
+    "gen_test": "pytest-tornado",
+    "django_db": "pytest-django",
+    "urls": "pytest-django",
+    "ignore_template_errors": "pytest-django",
+    "timeout": "pytest-timeout",
+    "benchmark": "pytest-benchmark",
+    "flaky": "pytest-rerunfailures",
+    "order": "pytest-order",
+    "run": "pytest-ordering",
+    "dependency": "pytest-dependency",
+    "vcr": "pytest-recording",
+    "default_cassette": "pytest-recording",
+    "block_network": "pytest-recording",
+    "httpx_mock": "pytest-httpx",
+    "respx": "respx",
+    "freeze_time": "pytest-freezer",
+    "xdist_group": "pytest-xdist",
+    "repeat": "pytest-repeat",
+    "mpl_image_compare": "pytest-mpl",
+    "remote_data": "pytest-remotedata",
+    "enable_socket": "pytest-socket",
+    "disable_socket": "pytest-socket",
+    "allow_hosts": "pytest-socket",
+    "celery": "celery[pytest]",
+    "datafiles": "pytest-datafiles",
+    "qt_no_exception_capture": "pytest-qt",
+    "qt_log_level_fail": "pytest-qt",
+    "qt_log_ignore": "pytest-qt",
+    "httpserver_listen_address": "pytest-httpserver",
+}
+
+#: Configuration (ini) option -> the plugin that reads it.
+INI_PLUGINS: Mapping[str, str] = {
+    "asyncio_mode": "pytest-asyncio",
+    "asyncio_default_fixture_loop_scope": "pytest-asyncio",
+    "asyncio_default_test_loop_scope": "pytest-asyncio",
+    "timeout": "pytest-timeout",
+    "timeout_method": "pytest-timeout",
+    "timeout_func_only": "pytest-timeout",
+    "session_timeout": "pytest-timeout",
+    "env": "pytest-env",
+    "env_files": "pytest-dotenv",
+    "env_override_existing_values": "pytest-dotenv",
+    "DJANGO_SETTINGS_MODULE": "pytest-django",
+    "DJANGO_CONFIGURATION": "pytest-django",
+    "django_find_project": "pytest-django",
+    "FAIL_INVALID_TEMPLATE_VARS": "pytest-django",
+    "mock_use_standalone_module": "pytest-mock",
+    "mock_traceback_monkeypatch": "pytest-mock",
+    "qt_api": "pytest-qt",
+    "qt_log_level_fail": "pytest-qt",
+    "looponfailroots": "pytest-xdist",
+    "rsyncdirs": "pytest-xdist",
+    "rsyncignore": "pytest-xdist",
+    "reruns": "pytest-rerunfailures",
+    "reruns_delay": "pytest-rerunfailures",
+    "flake8-ignore": "pytest-flake8",
+    "flake8-max-line-length": "pytest-flake8",
+    "doctest_plus": "pytest-doctestplus",
+    "doctest_rst": "pytest-doctestplus",
+    "text_file_format": "pytest-doctestplus",
+    "remote_data_strict": "pytest-remotedata",
+    "mpl-baseline-path": "pytest-mpl",
+    "mpl-results-path": "pytest-mpl",
+    "bdd_features_base_dir": "pytest-bdd",
+    "base_url": "pytest-base-url",
+    "render_collapsed": "pytest-html",
+    "python_paths": "pytest-pythonpath",
+}
+
+#: Top-level names that are the project's own or its tests', never a distribution to install.
+_LOCAL_MODULES = frozenset({"test", "tests", "testing", "conftest", "src"})
+
+
+# -- handlers -------------------------------------------------------------------------------------------
+
+
+def _install(requirement: str) -> Handler:
+    """Install ``requirement`` whenever the rule matches."""
+    return lambda match, ctx: [("install", requirement)]
+
+
+def _install_from(table: Mapping[str, str]) -> Handler:
+    """Install what ``table`` says provides the match's ``name`` (nothing if it is not there)."""
+    return lambda match, ctx: [("install", table[match["name"]])] if match["name"] in table else []
+
+
+def _pretend_version(variable: str) -> Handler:
+    """Set ``variable`` to the project's declared version, or 0.0.0 when it has none."""
+    return lambda match, ctx: [("env", f"{variable}={ctx.version or '0.0.0'}")]
+
+
+def _installable(module: str) -> str | None:
+    """The distribution to install for a missing module, or None when installing cannot be the fix."""
+    module = module.rstrip(".")
+    parts = module.split(".")
+    top = parts[0]
+    if top in _LOCAL_MODULES or top.startswith(("test_", "tests_")):
+        return None
+    # A private top-level name is the standard library's or a package's internals (``_ssl``,
+    # ``_pytest``): only known ones are installable.
+    if top.startswith("_") and top not in DISTRIBUTIONS:
+        return None
+    # A missing private submodule (``pkg._version``, ``pkg._speedups``) means its package is unbuilt or
+    # broken, which installing it again would not change.
+    if any(part.startswith("_") for part in parts[1:]):
+        return None
+    return distribution_for(module)
+
+
+def _missing_module(match: re.Match[str], ctx: _Context) -> list[tuple[RepairKind, str]]:
+    # "No module named 'a.b'; 'a' is not a package": ``a`` is installed, or shadowed by a local file.
+    if match["not_package"]:
+        return []
+    distribution = _installable(match["module"])
+    return [("install", distribution)] if distribution else []
+
+
+#: A step of building a distribution failed (pip and uv wording).
+_BUILD_FAILED = re.compile(
+    r"did not run successfully|BackendUnavailable|backend-unavailable|The build backend returned an error"
+    r"|Failed building (?:wheel|editable) for"
+)
+
+
+def _build_missing_module(match: re.Match[str], ctx: _Context) -> list[tuple[RepairKind, str]]:
+    """A module missing inside a build backend: isolation hid it; install it and build without isolation."""
+    repairs = _missing_module(match, ctx)
+    if not repairs or not _BUILD_FAILED.search(ctx.log):
+        return []
+    return [("no_build_isolation", repairs[0][1]), *repairs]
+
+
+@dataclass(frozen=True)
+class _Target:
+    """The distribution whose build failed, as the log names it."""
+
+    name: str
+    requirement: str | None  # as requested, when the log shows it ("oldpkg==1.0")
+    local: bool  # the project itself, from a path or URL, rather than a dependency from an index
+
+
+_SPECIFIER = re.compile(r"===|==|~=|!=|<=|>=|<|>")
+_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]*")
+#: Lines that say what pip or uv was working on, newest last.
+_PROGRESS = re.compile(
+    r"^\s*(?:(?P<collecting>Collecting) (?P<requirement>\S+)"
+    r"|(?:Processing|Obtaining) (?P<path>\S+)"
+    r"|Building (?!wheels? for |editable for )(?P<building>.+?))\s*$",
+    re.MULTILINE,
+)
+_EDITABLE_FAILED = re.compile(
+    r"Failed building editable for|\.build_editable` failed|missing the 'build_editable' hook"
+)
+
+
+def _name_pattern(name: str) -> str:
+    """A regex for a distribution name as PyPI compares them: any case, ``-``, ``_`` and ``.`` alike."""
+    return "(?i:" + "[-_.]+".join(re.escape(part) for part in re.split(r"[-_.]+", name)) + ")"
+
+
+def _target(text: str, log: str) -> _Target:
+    """Classify what a failure names: a requirement (uv), a distribution name (pip) or a path or URL."""
+    if " @ " in text or "://" in text or text.startswith(("/", ".")):
+        return _Target(text.split(" @ ")[0], None, local=True)
+    name_match = _NAME.match(text)
+    name = name_match[0] if name_match else text
+    if _SPECIFIER.search(text):
+        return _Target(name, text, local=False)
+    collected = re.search(rf"^\s*Collecting ({_name_pattern(name)}(?:\[[^\]]*\])?\S*)", log, re.MULTILINE)
+    if collected:
+        return _Target(name, collected[1], local=False)
+    return _Target(name, None, local=True)
+
+
+def _target_before(position: int, log: str) -> _Target | None:
+    """What pip or uv was working on at ``position``: the last progress line before it."""
+    last = None
+    for progress in _PROGRESS.finditer(log, 0, position):
+        last = progress
+    if last is None:
+        return None
+    if last["collecting"]:
+        return _target(last["requirement"], log)
+    return _target(last["path"] or last["building"], log)
+
+
+def _build_failed(match: re.Match[str], ctx: _Context) -> list[tuple[RepairKind, str]]:
+    """A distribution failed to build: install the project without ``-e`` if its editable build failed;
+    for a dependency, relax its pin, then drop the project's extras (last first) that may pull it in."""
+    named = match.groupdict().get("target")
+    target = _target(named, ctx.log) if named else _target_before(match.start(), ctx.log)
+    if target is None:
+        return []
+    if target.local:
+        return [("no_editable", target.name)] if _EDITABLE_FAILED.search(ctx.log) else []
+    repairs: list[tuple[RepairKind, str]] = []
+    if target.requirement and _SPECIFIER.search(target.requirement):
+        repairs.append(("relax_pins", target.requirement))
+    repairs.extend(("drop_extra", extra) for extra in reversed(ctx.extras))
+    return repairs
+
+
+def _relax(match: re.Match[str], ctx: _Context) -> list[tuple[RepairKind, str]]:
+    """No version satisfies a pinned requirement: relax the pins, unless no version exists at all."""
+    requirement = match["requirement"].strip()
+    name = _NAME.match(requirement)
+    if name is None or not _SPECIFIER.search(requirement):
+        return []
+    pattern = _name_pattern(name[0])
+    # pip: "(from versions: none)"; uv: "was not found in the package registry". No version of the
+    # name is installable, so loosening the pin cannot help.
+    unavailable = rf"requirement {pattern}\S* \(from versions: none\)|{pattern} was not found in the"
+    if re.search(unavailable, ctx.log):
+        return []
+    return [("relax_pins", requirement)]
+
+
+def _options(match: re.Match[str], ctx: _Context) -> list[tuple[RepairKind, str]]:
+    """Unrecognized command-line options: install the plugins that add them."""
+    options = [token.split("=", 1)[0] for token in match["arguments"].split() if token.startswith("-")]
+    return [
+        ("install", plugin)
+        for option in options
+        for pattern, plugin in OPTION_PLUGINS
+        if pattern.fullmatch(option)
+    ]
+
+
+def _required_plugins(match: re.Match[str], ctx: _Context) -> list[tuple[RepairKind, str]]:
+    return [("install", plugin.strip()) for plugin in match["plugins"].split(",") if plugin.strip()]
+
+
+def _drop_extra(match: re.Match[str], ctx: _Context) -> list[tuple[RepairKind, str]]:
+    """An extra the distribution does not provide: drop it, spelled as the caller gave it. An extra the
+    caller did not ask for belongs to a dependency and is left alone."""
+    extra = match["extra"]
+    if not ctx.extras:
+        return [("drop_extra", extra)]
+    wanted = _normalize(extra)
+    return [("drop_extra", given) for given in ctx.extras if _normalize(given) == wanted]
+
+
+def _normalize(name: str) -> str:
+    return re.sub(r"[-_.]+", "-", name).lower()
+
+
+_MODULE = r"No module named '?(?P<module>[A-Za-z_][\w.]*)'?(?P<not_package>; '[\w.]+' is not a package)?"
+
+#: The rules, most specific first: the order of :func:`diagnose`'s answer follows it.
+RULES: tuple[Rule, ...] = (
+    # Versioning plugins that need git metadata the checkout may lack (setuptools-scm, hatch-vcs, pbr).
+    _rule(r"unable to detect version(?! control)", _pretend_version("SETUPTOOLS_SCM_PRETEND_VERSION")),
+    _rule(r"Versioning for this project requires either an sdist tarball", _pretend_version("PBR_VERSION")),
+    # Builds: a module the build backend imports, unsatisfiable pins, failed builds.
+    _rule(_MODULE, _build_missing_module),
+    _rule(r"Could not find a version that satisfies the requirement (?P<requirement>\S+)", _relax),
+    _rule(r"No matching distribution found for (?P<requirement>\S+)", _relax),
+    _rule(r"you require (?P<requirement>.+?)(?:, | and |$)", _relax),
+    _rule(r"Failed building (?:wheel|editable) for (?P<target>\S+)", _build_failed),
+    _rule(r"Could not build wheels for (?P<target>[\w.-]+)", _build_failed),
+    _rule(r"Failed to build '(?P<target>[^']+)' when", _build_failed),
+    _rule(r"Failed to build `(?P<target>[^`]+)`", _build_failed),
+    _rule(
+        r"(?:Getting requirements to build (?:wheel|editable)|Preparing (?:editable )?metadata \(\S+\)"
+        r"|python setup\.py egg_info) did not run successfully",
+        _build_failed,
+    ),
+    _rule(
+        r"Running setup\.py install for (?P<target>\S+?)(?: \.\.\. error| did not run successfully)",
+        _build_failed,
+    ),
+    _rule(r"missing the 'build_editable' hook", _build_failed),
+    _rule(r"Call to `\S+\.build_editable` failed", _build_failed),
+    # Pytest refusing its command line or configuration (exit code 4): nothing runs until fixed.
+    _rule(r"Missing required plugins: (?P<plugins>.+)", _required_plugins),
+    _rule(r"error: unrecognized arguments: (?P<arguments>.+)", _options),
+    # Imports, fixtures, async tests and markers that a missing distribution or plugin explains.
+    _rule(_MODULE, _missing_module),
+    _rule(r"fixture '(?P<name>\w+)' not found", _install_from(FIXTURE_PLUGINS)),
+    _rule(r"async def functions are not natively supported", _install("pytest-asyncio")),
+    _rule(r"'(?P<name>\w+)' not found in `markers` configuration option", _install_from(MARKER_PLUGINS)),
+    _rule(r"Unknown pytest\.mark\.(?P<name>\w+)", _install_from(MARKER_PLUGINS)),
+    _rule(r"Unknown config option: (?P<name>\S+)", _install_from(INI_PLUGINS)),
+    # A warning rather than a failure, so last: an extra the project does not have.
+    _rule(r"does not provide the extra '(?P<extra>[^']+)'", _drop_extra),
+    _rule(r"does not have an extra named `(?P<extra>[^`]+)`", _drop_extra),
+)
+
+_ANSI = re.compile(r"\x1b\[[0-9;]*[A-Za-z]")
+
+
+def diagnose(
+    log: str,
+    *,
+    tried: Collection[Repair] = (),
+    extras: Sequence[str] = (),
+    version: str | None = None,
+) -> list[Repair]:
+    """The repairs to try next for the failure ``log`` shows, most specific first.
+
+    ``extras`` are the project's extras being installed (dropped, last first, when a dependency fails
+    to build); ``version`` is the project's declared version, pretended when git metadata is missing.
+    A repair is left out when one of the same kind and value is in ``tried``; for the install-mode
+    switches (``no_build_isolation``, ``no_editable``) the kind alone counts. An empty list means
+    nothing certain can be done: an ``ImportError`` for a name a module lacks, an externally managed
+    interpreter, an unknown fixture or marker, a missing module of the project itself or the standard
+    library.
+    """
+    text = _ANSI.sub("", log)
+    ctx = _Context(text, extras, version)
+    seen = {_key(repair.kind, repair.value) for repair in tried}
+    repairs: list[Repair] = []
+    for rule in RULES:
+        for match in rule.pattern.finditer(text):
+            for kind, value in rule.handler(match, ctx):
+                if _key(kind, value) not in seen:
+                    seen.add(_key(kind, value))
+                    repairs.append(Repair(kind, value, _why(text, match.start())))
+    return repairs
+
+
+def _key(kind: RepairKind, value: str) -> tuple[str, str]:
+    return (kind, "" if kind in FLAG_KINDS else value)
+
+
+def _why(text: str, position: int) -> str:
+    """The log line around ``position``, stripped and shortened to :data:`WHY_LENGTH` characters."""
+    start = text.rfind("\n", 0, position) + 1
+    end = text.find("\n", position)
+    line = text[start : end if end != -1 else len(text)].strip()
+    return line if len(line) <= WHY_LENGTH else line[: WHY_LENGTH - 1] + "…"
