@@ -25,6 +25,7 @@ from pathlib import Path
 
 import docker
 from docker.errors import DockerException, ImageNotFound, NotFound
+from docker.types import Mount
 from requests.exceptions import ConnectionError as RequestsConnectionError
 from requests.exceptions import ReadTimeout
 
@@ -39,7 +40,7 @@ from images.baseline import (
     merge_runs,
     parse_junit,
 )
-from images.detect import InstallPlan, detect
+from images.detect import InstallPlan, detect, explicit_test_files
 from images.engine import build_container_name, exec_logged
 from images.progress import Progress, ProgressEvent, no_progress
 from images.proxy import NetworkSettings
@@ -142,12 +143,11 @@ def plan_recipe(plan: InstallPlan, checkout: Checkout, base_image: str) -> Insta
     for group in plan.dependency_groups:
         steps.append(RecipeStep(f"{uv} --group {shlex.quote(group)}", f"dependency group {group}"))
     for path in plan.requirement_files:
-        steps.append(RecipeStep(f"{uv} -r {shlex.quote(path)}", f"requirements file {path}"))
+        steps.append(RecipeStep(f"{uv} -r {shlex.quote(path)}", f"requirements file {path}", required=False))
     if plan.packages:
         packages = " ".join(shlex.quote(p) for p in plan.packages)
-        steps.append(
-            RecipeStep(f"{uv} {packages}", "test tools and dependencies declared outside the metadata")
-        )
+        why = "test tools and dependencies declared outside the metadata"
+        steps.append(RecipeStep(f"{uv} {packages}", why, required=False))
     paths = " ".join(shlex.quote(p) for p in plan.test_paths)
     args = " ".join(shlex.quote(a) for a in plan.pytest_args)
     test_command = " ".join(part for part in (PYTEST, args, paths) if part)
@@ -321,13 +321,16 @@ class ImageBuilder:
         """Run the recipe in a build container, repairing as the errors say; commit the result."""
         spec = checkout.spec
         network = self.options.network
+        options = network.container_options()
+        # A mount, not volumes=: docker-py would write volumes= into the container's config, and the
+        # committed image would then give every container an anonymous volume at /root/.cache.
+        options["mounts"] = [*options.get("mounts", []), Mount("/root/.cache", CACHE_VOLUME, type="volume")]
         container = self._start(
             self.options.base_image,
             build_container_name(spec.name),
             environment=IMAGE_ENV,
             network_mode="host",
-            volumes={CACHE_VOLUME: {"bind": "/root/.cache", "mode": "rw"}},
-            **network.container_options(),
+            **options,
         )
         try:
             container.put_archive("/", _tar_directory(checkout.path, REPO_DIR.strip("/")))
@@ -336,11 +339,11 @@ class ImageBuilder:
             self._stage(spec, "install", f"{len(recipe.steps)} steps")
             steps = self._run_steps(run, list(recipe.steps), plan, checkout.version)
             self._stage(spec, "collect", recipe.test_command)
-            steps = self._collect(run, steps, recipe.test_command, checkout.version)
+            steps, test_command = self._collect(run, steps, recipe.test_command, checkout, plan)
             self._stage(spec, "commit", tag)
             if run("sanitize git history", _GIT_SANITIZE, {}) != 0:
                 raise _BuildFailed("install_failed", "could not sanitize the git history (see the log)")
-            recipe = replace(recipe, steps=tuple(steps))
+            recipe = replace(recipe, steps=tuple(steps), test_command=test_command)
             repository, version = tag.split(":")
             labels = {
                 "forager.source": spec.text,
@@ -348,9 +351,8 @@ class ImageBuilder:
                 "forager.recipe": recipe.digest(),
                 "forager.test-command": recipe.test_command,
             }
-            container.commit(
-                repository=repository, tag=version, conf={"Labels": labels, "WorkingDir": REPO_DIR}
-            )
+            conf = {"Labels": labels, "WorkingDir": REPO_DIR}
+            container.commit(repository=repository, tag=version, conf=conf, changes=['CMD ["bash"]'])
             return recipe, self.client.images.get(tag)
         finally:
             self._remove(container)
@@ -358,7 +360,11 @@ class ImageBuilder:
     def _run_steps(
         self, run: _Runner, steps: list[RecipeStep], plan: InstallPlan, version: str | None
     ) -> list[RecipeStep]:
-        """Run each step; on failure try the repairs its log suggests, a bounded number of times."""
+        """Run each step; on failure try the repairs its log suggests, a bounded number of times.
+
+        A required step that cannot be repaired fails the build; an optional one (a requirements
+        file, extra test tools) is skipped, and the test run shows whether it mattered.
+        """
         done: list[RecipeStep] = []
         tried: list[Repair] = []
         queue = list(steps)
@@ -369,41 +375,61 @@ class ImageBuilder:
             if run(step.why, step.run, step.env) == 0:
                 done.append(step)
                 continue
-            # Extras only mean something to the step that installs the project itself.
-            extras = plan.extras if step.run.startswith("uv pip install -e") else ()
-            repairs = diagnose(run.log.since(mark), tried=tried, extras=extras, version=version)
-            if repairs and rounds < self.options.repair_rounds:
+            replacement = None
+            if rounds < self.options.repair_rounds:
+                # Extras only mean something to the step that installs the project itself.
+                extras = plan.extras if step.required else ()
+                replacement = _first_change(
+                    diagnose(run.log.since(mark), tried=tried, extras=extras, version=version), step, tried
+                )
+            if replacement is not None:
                 rounds += 1
-                tried.append(repairs[0])
-                queue[:0] = _apply(repairs[0], step)
-                continue
-            if step is not steps[0] and not step.run.startswith("uv pip install -e"):
-                # Optional extras (a requirements file, test tools) that cannot install: go on without
-                # them; the test run says whether they mattered.
+                queue[:0] = replacement
+            elif not step.required and (one_by_one := _one_package_each(step)):
+                run.log.section("installing the packages one by one, to keep those that install")
+                queue[:0] = one_by_one
+            elif not step.required:
                 run.log.section(f"skipped: {step.why} could not be installed")
-                continue
-            raise _BuildFailed("install_failed", f"{step.why}: {run.log.last_error(mark)}")
+            else:
+                raise _BuildFailed("install_failed", f"{step.why}: {run.log.last_error(mark)}")
         return done
 
     def _collect(
-        self, run: _Runner, steps: list[RecipeStep], test_command: str, version: str | None
-    ) -> list[RecipeStep]:
-        """Collect the tests, installing what collection says is missing, until it is clean."""
+        self, run: _Runner, steps: list[RecipeStep], test_command: str, checkout: Checkout, plan: InstallPlan
+    ) -> tuple[list[RecipeStep], str]:
+        """Collect the tests, installing what collection says is missing, until it is clean.
+
+        Returns the steps (with any installs added) and the test command, which names the test files
+        explicitly when pytest's default file pattern finds none.
+        """
         tried: list[Repair] = []
+        named_files = False
         for _ in range(self.options.repair_rounds):
             mark = run.log.size()
             code = run("collect tests", f"{test_command} --collect-only -q", {})
             output = run.log.since(mark)
+            if (
+                code == 5
+                and not named_files
+                and (files := explicit_test_files(checkout.path, plan.test_paths))
+            ):
+                named_files = True
+                run.log.section("no file matched pytest's test_*.py pattern: naming the test files instead")
+                test_command = " ".join(
+                    [PYTEST, *map(shlex.quote, plan.pytest_args), *map(shlex.quote, files)]
+                )
+                continue
             if code in (0, 5):  # 5: nothing collected; the baseline reports it as no_tests
-                return steps
-            repairs = [r for r in diagnose(output, tried=tried, version=version) if r.kind == "install"]
+                break
+            repairs = diagnose(output, tried=tried, version=checkout.version)
+            repairs = [r for r in repairs if r.kind == "install"]
             if not repairs:
-                return steps  # the baseline classifies what is left
+                break  # the baseline classifies what is left
             tried.append(repairs[0])
             step = RecipeStep(f"uv pip install {shlex.quote(repairs[0].value)}", repairs[0].why)
             if run(step.why, step.run, step.env) == 0:
                 steps.append(step)
-        return steps
+        return steps, test_command
 
     def _baseline(
         self, spec: SourceSpec, tag: str, test_command: str, log: _Log
@@ -603,11 +629,31 @@ class _Runner:
         return code
 
 
+def _one_package_each(step: RecipeStep) -> list[RecipeStep]:
+    """``uv pip install a b c`` as one step per package; [] for anything else."""
+    words = shlex.split(step.run)
+    packages = words[3:]
+    if words[:3] != ["uv", "pip", "install"] or len(packages) < 2 or any(p.startswith("-") for p in packages):
+        return []
+    return [replace(step, run=f"uv pip install {shlex.quote(p)}", why=f"{step.why}: {p}") for p in packages]
+
+
+def _first_change(repairs: list[Repair], step: RecipeStep, tried: list[Repair]) -> list[RecipeStep] | None:
+    """The steps to run instead of ``step`` for the first repair that changes anything (all are
+    marked tried), or None: a repair that changes nothing would only fail again."""
+    for repair in repairs:
+        tried.append(repair)
+        replacement = _apply(repair, step)
+        if [(s.run, s.env) for s in replacement] != [(step.run, step.env)]:
+            return replacement
+    return None
+
+
 def _apply(repair: Repair, step: RecipeStep) -> list[RecipeStep]:
     """The steps to run instead of ``step`` after ``repair``."""
     why = f"repair: {repair.why}"
     if repair.kind == "install":
-        return [RecipeStep(f"uv pip install {shlex.quote(repair.value)}", why), step]
+        return [RecipeStep(f"uv pip install {shlex.quote(repair.value)}", why, required=False), step]
     if repair.kind == "env":
         key, _, value = repair.value.partition("=")
         return [replace(step, env={**step.env, key: value}, why=f"{step.why} ({why})")]
@@ -628,9 +674,9 @@ def _apply(repair: Repair, step: RecipeStep) -> list[RecipeStep]:
         return [replace(step, run=re.sub(r"==[^\s'\"]+", "", step.run), why=f"{step.why} ({why})")]
     if repair.kind == "no_build_isolation":
         return [
-            RecipeStep(f"uv pip install {shlex.quote(repair.value)} setuptools wheel", why)
+            RecipeStep(f"uv pip install {shlex.quote(repair.value)} setuptools wheel", why, required=False)
             if repair.value
-            else RecipeStep("uv pip install setuptools wheel", why),
+            else RecipeStep("uv pip install setuptools wheel", why, required=False),
             replace(step, run=step.run.replace("uv pip install", "uv pip install --no-build-isolation", 1)),
         ]
     if repair.kind == "no_editable":

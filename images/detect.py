@@ -19,7 +19,7 @@ import re
 import shlex
 import tomllib
 import warnings
-from collections.abc import Iterable, Mapping
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from email.message import Message
 from email.parser import HeaderParser
@@ -1578,3 +1578,32 @@ def _pytest_args(c: _Collector, test_paths: tuple[str, ...]) -> tuple[str, ...]:
         return ()
     c.note("pytest args --rootdir=.: no file at the root that pytest anchors its rootdir (and test ids) to")
     return ("--rootdir=.",)
+
+
+_NOT_TEST_DIRS = frozenset({"docs", "doc", "node_modules", "venv", "build", "dist", "site-packages"})
+_TEST_CODE = re.compile(
+    r"^\s*(def test|async def test|class \w*Test\w*\b|class \w+\(.*TestCase\))", re.MULTILINE
+)
+
+
+def explicit_test_files(root: Path, test_paths: Sequence[str]) -> tuple[str, ...]:
+    """Python files under ``test_paths`` (default: the whole tree) that define tests, by content.
+
+    For suites whose file names pytest's default ``test_*.py`` pattern misses (``tests/test.py``,
+    ``tests/checks.py``): pytest collects a file named on its command line whatever its name.
+    """
+    found: list[str] = []
+    for base in [root / path for path in test_paths] or [root]:
+        files = [base] if base.is_file() else sorted(base.rglob("*.py"))
+        for path in files:
+            rel = path.relative_to(root)
+            if path.name in ("conftest.py", "__init__.py", "setup.py") or any(
+                part.startswith(".") or part in _NOT_TEST_DIRS for part in rel.parts
+            ):
+                continue
+            try:
+                if _TEST_CODE.search(path.read_text(errors="replace")):
+                    found.append(rel.as_posix())
+            except OSError:
+                continue
+    return tuple(found)

@@ -26,6 +26,8 @@ class RecipeStep:
     """What in the project (or in an error log) called for this step."""
     env: dict[str, str] = field(default_factory=dict)
     """Variables this step alone needs (e.g. a pretend version for setuptools_scm)."""
+    required: bool = True
+    """Whether the build fails when this step cannot be made to work (optional extras are skipped)."""
 
 
 @dataclass(frozen=True)

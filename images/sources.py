@@ -17,6 +17,7 @@ from pathlib import Path
 from typing import Literal
 
 import git
+from packaging.version import InvalidVersion, Version
 
 from images.pypi import PackageIndexError, cached_sdist, download, find_sdist
 from storage.errors import ForagerError
@@ -76,7 +77,7 @@ def parse_source(text: str) -> SourceSpec:
     text = text.strip()
     if text.startswith("pypi:"):
         name, _, version = text.removeprefix("pypi:").partition("==")
-        if not re.fullmatch(r"[A-Za-z0-9][A-Za-z0-9._-]*", name):
+        if not re.fullmatch(r"[A-Za-z0-9][A-Za-z0-9._-]*", name) or (version and not _is_version(version)):
             raise SourceError(f"{text!r}: expected pypi:NAME or pypi:NAME==VERSION")
         return SourceSpec("pypi", name.lower(), version or None, text)
     if _GIT_URL.match(text):
@@ -94,9 +95,9 @@ def parse_source(text: str) -> SourceSpec:
 def read_source_file(path: Path) -> list[SourceSpec]:
     """Sources from a file: one per line (``#`` comments) or SWE-bench JSONL (``repo``, ``base_commit``)."""
     specs = []
-    for number, line in enumerate(path.read_text().splitlines(), 1):
-        line = line.strip()
-        if not line or line.startswith("#"):
+    for number, raw in enumerate(path.read_text().splitlines(), 1):
+        line = re.sub(r"(^|\s)#.*$", "", raw).strip()
+        if not line:
             continue
         if line.startswith("{"):
             try:
@@ -117,7 +118,7 @@ def fetch(
     try:
         if spec.kind == "pypi":
             return _fetch_sdist(spec, dest, sdist_cache, index_url, ca_bundle)
-        if spec.kind == "git" or (Path(spec.location) / ".git").exists():
+        if spec.kind == "git" or _is_git_repository(Path(spec.location)):
             return _clone(spec, dest)
         shutil.copytree(spec.location, dest, ignore=_NOT_SOURCE, symlinks=True)
         return Checkout(spec, dest, _commit_all(dest))
@@ -129,6 +130,19 @@ def fetch(
         raise SourceError(f"{spec.text}: the source archive is unusable: {exc}") from exc
     except OSError as exc:
         raise SourceError(f"{spec.text}: {exc}") from exc
+
+
+def _is_git_repository(path: Path) -> bool:
+    """A working tree with ``.git``, or a bare repository (a mirror)."""
+    return (path / ".git").exists() or ((path / "HEAD").is_file() and (path / "objects").is_dir())
+
+
+def _is_version(text: str) -> bool:
+    try:
+        Version(text)
+    except InvalidVersion:
+        return False
+    return True
 
 
 def _split_ref(text: str, after: int) -> tuple[str, str | None]:

@@ -3,6 +3,9 @@
 from __future__ import annotations
 
 import json
+import signal
+import subprocess
+import sys
 import threading
 import time
 from pathlib import Path
@@ -61,8 +64,13 @@ def test_ready_image_with_baseline_recipe_and_sanitized_history(
     assert record.test_command == "python -m pytest -p no:cacheprovider tests"
     assert any("-e '.[test]'" in step["run"] for step in record.recipe["steps"])
 
-    labels = docker_client.images.get(result.tag).labels
-    assert labels["forager.commit"] == old and labels["forager.test-command"] == record.test_command
+    config = docker_client.images.get(result.tag).attrs["Config"]
+    assert config["Labels"]["forager.commit"] == old
+    assert config["Labels"]["forager.test-command"] == record.test_command
+    assert (config["WorkingDir"], config["Cmd"], config["Volumes"]) == ("/repo", ["bash"], None)
+    assert "VIRTUAL_ENV=/venv" in config["Env"] and not any(
+        "PIP_CERT" in e or "PROXY" in e for e in config["Env"]
+    )
     artifacts = tmp_path / "home" / "images" / result.tag.removeprefix("forager/").replace(":", "/")
     assert "uv pip install -e '.[test]'" in (artifacts / "Dockerfile").read_text()
     assert json.loads((artifacts / "baseline.json").read_text())["outcomes"] == record.baseline
@@ -90,19 +98,22 @@ def test_missing_test_dependency_is_repaired(builder: ImageBuilder, tmp_path):
     assert any(step["run"] == "uv pip install PyYAML" for step in steps)
 
 
-def test_unittest_suite_in_a_flat_layout(builder: ImageBuilder, tmp_path):
+def test_unittest_suite_in_a_flat_layout_with_unusual_file_names(builder: ImageBuilder, tmp_path):
     write(
         tmp_path / "flat",
         {
             "setup.py": "from setuptools import setup\n\nsetup(name='flat', py_modules=['flat'])\n",
             "flat.py": "def double(x):\n    return 2 * x\n",
-            "test_flat.py": "import unittest\nimport flat\n\n\nclass T(unittest.TestCase):\n"
+            # pytest's default pattern (test_*.py) misses this file: the builder names it explicitly.
+            "tests/checks.py": "import unittest\nimport flat\n\n\nclass T(unittest.TestCase):\n"
             "    def test_double(self):\n        self.assertEqual(flat.double(2), 4)\n",
         },
     )
     result = builder.build(parse_source(str(tmp_path / "flat")))
     assert result.status == ImageStatus.READY, result.reason
-    assert builder.store.get_image(result.tag).baseline == {"test_flat.py::T::test_double": "passed"}
+    record = builder.store.get_image(result.tag)
+    assert record.baseline == {"tests/checks.py::T::test_double": "passed"}
+    assert record.test_command.endswith(" tests/checks.py")
 
 
 FAILING_TESTS = "def test_one():\n    assert False\n\n\ndef test_two():\n    assert 1 == 2\n"
@@ -167,6 +178,26 @@ def test_cancel_leaves_no_container_and_no_record(builder: ImageBuilder, docker_
     assert not [
         c for c in docker_client.containers.list(all=True) if c.name.startswith(BUILD_CONTAINER_PREFIX)
     ]
+
+
+@pytest.mark.parametrize("signal_number", [signal.SIGINT, signal.SIGTERM], ids=["ctrl-c", "sigterm"])
+def test_interrupting_the_cli_leaves_no_container_and_no_record(docker_client, tmp_path, signal_number):
+    slow_setup = "import time\ntime.sleep(120)\nfrom setuptools import setup\nsetup()\n"
+    write(tmp_path / "slowproj", {**python_project(), "setup.py": slow_setup})
+    command = [sys.executable, "-m", "forager", "--home", str(tmp_path / "home"), "images", "build"]
+    process = subprocess.Popen([*command, str(tmp_path / "slowproj")], stderr=subprocess.PIPE, text=True)
+    try:
+        _wait_for_build_container(docker_client, "slowproj")
+        process.send_signal(signal_number)
+        assert process.wait(timeout=60) != 0
+    finally:
+        process.kill()
+    assert "Traceback" not in process.stderr.read()
+    assert not [
+        c for c in docker_client.containers.list(all=True) if c.name.startswith(BUILD_CONTAINER_PREFIX)
+    ]
+    listed = subprocess.run([*command[:-2], "images", "list", "--json"], capture_output=True, text=True)
+    assert json.loads(listed.stdout) == []
 
 
 def _wait_for_build_container(client, name: str):

@@ -6,7 +6,7 @@ from pathlib import Path
 
 import pytest
 
-from images.detect import InstallPlan, detect
+from images.detect import InstallPlan, detect, explicit_test_files
 from tests.repos import write as make
 
 
@@ -864,3 +864,19 @@ def test_wrongly_typed_pyproject_values_do_not_raise(tmp_path: Path) -> None:
     )
     plan = detect(root)
     assert plan.name is None and plan.extras == () and plan.test_paths == ()
+
+
+def test_explicit_test_files_are_found_by_content(tmp_path: Path) -> None:
+    make(
+        tmp_path,
+        {
+            "tests/test.py": "import unittest\n\nclass Checks(unittest.TestCase):\n    pass\n",
+            "tests/helpers.py": "def helper():\n    pass\n",
+            "tests/conftest.py": "def test_not_here():\n    pass\n",
+            "tests/deep/more.py": "def test_more():\n    pass\n",
+            "docs/example.py": "def test_docs():\n    pass\n",
+            "pkg/selfcheck.py": "async def test_async():\n    pass\n",
+        },
+    )
+    assert explicit_test_files(tmp_path, ["tests"]) == ("tests/deep/more.py", "tests/test.py")
+    assert explicit_test_files(tmp_path, []) == ("pkg/selfcheck.py", "tests/deep/more.py", "tests/test.py")

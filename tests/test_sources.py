@@ -35,14 +35,15 @@ def test_parse_local_paths(tmp_path: Path) -> None:
     assert parse_source(f"{tmp_path}/odd@name").location == str(tmp_path / "odd@name")
     with pytest.raises(SourceError, match="neither a git URL"):
         parse_source(f"{tmp_path}/missing")
-    with pytest.raises(SourceError, match="pypi:NAME"):
-        parse_source("pypi:not a name")
+    for bad in ("pypi:not a name", "pypi:six==one.two"):
+        with pytest.raises(SourceError, match="pypi:NAME"):
+            parse_source(bad)
 
 
 def test_source_file_lines_and_swe_bench_jsonl(tmp_path: Path) -> None:
     listing = tmp_path / "sources.txt"
     record = {"repo": "psf/requests", "base_commit": "abc123", "instance_id": "x"}
-    listing.write_text(f"# corpus\npypi:six==1.16.0\n\n{json.dumps(record)}\n")
+    listing.write_text(f"# corpus\npypi:six==1.16.0   # setup.py, flat\n\n{json.dumps(record)}\n")
     specs = read_source_file(listing)
     assert [s.text for s in specs] == ["pypi:six==1.16.0", "https://github.com/psf/requests@abc123"]
     listing.write_text('pypi:six\n{"repo": "x"}\n')

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import signal
 import sys
 from pathlib import Path
 from typing import Annotated
@@ -65,8 +66,17 @@ app.add_typer(
 app.command()(doctor.doctor)
 
 
+def _interrupt(signum: int, frame: object) -> None:
+    raise KeyboardInterrupt
+
+
 def main() -> None:
-    """Entry point of the ``forager`` script: user errors print one line, never a traceback."""
+    """Entry point of the ``forager`` script: user errors print one line, never a traceback.
+
+    SIGTERM (``kill``, Kubernetes stopping a pod) is handled like Ctrl-C, so long commands get to
+    remove their containers before exiting.
+    """
+    signal.signal(signal.SIGTERM, _interrupt)
     try:
         app()
     except ForagerError as exc:

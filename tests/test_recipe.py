@@ -1,0 +1,127 @@
+"""The pure parts of building: tags, recipes from plans, repairs applied to steps, Dockerfiles."""
+
+from pathlib import Path
+
+import pytest
+
+from images.builder import _apply, _first_change, _one_package_each, image_tag, plan_recipe
+from images.detect import detect
+from images.recipe import InstallRecipe, RecipeStep
+from images.repair import Repair
+from images.sources import Checkout, parse_source
+from tests.repos import write
+
+
+@pytest.mark.parametrize(
+    ("name", "expected"),
+    [
+        ("pypi__attrs", "forager/pypi__attrs:0123456789ab-deadbeef"),
+        ("Owner__My.Repo", "forager/owner__my.repo:0123456789ab-deadbeef"),
+        ("weird name@v1!", "forager/weird-name-v1:0123456789ab-deadbeef"),
+        ("a...b--c", "forager/a.b-c:0123456789ab-deadbeef"),
+    ],
+)
+def test_image_tags_are_valid_docker_references(name: str, expected: str) -> None:
+    assert image_tag(name, "0123456789abcdef", "deadbeefcafe") == expected
+
+
+def test_recipe_from_a_plan(tmp_path: Path) -> None:
+    root = write(
+        tmp_path,
+        {
+            "pyproject.toml": """
+                [project]
+                name = "p"
+                version = "1"
+                [project.optional-dependencies]
+                test = ["pytest"]
+                [dependency-groups]
+                dev = ["ruff"]
+                [tool.pytest.ini_options]
+                testpaths = ["tests"]
+                addopts = "--cov"
+            """,
+            "requirements-test.txt": "hypothesis\n",
+            "tests/test_p.py": "def test_p():\n    pass\n",
+        },
+    )
+    checkout = Checkout(parse_source(str(root)), root, "c" * 40, version="1.0")
+    recipe = plan_recipe(detect(root), checkout, "forager/base:bookworm")
+    runs = [step.run for step in recipe.steps]
+    assert runs[0] == "python3 -m venv /venv"
+    assert runs[1] == "uv pip install -e '.[test]'"
+    assert recipe.steps[1].env == {"SETUPTOOLS_SCM_PRETEND_VERSION": "1.0"} and recipe.steps[1].required
+    assert "uv pip install --group dev" in runs
+    assert "uv pip install -r requirements-test.txt" in runs
+    assert any(run.startswith("uv pip install") and "pytest-cov" in run for run in runs)
+    assert [step.required for step in recipe.steps if "-r " in step.run] == [False]
+    assert recipe.test_command == "python -m pytest -p no:cacheprovider tests"
+
+
+def test_digest_and_round_trip() -> None:
+    recipe = InstallRecipe("base", (RecipeStep("uv pip install x", "why", {"A": "1"}),), "pytest")
+    assert InstallRecipe.from_json(recipe.to_json()) == recipe
+    assert recipe.digest() == InstallRecipe.from_json(recipe.to_json()).digest()
+    changed = InstallRecipe("base", (RecipeStep("uv pip install y", "why", {"A": "1"}),), "pytest")
+    assert changed.digest() != recipe.digest()
+
+
+def test_dockerfile_rebuilds_the_recipe() -> None:
+    recipe = InstallRecipe(
+        "forager/base:bookworm",
+        (
+            RecipeStep(
+                "uv pip install -e '.[test]'", "the project", {"SETUPTOOLS_SCM_PRETEND_VERSION": "1.0 beta"}
+            ),
+        ),
+        "python -m pytest tests",
+    )
+    dockerfile = recipe.dockerfile("pypi:x==1.0", "c" * 40)
+    assert "FROM forager/base:bookworm\nCOPY . /repo\nWORKDIR /repo\n" in dockerfile
+    assert "ENV VIRTUAL_ENV=/venv PATH=/venv/bin:" in dockerfile
+    assert "RUN SETUPTOOLS_SCM_PRETEND_VERSION=\"1.0 beta\" uv pip install -e '.[test]'" in dockerfile
+    assert dockerfile.endswith('CMD ["bash"]\n')
+
+
+PROJECT = RecipeStep("uv pip install -e '.[test,docs]'", "the project")
+
+
+def test_repairs_applied_to_a_step() -> None:
+    install = _apply(Repair("install", "PyYAML", "No module named 'yaml'"), PROJECT)
+    assert [s.run for s in install] == ["uv pip install PyYAML", PROJECT.run]
+    assert install[0].required is False
+
+    env = _apply(Repair("env", "SETUPTOOLS_SCM_PRETEND_VERSION=0.0.0", "scm"), PROJECT)
+    assert env[0].env == {"SETUPTOOLS_SCM_PRETEND_VERSION": "0.0.0"} and env[0].run == PROJECT.run
+
+    assert _apply(Repair("drop_extra", "docs", "x"), PROJECT)[0].run == "uv pip install -e '.[test]'"
+    only = RecipeStep("uv pip install -e '.[docs]'", "p")
+    assert _apply(Repair("drop_extra", "docs", "x"), only)[0].run == "uv pip install -e '.'"
+    assert _apply(Repair("no_editable", "", "x"), PROJECT)[0].run == "uv pip install '.[test,docs]'"
+
+    isolated = _apply(Repair("no_build_isolation", "numpy", "x"), PROJECT)
+    assert isolated[0].run == "uv pip install numpy setuptools wheel"
+    assert isolated[1].run.startswith("uv pip install --no-build-isolation -e")
+
+    relaxed = _apply(Repair("relax_pins", "numpy==1.16", "x"), RecipeStep("uv pip install -r req.txt", "r"))
+    assert "req.txt" in relaxed[0].run and "uv pip install -r /tmp/forager-relaxed-" in relaxed[0].run
+
+
+def test_a_repair_that_changes_nothing_is_passed_over() -> None:
+    tried: list[Repair] = []
+    useless = Repair("relax_pins", "python-sbom[hatch]>=0.1.2", "build requirement")
+    useful = Repair("install", "hatchling", "x")
+    assert _first_change([useless], PROJECT, tried) is None
+    assert _first_change([useless, useful], PROJECT, tried)[0].run == "uv pip install hatchling"
+    assert tried == [useless, useless, useful]
+
+
+def test_failing_package_lists_are_split() -> None:
+    step = RecipeStep("uv pip install pytest 'nope>=1' pytest-cov", "tools", required=False)
+    assert [s.run for s in _one_package_each(step)] == [
+        "uv pip install pytest",
+        "uv pip install 'nope>=1'",
+        "uv pip install pytest-cov",
+    ]
+    assert _one_package_each(RecipeStep("uv pip install -r req.txt", "r")) == []
+    assert _one_package_each(RecipeStep("uv pip install pytest", "r")) == []
