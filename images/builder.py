@@ -59,13 +59,15 @@ JUNIT_PATH = "/tmp/forager-junit.xml"
 PYTEST = "python -m pytest -p no:cacheprovider"
 
 _GIT_SANITIZE = """set -e
+git checkout -q --detach HEAD
 git remote | while read -r remote; do git remote remove "$remote"; done
 git for-each-ref --format='%(refname)' | while read -r ref; do git update-ref -d "$ref"; done
 git checkout -q -B main
 git reflog expire --expire=now --all
 git gc -q --prune=now
 git config --global user.name forager && git config --global user.email forager@localhost
-git status --porcelain --untracked-files=all | sed -n 's/^?? //p' >> .git/info/exclude"""
+git status --porcelain --untracked-files=all | sed -n 's/^?? //p' >> .git/info/exclude
+rm -rf /tmp/* /tmp/.[!.]* 2>/dev/null || true"""
 
 
 @dataclass(frozen=True)

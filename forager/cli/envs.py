@@ -39,7 +39,11 @@ def gc(
     ] = "0s",  # type: ignore[assignment]  # typer passes the default through the parser
     json: JsonOption = False,
 ) -> None:
-    """Remove every container Forager labelled (episodes and builds), e.g. after a crashed worker."""
+    """Remove the containers Forager made (episodes and builds), e.g. after a crashed worker.
+
+    Without --older-than this includes the containers of builds and episodes still running on this
+    engine: give an age when other Forager processes may be at work.
+    """
     removed = collect_garbage(connect(), older_than)
     if json:
         print_json(

@@ -1,0 +1,190 @@
+"""Fault drills and behaviour of the Docker runtime, against the real engine."""
+
+from __future__ import annotations
+
+import os
+import resource
+import subprocess
+import sys
+import textwrap
+import threading
+import time
+from pathlib import Path
+
+import pytest
+
+from envs.docker_runtime import DockerRuntime, Limits
+from envs.gc import EPISODE_LABEL
+from envs.runtime import EnvironmentDied
+from images.base import BASE_IMAGE
+from images.builder import _tar_directory
+from tests.repos import make_repo, python_project
+
+pytestmark = pytest.mark.docker
+IMAGE = "forager-test/runtime:latest"
+
+
+@pytest.fixture(scope="session")
+def repo_image(docker_client, tmp_path_factory):
+    """The base image with a small git repository at /repo, as repository images have."""
+    root = tmp_path_factory.mktemp("runtime") / "repo"
+    make_repo(root, python_project())
+    container = docker_client.containers.run(
+        BASE_IMAGE, ["sleep", "infinity"], detach=True, network_mode="none"
+    )
+    try:
+        container.put_archive("/", _tar_directory(root, "repo"))
+        container.commit("forager-test/runtime", "latest", conf={"WorkingDir": "/repo"})
+    finally:
+        container.remove(force=True)
+    yield IMAGE
+    docker_client.images.remove(IMAGE, force=True)
+
+
+@pytest.fixture
+def env(docker_client, repo_image):
+    runtime = DockerRuntime.start(docker_client, repo_image, limits=Limits(pids=256, output_bytes=8000))
+    yield runtime
+    runtime.close()
+
+
+def test_shell_state_persists_and_stdin_is_closed(env: DockerRuntime) -> None:
+    assert env.run("pwd").output == "/repo\n"
+    env.run("cd src && export GREETING='hello world' && plain=1")
+    observation = env.run('pwd; echo "$GREETING $plain"')
+    assert observation.output == "/repo/src\nhello world 1\n" and observation.exit_code == 0
+    assert env.run("exit_with() { return $1; }; exit_with 7").exit_code == 7
+
+    started = time.monotonic()
+    for interactive in ("python3 -c 'input()'", "read line", "cat"):
+        assert env.run(interactive, timeout=10).timed_out is False
+    assert time.monotonic() - started < 5, "interactive programs must fail fast, not wait for input"
+
+
+def test_output_without_trailing_newline_and_undecodable_bytes(env: DockerRuntime) -> None:
+    assert env.run("printf 'no newline'").output == "no newline"
+    assert env.run("printf 'caf\\xc3\\xa9 \\xff\\xfe'").output == "café \\xff\\xfe"
+    assert env.run("echo out; echo err >&2").output == "out\nerr\n"
+
+
+def test_sleep_is_killed_on_timeout_and_the_shell_survives(env: DockerRuntime) -> None:
+    env.run("cd /tmp && export KEPT=yes")
+    started = time.monotonic()
+    observation = env.run("sleep 1000", timeout=2)
+    assert observation.timed_out and observation.exit_code is None
+    assert time.monotonic() - started < 2 + 5
+    assert env.run("echo $KEPT; pwd").output == "yes\n/tmp\n"
+    assert "sleep 1000" not in env.run("ps -eo args").output
+
+
+def test_a_stuck_shell_is_replaced_in_the_same_place(env: DockerRuntime) -> None:
+    env.run("cd /etc && export KEPT=still")
+    started = time.monotonic()
+    observation = env.run("while true; do :; done", timeout=2)
+    assert observation.timed_out and "restarted in /etc" in observation.note
+    assert time.monotonic() - started < 2 + 5
+    assert env.run("echo $KEPT; pwd").output == "still\n/etc\n"
+
+
+def test_exit_starts_a_new_shell(env: DockerRuntime) -> None:
+    env.run("cd src; export KEPT=1")
+    observation = env.run("exit 3")
+    assert "new shell" in observation.note
+    assert env.run("echo $KEPT; pwd").output == "1\n/repo/src\n"
+
+
+@pytest.mark.parametrize("command", ["yes", "head -c 50M /dev/urandom", "seq 1 3000000"])
+def test_huge_output_is_capped_with_bounded_memory(env: DockerRuntime, command: str) -> None:
+    before = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+    observation = env.run(command, timeout=5)
+    grown_kib = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss - before
+    assert len(observation.output.encode()) < 8000 * 4 + 200  # escaped bytes take up to 4 characters
+    assert observation.elided > 1_000_000 and "bytes elided" in observation.output
+    assert grown_kib < 64 * 1024, f"host memory grew by {grown_kib} KiB"
+    assert env.run("echo ok").output == "ok\n"
+
+
+def test_fork_bomb_is_contained_by_the_pids_limit(env: DockerRuntime) -> None:
+    env.run(":(){ :|:& };:", timeout=5)
+    time.sleep(1)
+    assert int(env.container.stats(stream=False)["pids_stats"]["current"]) <= 256
+    assert "ok" in env.run("echo ok", timeout=10).output, "the shell still answers"
+
+
+def test_killed_container_is_a_clear_infrastructure_error(env: DockerRuntime, docker_client) -> None:
+    threading.Timer(1.0, lambda: docker_client.containers.get(env.container.id).kill()).start()
+    with pytest.raises(EnvironmentDied, match=r"stopped|gone"):
+        env.run("sleep 30", timeout=20)
+
+
+def test_thousand_commands_leak_no_descriptors_or_threads(env: DockerRuntime) -> None:
+    env.run("true")
+    descriptors, threads = len(os.listdir("/proc/self/fd")), threading.active_count()
+    for number in range(1000):
+        assert env.run(f"echo {number}").output == f"{number}\n"
+    assert len(os.listdir("/proc/self/fd")) <= descriptors
+    assert threading.active_count() <= threads
+
+
+def test_container_is_locked_down_labelled_and_removed(docker_client, repo_image) -> None:
+    with DockerRuntime.start(docker_client, repo_image, episode="drill-1") as env:
+        attrs = docker_client.containers.get(env.container.id).attrs
+        assert attrs["Config"]["Labels"][EPISODE_LABEL] == "drill-1"
+        assert "forager.created" in attrs["Config"]["Labels"]
+        assert attrs["HostConfig"]["NetworkMode"] == "none"
+        assert attrs["HostConfig"]["PidsLimit"] == 512 and attrs["HostConfig"]["Memory"] > 0
+        assert env.run("ls /sys/class/net").output.split() == ["lo"]
+        assert "NoNewPrivs:\t1" in env.run("cat /proc/self/status").output
+        container_id = env.container.id
+    assert not docker_client.containers.list(all=True, filters={"id": container_id})
+    env.close()  # a second close is harmless
+
+
+def test_an_exception_inside_with_still_removes_the_container(docker_client, repo_image) -> None:
+    with pytest.raises(RuntimeError), DockerRuntime.start(docker_client, repo_image) as env:
+        container_id = env.container.id
+        raise RuntimeError("the agent crashed")
+    assert not docker_client.containers.list(all=True, filters={"id": container_id})
+
+
+def test_killed_host_process_leaves_only_what_gc_removes(docker_client, repo_image, tmp_path: Path) -> None:
+    script = textwrap.dedent(
+        f"""
+        import os, docker
+        from envs.docker_runtime import DockerRuntime
+        env = DockerRuntime.start(docker.from_env(), {repo_image!r}, episode="crashed-worker")
+        env.run("echo started")
+        os.kill(os.getpid(), 9)
+        """
+    )
+    subprocess.run([sys.executable, "-c", script], cwd=Path(__file__).parents[1], timeout=60)
+    leaked = docker_client.containers.list(all=True, filters={"label": f"{EPISODE_LABEL}=crashed-worker"})
+    assert leaked, "the drill needs a leaked container to collect"
+    done = subprocess.run(
+        [sys.executable, "-m", "forager", "--home", str(tmp_path), "envs", "gc"],
+        capture_output=True,
+        text=True,
+    )
+    assert done.returncode == 0, done.stderr
+    assert not docker_client.containers.list(all=True, filters={"label": EPISODE_LABEL})
+
+
+def test_files_binary_spaces_dotdot_and_diff(env: DockerRuntime) -> None:
+    env.write_file("docs/a file with spaces.txt", b"spaced\n")
+    env.write_file("src/../blob.bin", bytes(range(256)))
+    assert env.read_file("/repo/docs/a file with spaces.txt") == b"spaced\n"
+    assert env.read_file("blob.bin") == bytes(range(256))
+    assert env.exists("docs") and not env.exists("nothing/here")
+    with pytest.raises(IsADirectoryError):
+        env.read_file("docs")
+    with pytest.raises(FileNotFoundError):
+        env.read_file("missing.txt")
+
+    env.run("echo '# changed' >> src/calc/__init__.py")
+    status_before = env.run("git status --porcelain").output
+    patch = env.diff()
+    assert "diff --git a/src/calc/__init__.py" in patch and "+# changed" in patch
+    assert "docs/a file with spaces.txt" in patch and "GIT binary patch" in patch
+    assert env.run("git status --porcelain").output == status_before, "diff must not touch the agent's index"
+    env.run("cd /tmp")
+    assert env.diff() == patch, "diff works from any directory"
