@@ -27,10 +27,9 @@ def builder(docker_client, tmp_path: Path):
     store = Store(f"sqlite:///{tmp_path / 'forager.db'}")
     options = BuildOptions(network=NetworkSettings.from_environment(), test_timeout=120, timeout=600)
     built = ImageBuilder(docker_client, store, tmp_path / "home", options)
+    before = {c.id for c in _build_containers(docker_client)}  # other builds on this engine are not ours
     yield built
-    leftovers = [
-        c for c in docker_client.containers.list(all=True) if c.name.startswith(BUILD_CONTAINER_PREFIX)
-    ]
+    leftovers = [c for c in _build_containers(docker_client) if c.id not in before]
     for container in leftovers:
         container.remove(force=True)
     for image in store.list_images():
@@ -38,6 +37,10 @@ def builder(docker_client, tmp_path: Path):
             docker_client.images.remove(image.tag, force=True)
     store.close()
     assert not leftovers, "a build leaked containers"
+
+
+def _build_containers(client) -> list:
+    return [c for c in client.containers.list(all=True) if c.name.startswith(BUILD_CONTAINER_PREFIX)]
 
 
 def run_in(client, tag: str, script: str) -> str:
@@ -96,6 +99,9 @@ def test_missing_test_dependency_is_repaired(builder: ImageBuilder, tmp_path):
     assert result.status == ImageStatus.READY, result.reason
     steps = builder.store.get_image(result.tag).recipe["steps"]
     assert any(step["run"] == "uv pip install PyYAML" for step in steps)
+    # A folder becomes a one-commit repository checked out on a branch: sanitizing must keep it.
+    history = run_in(builder.client, result.tag, "git log --format=%H; git status --porcelain; ls -A /tmp")
+    assert history.split() == [result.commit]
 
 
 def test_unittest_suite_in_a_flat_layout_with_unusual_file_names(builder: ImageBuilder, tmp_path):
@@ -175,9 +181,7 @@ def test_cancel_leaves_no_container_and_no_record(builder: ImageBuilder, docker_
         builder.build(parse_source(str(tmp_path / "proj")))
     cancel.join()
     assert builder.store.list_images() == []
-    assert not [
-        c for c in docker_client.containers.list(all=True) if c.name.startswith(BUILD_CONTAINER_PREFIX)
-    ]
+    assert not [c for c in _build_containers(docker_client) if "-proj-" in c.name]
 
 
 @pytest.mark.parametrize("signal_number", [signal.SIGINT, signal.SIGTERM], ids=["ctrl-c", "sigterm"])
@@ -193,9 +197,7 @@ def test_interrupting_the_cli_leaves_no_container_and_no_record(docker_client, t
     finally:
         process.kill()
     assert "Traceback" not in process.stderr.read()
-    assert not [
-        c for c in docker_client.containers.list(all=True) if c.name.startswith(BUILD_CONTAINER_PREFIX)
-    ]
+    assert not [c for c in _build_containers(docker_client) if "-slowproj-" in c.name]
     listed = subprocess.run([*command[:-2], "images", "list", "--json"], capture_output=True, text=True)
     assert json.loads(listed.stdout) == []
 
