@@ -24,7 +24,7 @@ from dataclasses import dataclass, field, replace
 from pathlib import Path
 
 import docker
-from docker.errors import DockerException, ImageNotFound, NotFound
+from docker.errors import APIError, DockerException, ImageNotFound, NotFound
 from docker.types import Mount
 from requests.exceptions import ConnectionError as RequestsConnectionError
 from requests.exceptions import ReadTimeout
@@ -57,6 +57,8 @@ BUILDER_VERSION = "1"
 CACHE_VOLUME = "forager-cache"
 JUNIT_PATH = "/tmp/forager-junit.xml"
 PYTEST = "python -m pytest -p no:cacheprovider"
+_CONTINUE = "--continue-on-collection-errors"
+_COLLECTED = re.compile(r"^[1-9]\d* tests? collected", re.MULTILINE)
 
 _GIT_SANITIZE = """set -e
 git checkout -q --detach HEAD
@@ -426,6 +428,12 @@ class ImageBuilder:
             repairs = diagnose(output, tried=tried, version=checkout.version)
             repairs = [r for r in repairs if r.kind == "install"]
             if not repairs:
+                if code == 2 and _COLLECTED.search(output) and _CONTINUE not in test_command:
+                    # Some files cannot be collected (an import nothing can install, a warning the
+                    # project turns into an error) but the rest can: run the rest.
+                    run.log.section(f"collection errors remain: running what collects ({_CONTINUE})")
+                    test_command = f"{test_command} {_CONTINUE}"
+                    continue
                 break  # the baseline classifies what is left
             tried.append(repairs[0])
             step = RecipeStep(f"uv pip install {shlex.quote(repairs[0].value)}", repairs[0].why)
@@ -500,8 +508,13 @@ class ImageBuilder:
         )
 
     def _remove(self, container: docker.models.containers.Container) -> None:
-        with contextlib.suppress(NotFound):
+        try:
             container.remove(force=True)
+        except NotFound:
+            pass
+        except APIError as exc:
+            if exc.status_code != 409:  # 409: someone else (a gc, a kill_all) is removing it already
+                raise
         with self._lock:
             self._containers.discard(container.name)
 

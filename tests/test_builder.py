@@ -216,3 +216,11 @@ def _wait_for_build_container(client, name: str):
 
 def _kill_build_container(client, name: str) -> None:
     _wait_for_build_container(client, name).remove(force=True)
+
+
+def test_tests_that_collect_run_when_one_file_cannot(builder: ImageBuilder, tmp_path):
+    write(tmp_path / "proj", {**python_project(), "tests/test_broken.py": BROKEN_IMPORT})
+    result = builder.build(parse_source(str(tmp_path / "proj")))
+    assert result.status == ImageStatus.READY, result.reason
+    assert result.tests_passed == 4
+    assert builder.store.get_image(result.tag).test_command.endswith(" --continue-on-collection-errors")

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import os
 import resource
 import subprocess
@@ -19,6 +20,8 @@ from envs.runtime import EnvironmentDied
 from images.base import BASE_IMAGE
 from images.builder import _tar_directory
 from tests.repos import make_repo, python_project
+from tools.calls import parse_cwm, parse_openai
+from tools.execute import execute
 
 pytestmark = pytest.mark.docker
 IMAGE = "forager-test/runtime:latest"
@@ -188,3 +191,33 @@ def test_files_binary_spaces_dotdot_and_diff(env: DockerRuntime) -> None:
     assert env.run("git status --porcelain").output == status_before, "diff must not touch the agent's index"
     env.run("cd /tmp")
     assert env.diff() == patch, "diff works from any directory"
+
+
+def test_the_four_tools_in_a_real_environment(env: DockerRuntime) -> None:
+    """Each tool through both formats' parsers, executed in the container; submit ends with the diff."""
+    refused = execute(parse_cwm("Nothing changed yet.\n<tool: submit>\n</tool>"), env)
+    assert not refused.ok and not refused.submitted
+
+    listing = execute(parse_cwm("<tool: bash>\nls src/calc && false\n</tool>"), env)
+    assert listing.output.startswith("__init__.py\n") and "[exit code 1]" in listing.output
+
+    created = execute(
+        parse_cwm("<tool: create>\nsrc/calc/mul.py\ndef mul(a, b):\n    return a * b\n</tool>"), env
+    )
+    assert created.ok and env.read_file("src/calc/mul.py") == b"def mul(a, b):\n    return a * b\n"
+
+    arguments = json.dumps(
+        {"path": "src/calc/__init__.py", "old_str": "return a - b", "new_str": "return b - a"}
+    )
+    call = parse_openai(
+        [{"id": "c1", "type": "function", "function": {"name": "edit", "arguments": arguments}}]
+    )
+    edited = execute(call, env)
+    assert edited.ok and "return b - a" in edited.output
+    assert not execute(call, env).ok, "the old text is gone: a second identical edit is refused"
+
+    submitted = execute(parse_cwm("<tool: submit>\n</tool>"), env)
+    assert submitted.submitted and submitted.patch is not None
+    assert "+    return b - a" in submitted.patch and "src/calc/mul.py" in submitted.patch
+    checked = env.run(f"git apply --check -R - <<'EOF'\n{submitted.patch}EOF")
+    assert checked.exit_code == 0, checked.output
