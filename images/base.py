@@ -28,6 +28,11 @@ from storage.errors import ForagerError
 SUITE = "bookworm"
 MINBASE_IMAGE = f"forager/debian:{SUITE}-minbase"
 BASE_IMAGE = f"forager/base:{SUITE}"
+#: Bumped when the base's content changes: an older base is rebuilt, and so every image on it.
+BASE_VERSION = "2"
+VERSION_LABEL = "forager.base-version"
+#: coverage and pytest-cov, outside every project's environment (see _install_script).
+COVERAGE_DIR = "/opt/forager/coverage"
 
 #: What every repository image can rely on (plus uv, from the package index). ``patch`` and ``procps``
 #: serve grading and the runtime.
@@ -85,7 +90,7 @@ def ensure_base_image(
     layer is written there too so the image can be remade by hand.
     """
     existing = find_base_image(client)
-    if existing and not rebuild:
+    if existing and not rebuild and existing.labels.get(VERSION_LABEL) == BASE_VERSION:
         return BaseImage(BASE_IMAGE, existing.id, existing.attrs["Size"], built=False)
     log_dir.mkdir(parents=True, exist_ok=True)
     if rebuild or not find_base_image(client, MINBASE_IMAGE):
@@ -181,6 +186,10 @@ def _install_script(apt_options: list[str] | None = None) -> str:
         f"{apt} update && {apt} install -y --no-install-recommends {packages}"
         " && apt-get clean && rm -rf /var/lib/apt/lists/*"
         " && python3 -m pip install --break-system-packages --no-cache-dir --root-user-action=ignore uv"
+        # Coverage for measuring which tests cover which lines, kept out of every project's venv: it is
+        # put on PYTHONPATH only for that measurement (no dependencies: pytest comes from the project).
+        " && python3 -m pip install --no-cache-dir --root-user-action=ignore --no-deps"
+        f" --target {COVERAGE_DIR} coverage pytest-cov"
     )
 
 
@@ -210,6 +219,8 @@ def _install_packages(
                 f"full log: {log_path}"
             )
         repository, tag = BASE_IMAGE.split(":")
-        container.commit(repository=repository, tag=tag, changes=['CMD ["bash"]'])
+        container.commit(
+            repository=repository, tag=tag, changes=['CMD ["bash"]', f"LABEL {VERSION_LABEL}={BASE_VERSION}"]
+        )
     finally:
         container.remove(force=True)

@@ -5,6 +5,9 @@ import pytest
 from images.base import (
     BASE_IMAGE,
     BASE_PACKAGES,
+    BASE_VERSION,
+    COVERAGE_DIR,
+    VERSION_LABEL,
     BaseImageError,
     base_dockerfile,
     ensure_base_image,
@@ -58,6 +61,7 @@ def test_base_image_is_reused_and_runs_without_network(docker_client, tmp_path: 
     assert image.tag == BASE_IMAGE
     assert ensure_base_image(docker_client, NetworkSettings(), log_dir=tmp_path).built is False
 
+    assert docker_client.images.get(BASE_IMAGE).labels[VERSION_LABEL] == BASE_VERSION
     config = docker_client.images.get(BASE_IMAGE).attrs["Config"]
     baked = " ".join(config["Env"] or [])
     assert "PIP_CERT" not in baked and "PROXY" not in baked.upper(), (
@@ -66,7 +70,8 @@ def test_base_image_is_reused_and_runs_without_network(docker_client, tmp_path: 
 
     script = (
         "set -e; python3 -m venv /tmp/v && /tmp/v/bin/pip --version >/dev/null && git --version >/dev/null"
-        " && gcc --version >/dev/null && patch --version >/dev/null && echo ready"
+        " && gcc --version >/dev/null && patch --version >/dev/null && uv --version >/dev/null"
+        f" && test -f {COVERAGE_DIR}/pytest_cov/plugin.py && echo ready"
     )
     output = docker_client.containers.run(
         BASE_IMAGE,

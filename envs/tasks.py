@@ -1,0 +1,43 @@
+"""Tasks as environments see them: bringing a fresh environment into a task's starting state.
+
+A mutate-fix task starts from the image's commit with the bug applied, in a repository whose history
+is replaced by a single commit of that state: the original code lives on in every ancestor, and
+``git log -p`` would otherwise hand the agent the fix. An issue-fix task starts at the image's commit
+(its history holds only the past; the builder removed the future) with its setup patch, if any.
+"""
+
+from __future__ import annotations
+
+import shlex
+
+from envs.runtime import Runtime
+from storage.errors import ForagerError
+
+_PATCH_FILE = "/tmp/forager-setup.patch"
+# The single commit of a mutate-fix start has a fixed identity and date: the same task, the same commit.
+_FRESH_HISTORY = (
+    "cp .git/info/exclude /tmp/forager-exclude 2>/dev/null; rm -rf .git && git init -q -b main"
+    " && cp /tmp/forager-exclude .git/info/exclude 2>/dev/null; git add -A"
+    " && GIT_AUTHOR_DATE=2000-01-01T00:00:00Z GIT_COMMITTER_DATE=2000-01-01T00:00:00Z"
+    " git -c user.name=forager -c user.email=forager@localhost commit -q --no-verify -m 'Initial commit'"
+)
+
+
+class TaskSetupError(ForagerError):
+    """A task's starting state could not be made in its image (the setup patch does not apply)."""
+
+
+def prepare(runtime: Runtime, kind: str, setup_patch: str) -> None:
+    """Bring ``runtime`` (fresh from the task's image) into the task's starting state."""
+    if setup_patch:
+        runtime.write_file(_PATCH_FILE, setup_patch.encode())
+        applied = runtime.run(f"(cd {shlex.quote(runtime.workdir)} && git apply --binary {_PATCH_FILE})")
+        runtime.run(f"rm -f {_PATCH_FILE}")
+        if applied.exit_code != 0:
+            raise TaskSetupError(
+                f"the task's setup patch does not apply to its image: {applied.output[-300:]}"
+            )
+    if kind == "mutate_fix":
+        done = runtime.run(f"(cd {shlex.quote(runtime.workdir)} && {_FRESH_HISTORY})")
+        if done.exit_code != 0:
+            raise TaskSetupError(f"could not make the task's starting commit: {done.output[-300:]}")
