@@ -34,6 +34,8 @@ from storage.errors import ForagerError
 
 #: Seconds a timed-out command's shell gets to report back after its processes were killed.
 _KILL_GRACE = 2.0
+#: How often to look (0.2 s apart) whether a container whose stream broke has stopped.
+_STATE_CHECKS = 5
 #: Exported variables are saved here after every command, to survive a shell restart.
 _ENV_FILE = "/tmp/.forager-env"
 #: Linux capabilities an episode keeps: enough for root to own and change its files, nothing more.
@@ -233,7 +235,10 @@ class DockerRuntime:
         try:
             return _Shell.open(self.client, self.container, cwd)
         except (DockerException, OSError, _ShellGone) as exc:
-            raise self._died(exc) from exc
+            died = self._died(exc)
+            if isinstance(died, EnvironmentDied):
+                raise died from exc
+            raise EnvironmentDied(f"no shell could be started in the environment: {exc}") from exc
 
     def _kill_children(self, shell_pid: int) -> None:
         # Every process in the shell's process group except the shell: the command and all it started.
@@ -254,14 +259,20 @@ class DockerRuntime:
 
     def _died(self, cause: Exception) -> Exception:
         """EnvironmentDied when the container is gone or stopped; otherwise the cause itself."""
-        try:
-            self.container.reload()
-            state = self.container.attrs["State"]
-        except NotFound:
-            return EnvironmentDied(f"the environment's container {self.container.short_id} is gone")
-        except DockerException as exc:
-            return EnvironmentDied(f"the Docker engine stopped answering: {exc}")
-        if state.get("Running"):
+        # A container being killed can still be reported running for a moment after its streams end.
+        for attempt in range(_STATE_CHECKS):
+            try:
+                self.container.reload()
+                state = self.container.attrs["State"]
+            except NotFound:
+                return EnvironmentDied(f"the environment's container {self.container.short_id} is gone")
+            except DockerException as exc:
+                return EnvironmentDied(f"the Docker engine stopped answering: {exc}")
+            if not state.get("Running"):
+                break
+            if attempt < _STATE_CHECKS - 1:
+                time.sleep(0.2)
+        else:
             return cause
         reason = "it ran out of memory" if state.get("OOMKilled") else f"exit code {state.get('ExitCode')}"
         return EnvironmentDied(f"the environment's container {self.container.short_id} stopped ({reason})")

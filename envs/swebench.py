@@ -1,0 +1,207 @@
+"""SWE-bench task instances as JSON Lines, in and out, and the files a patch touches.
+
+One instance per line, an object with SWE-bench's field names (:data:`FIELDS`). SWE-bench stores
+``FAIL_TO_PASS`` and ``PASS_TO_PASS`` as JSON-encoded strings (``"[\\"tests/test_x.py::test_y\\"]"``);
+derived datasets often store plain lists. :func:`read_instances` accepts both, :func:`write_instances`
+writes the strings, as SWE-bench does. Fields beyond :data:`FIELDS` are ignored.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+import tempfile
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from unidiff import PatchSet
+from unidiff.errors import UnidiffParseError
+
+from storage.errors import ForagerError
+
+#: SWE-bench's fields, in its order.
+FIELDS = (
+    "repo",
+    "instance_id",
+    "base_commit",
+    "patch",
+    "test_patch",
+    "problem_statement",
+    "hints_text",
+    "created_at",
+    "version",
+    "FAIL_TO_PASS",
+    "PASS_TO_PASS",
+    "environment_setup_commit",
+)
+#: A line without one of these is malformed; the other fields default to "" (or no tests).
+REQUIRED = ("repo", "instance_id", "base_commit", "problem_statement", "FAIL_TO_PASS")
+_TEST_LISTS = ("FAIL_TO_PASS", "PASS_TO_PASS")
+
+
+class InstanceError(ForagerError):
+    """A SWE-bench JSONL file, or a patch, cannot be read."""
+
+
+@dataclass(frozen=True, kw_only=True)
+class Instance:
+    """One SWE-bench task instance; the attributes are SWE-bench's field names."""
+
+    repo: str
+    instance_id: str
+    base_commit: str
+    patch: str = ""
+    test_patch: str = ""
+    problem_statement: str
+    hints_text: str = ""
+    created_at: str = ""
+    version: str = ""
+    FAIL_TO_PASS: tuple[str, ...]
+    PASS_TO_PASS: tuple[str, ...] = ()
+    environment_setup_commit: str = ""
+
+    @classmethod
+    def from_json(cls, record: Mapping[str, Any]) -> Instance:
+        """An instance from one decoded JSONL object.
+
+        A missing or null optional field is "" (``PASS_TO_PASS``: no tests).
+
+        Raises:
+            InstanceError: a required field is missing, a text field is not a string, or a test list is
+                neither a list of strings nor a JSON string encoding one. The message names the field.
+        """
+        values: dict[str, Any] = {}
+        for name in FIELDS:
+            value = record.get(name)
+            if value is None:
+                if name in REQUIRED:
+                    raise InstanceError(f"field {name} is missing")
+                continue
+            values[name] = _test_list(name, value) if name in _TEST_LISTS else _text(name, value)
+        return cls(**values)
+
+    def to_json(self) -> dict[str, str]:
+        """The JSONL object, fields in SWE-bench's order, test lists as JSON-encoded strings."""
+        record = {name: getattr(self, name) for name in FIELDS}
+        for name in _TEST_LISTS:
+            record[name] = json.dumps(list(record[name]))
+        return record
+
+
+def _text(name: str, value: object) -> str:
+    if not isinstance(value, str):
+        raise InstanceError(f"field {name} must be a string, not {type(value).__name__}")
+    return value
+
+
+def _test_list(name: str, value: object) -> tuple[str, ...]:
+    if isinstance(value, str):
+        try:
+            value = json.loads(value)
+        except json.JSONDecodeError as exc:
+            raise InstanceError(f"field {name} is a string but not a JSON-encoded list: {exc}") from exc
+    if not isinstance(value, list) or not all(isinstance(item, str) for item in value):
+        raise InstanceError(f"field {name} must be a list of test ids (or a JSON string encoding one)")
+    return tuple(value)
+
+
+def read_instances(path: str | Path) -> list[Instance]:
+    """The instances of a SWE-bench JSONL file, in file order; blank lines are skipped.
+
+    Raises:
+        InstanceError: the file cannot be read, or a line is not UTF-8, not a JSON object, malformed
+            (see :meth:`Instance.from_json`) or repeats an ``instance_id``; the message names the file,
+            the line and the field.
+    """
+    path = Path(path)
+    try:
+        data = path.read_bytes()
+    except OSError as exc:
+        raise InstanceError(f"cannot read SWE-bench instances from {path}: {exc.strerror}") from exc
+    instances: list[Instance] = []
+    seen: dict[str, int] = {}
+    for number, raw in enumerate(data.splitlines(), start=1):
+        where = f"{path}:{number}"
+        try:
+            line = raw.decode("utf-8")
+        except UnicodeDecodeError as exc:
+            raise InstanceError(f"{where}: not UTF-8 (byte {exc.start})") from exc
+        if not line.strip():
+            continue
+        try:
+            record = json.loads(line)
+        except json.JSONDecodeError as exc:
+            raise InstanceError(f"{where}: not valid JSON: {exc.msg} at column {exc.colno}") from exc
+        if not isinstance(record, dict):
+            raise InstanceError(f"{where}: expected a JSON object, not {type(record).__name__}")
+        try:
+            instance = Instance.from_json(record)
+        except InstanceError as exc:
+            raise InstanceError(f"{where}: {exc}") from exc
+        if instance.instance_id in seen:
+            raise InstanceError(
+                f"{where}: instance_id {instance.instance_id} repeats line {seen[instance.instance_id]}"
+            )
+        seen[instance.instance_id] = number
+        instances.append(instance)
+    return instances
+
+
+def write_instances(path: str | Path, instances: Iterable[Instance]) -> None:
+    """Write ``instances`` as SWE-bench JSONL (UTF-8), replacing ``path`` only once all is written."""
+    path = Path(path)
+    # A temporary file beside the target, renamed over it: a crash never leaves half a dataset.
+    handle, temporary = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    try:
+        with os.fdopen(handle, "w", encoding="utf-8", newline="\n") as out:
+            for instance in instances:
+                out.write(json.dumps(instance.to_json(), ensure_ascii=False) + "\n")
+        os.replace(temporary, path)
+    except BaseException:
+        Path(temporary).unlink(missing_ok=True)
+        raise
+
+
+def files_touched(patch: str) -> list[str]:
+    """Repository paths a unified diff changes, adds, deletes or renames (both names), in diff order.
+
+    Paths lose their first component (``a/``, ``b/``), as ``git apply`` and ``patch -p1`` strip it;
+    names git quoted (``"a/caf\\303\\251.py"``) are unquoted. An empty patch touches nothing.
+
+    Raises:
+        InstanceError: the patch is not a unified diff.
+    """
+    try:
+        patched = PatchSet(patch)
+    except UnidiffParseError as exc:
+        raise InstanceError(f"not a unified diff: {exc}") from exc
+    paths: dict[str, None] = {}
+    for file in patched:
+        for name in (file.source_file, file.target_file):
+            if name and name != "/dev/null":
+                paths[_strip_component(_unquote(name))] = None
+    return list(paths)
+
+
+_ESCAPES = {b"a": 7, b"b": 8, b"t": 9, b"n": 10, b"v": 11, b"f": 12, b"r": 13, b'"': 34, b"\\": 92}
+_ESCAPE = re.compile(rb'\\([0-7]{3}|[abtnvfr"\\])')
+
+
+def _unquote(name: str) -> str:
+    """A path as git writes it in a diff header: C-quoted (octal UTF-8 bytes) when it has odd characters."""
+    if not (len(name) >= 2 and name.startswith('"') and name.endswith('"')):
+        return name
+    raw = _ESCAPE.sub(_unescape, name[1:-1].encode("utf-8", errors="surrogateescape"))
+    return raw.decode("utf-8", errors="surrogateescape")
+
+
+def _unescape(match: re.Match[bytes]) -> bytes:
+    code = match[1]
+    return bytes([int(code, 8) if code[:1].isdigit() else _ESCAPES[code]])
+
+
+def _strip_component(path: str) -> str:
+    return path.split("/", 1)[1] if "/" in path else path
