@@ -11,7 +11,7 @@ from collections import defaultdict
 from dataclasses import dataclass
 
 from envs.runtime import Runtime
-from images.base import COVERAGE_DIR
+from images.base import BASE_VERSION, COVERAGE_DIR
 from storage.errors import ForagerError
 
 _REPORT = "/tmp/forager-coverage.json"
@@ -69,6 +69,11 @@ def parse_report(report: dict) -> Coverage:
 
 def measure(runtime: Runtime, test_command: str, timeout: float = 1800) -> Coverage:
     """Run the suite once under coverage in ``runtime`` and return who covers what."""
+    if not runtime.exists(f"{COVERAGE_DIR}/pytest_cov"):
+        raise CoverageError(
+            f"the image has no {COVERAGE_DIR}: it was built on a base image older than version "
+            f"{BASE_VERSION}; rebuild it with `forager images build --rebuild SOURCE`"
+        )
     runtime.write_file(_RCFILE, _RC.encode())
     command = (
         f"PYTHONPATH={COVERAGE_DIR} COVERAGE_RCFILE={_RCFILE} COVERAGE_FILE=/tmp/.forager-coverage "

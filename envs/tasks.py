@@ -9,8 +9,14 @@ is replaced by a single commit of that state: the original code lives on in ever
 from __future__ import annotations
 
 import shlex
+from dataclasses import dataclass
 
+import docker
+
+from envs.docker_runtime import DockerRuntime
+from envs.grading import Grade, TestSpec, grade
 from envs.runtime import Runtime
+from storage import Image, Task
 from storage.errors import ForagerError
 
 _PATCH_FILE = "/tmp/forager-setup.patch"
@@ -41,3 +47,32 @@ def prepare(runtime: Runtime, kind: str, setup_patch: str) -> None:
         done = runtime.run(f"(cd {shlex.quote(runtime.workdir)} && {_FRESH_HISTORY})")
         if done.exit_code != 0:
             raise TaskSetupError(f"could not make the task's starting commit: {done.output[-300:]}")
+
+
+@dataclass(frozen=True)
+class Verification:
+    """A task graded twice in fresh environments: with its gold patch and as it starts."""
+
+    gold: Grade
+    start: Grade
+
+    @property
+    def ok(self) -> bool:
+        """The gold patch resolves the task and the untouched start does not."""
+        return self.gold.resolved and self.start.status == "unresolved"
+
+
+def verify(client: docker.DockerClient, task: Task, image: Image, *, timeout: float = 900) -> Verification:
+    """Grade ``task``'s gold patch and its unmodified start, each in a fresh environment of ``image``."""
+    spec = TestSpec(
+        test_command=image.test_command or "",
+        fail_to_pass=tuple(task.fail_to_pass),
+        pass_to_pass=tuple(task.pass_to_pass),
+        test_patch=task.test_patch,
+    )
+    grades = []
+    for patch in (task.gold_patch, ""):
+        with DockerRuntime.start(client, image.tag, episode=f"verify-{task.instance_id}") as env:
+            prepare(env, task.kind, task.setup_patch)
+            grades.append(grade(env, patch, spec, timeout=timeout))
+    return Verification(*grades)

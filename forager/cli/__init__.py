@@ -9,7 +9,7 @@ from typing import Annotated
 
 import typer
 
-from forager.cli import db, doctor, envs, images
+from forager.cli import db, doctor, envs, images, tasks
 from forager.cli.output import error
 from forager.settings import DEFAULT_HOME, Settings
 from storage.errors import ForagerError
@@ -52,7 +52,7 @@ def _group(help_text: str) -> typer.Typer:
 
 
 app.add_typer(images.app, name="images")
-app.add_typer(_group("Generate, import, mine and validate mutate-fix and issue-fix tasks."), name="tasks")
+app.add_typer(tasks.app, name="tasks")
 app.add_typer(_group("Run, show and replay single episodes (debugging one trajectory)."), name="episode")
 app.add_typer(
     _group("Forage: run many episodes against a served model and store them, graded."), name="forage"

@@ -1,0 +1,97 @@
+"""Importing SWE-bench instances as issue-fix tasks: an image at each ``base_commit``, then verified.
+
+An instance becomes a task only once its gold patch turns FAIL_TO_PASS green while PASS_TO_PASS stays
+green, and its unmodified start does not: a task stored ``verified`` has been graded both ways here.
+One that fails verification is stored ``invalid``, with the grades, so the failure can be looked at.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import docker
+
+from envs.swebench import Instance
+from envs.tasks import verify
+from images.builder import ImageBuilder
+from images.progress import Progress, ProgressEvent, no_progress
+from images.sources import SourceError, parse_source
+from storage import Store, Task, TaskKind, TaskStatus
+
+#: Where an instance's ``repo`` (``owner/name``) is cloned from; ``{repo}`` is replaced.
+DEFAULT_SOURCE = "https://github.com/{repo}"
+
+
+@dataclass(frozen=True)
+class ImportResult:
+    """What became of one instance."""
+
+    instance_id: str
+    status: str
+    """``verified``, ``invalid`` (stored, did not verify), ``skipped`` (already stored) or ``no_image``."""
+    reason: str
+
+
+def import_instances(
+    builder: ImageBuilder,
+    store: Store,
+    client: docker.DockerClient,
+    instances: list[Instance],
+    *,
+    source: str = DEFAULT_SOURCE,
+    progress: Progress = no_progress,
+) -> list[ImportResult]:
+    """Build (or reuse) each instance's image, verify it, store it; one result per instance, in order."""
+    results = []
+    for instance in instances:
+        progress(ProgressEvent(instance.instance_id, "import", instance.repo))
+        results.append(_import(builder, store, client, instance, source))
+    return results
+
+
+def _import(
+    builder: ImageBuilder, store: Store, client: docker.DockerClient, instance: Instance, source: str
+) -> ImportResult:
+    if store.get_task(instance.instance_id) is not None:
+        return ImportResult(instance.instance_id, "skipped", "already in the store")
+    try:
+        spec = parse_source(f"{source.format(repo=instance.repo)}@{instance.base_commit}")
+    except SourceError as exc:
+        return ImportResult(instance.instance_id, "no_image", str(exc))
+    built = builder.build(spec)
+    image = store.get_image(built.tag) if built.tag else None
+    if image is None or image.docker_id is None:
+        return ImportResult(instance.instance_id, "no_image", f"{built.failure_class}: {built.reason}")
+    task = Task(
+        instance_id=instance.instance_id,
+        kind=TaskKind.ISSUE_FIX,
+        image_id=image.id,
+        status=TaskStatus.UNVERIFIED,
+        setup_patch="",
+        gold_patch=instance.patch,
+        test_patch=instance.test_patch,
+        problem_statement=instance.problem_statement,
+        fail_to_pass=list(instance.FAIL_TO_PASS),
+        pass_to_pass=list(instance.PASS_TO_PASS),
+        meta={
+            "repo": instance.repo,
+            "base_commit": instance.base_commit,
+            "hints_text": instance.hints_text,
+            "created_at": instance.created_at,
+            "version": instance.version,
+            "environment_setup_commit": instance.environment_setup_commit,
+        },
+    )
+    verification = verify(client, task, image)
+    task.status = TaskStatus.VERIFIED if verification.ok else TaskStatus.INVALID
+    task.meta = {
+        **task.meta,
+        "verification": {"gold": verification.gold.to_json(), "start": verification.start.to_json()},
+    }
+    store.add_tasks([task])
+    reason = (
+        "gold resolves, start does not"
+        if verification.ok
+        else (f"gold {verification.gold.status}, start {verification.start.status}")
+    )
+    return ImportResult(instance.instance_id, task.status.value, reason)

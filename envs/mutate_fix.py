@@ -1,0 +1,275 @@
+"""Mutate-fix task generation: inject bugs where the tests can see them, keep the ones they catch.
+
+For one ready image: measure once which tests cover which lines; target the functions whose covering
+tests all pass in the baseline (flaky ones never count); generate mutants with the named operators;
+validate each by running **only the tests that cover the mutated function** (those that now fail are
+FAIL_TO_PASS), then the other stable tests of the same test files, which must all still pass
+(PASS_TO_PASS). A candidate needs at least one of each. Validation runs in one environment, the file
+put back after each candidate, so a task costs its tests and nothing else.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import random
+import time
+from collections.abc import Collection
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import docker
+
+from envs.coverage import Coverage, measure
+from envs.docker_runtime import DockerRuntime
+from envs.grading import is_test_path, run_tests
+from envs.mutate import OPERATORS, Mutant, functions, mutants, unified_diff
+from images.baseline import Baseline
+from images.progress import Progress, ProgressEvent, no_progress
+from storage import Image, Store, Task, TaskKind, TaskStatus
+from storage.errors import ForagerError
+
+
+@dataclass(frozen=True)
+class MutateOptions:
+    """How many tasks to make and how."""
+
+    max_tasks: int = 10
+    operators: tuple[str, ...] | None = None
+    """Operator names (keys of ``envs.mutate.OPERATORS``); None for all."""
+    per_function: int = 1
+    """Candidates per (function, operator)."""
+    max_candidates: int | None = None
+    """Candidates to try at most; default ten per task asked for."""
+    seed: int = 0
+    test_timeout: float = 600.0
+
+
+@dataclass
+class OperatorStats:
+    """What one operator yielded on one image."""
+
+    candidates: int = 0
+    validated: int = 0
+    seconds: list[float] = field(default_factory=list)
+    """Validation time of each validated task."""
+    executions: list[int] = field(default_factory=list)
+    """Test executions of each validated task."""
+    all_executions: int = 0
+    """Test executions of every candidate, the rejected ones included."""
+
+
+@dataclass(frozen=True)
+class MutateReport:
+    """The outcome for one image."""
+
+    image: str
+    tasks: list[Task]
+    stats: dict[str, OperatorStats]
+    suite_size: int
+    """Stable tests of the image: what validating with the full suite would run per candidate."""
+
+
+def generate(
+    client: docker.DockerClient,
+    store: Store,
+    image: Image,
+    options: MutateOptions,
+    *,
+    cache_dir: Path,
+    progress: Progress = no_progress,
+) -> MutateReport:
+    """Generate, validate and store up to ``options.max_tasks`` mutate-fix tasks for ``image``.
+
+    Each validated task is stored at once, so an interrupted run keeps what it validated.
+    """
+    if options.operators:
+        unknown = sorted(set(options.operators) - set(OPERATORS))
+        if unknown:
+            raise ForagerError(f"unknown operators {unknown}: choose from {', '.join(OPERATORS)}")
+    baseline = Baseline.from_json({"outcomes": image.baseline, "flaky": image.flaky})
+    passing = frozenset(baseline.stable("passed"))
+    if not image.test_command or not passing:
+        raise ForagerError(f"image {image.tag} has no stable passing test to build tasks on")
+    subject = image.repository.name
+    rng = random.Random(options.seed)
+    stats = {name: OperatorStats() for name in options.operators or OPERATORS}
+    tasks: list[Task] = []
+    rejected = _load_rejected(cache_dir)
+    with DockerRuntime.start(client, image.tag, episode=f"mutate-{image.id}") as env:
+        progress(ProgressEvent(subject, "coverage", "measuring which tests cover which lines"))
+        coverage = _coverage(env, image, cache_dir)
+        progress(ProgressEvent(subject, "mutants", "generating"))
+        candidates = _candidates(env, coverage, passing, options, rng)
+        limit = options.max_candidates or 10 * options.max_tasks
+        for tried, (mutant, covering) in enumerate(candidates[:limit], 1):
+            if len(tasks) >= options.max_tasks:
+                break
+            name = instance_id(image, mutant)
+            if (existing := store.get_task(name)) is not None:
+                tasks.append(existing)  # validated by an earlier run: resuming costs nothing
+                continue
+            if name in rejected:
+                continue
+            progress(
+                ProgressEvent(subject, "validate", f"{len(tasks)} tasks, candidate {tried}", tried, limit)
+            )
+            stats[mutant.operator].candidates += 1
+            started = time.monotonic()
+            fail_to_pass, pass_to_pass, executions = _validate(
+                env, image.test_command, mutant, covering, passing, options.test_timeout
+            )
+            stats[mutant.operator].all_executions += executions
+            if not fail_to_pass:
+                rejected.add(name)
+                _save_rejected(cache_dir, rejected)
+                continue
+            seconds = time.monotonic() - started
+            task = _task(image, mutant, fail_to_pass, pass_to_pass, executions, seconds)
+            (stored,) = store.add_tasks([task])
+            tasks.append(stored)
+            stats[mutant.operator].validated += 1
+            stats[mutant.operator].seconds.append(seconds)
+            stats[mutant.operator].executions.append(executions)
+    progress(ProgressEvent(subject, "done", f"{len(tasks)} tasks"))
+    return MutateReport(image.tag, tasks, stats, len(passing))
+
+
+def problem_statement(function: str, path: str, failing: Collection[str]) -> str:
+    """What the agent is told: the function that changed and the tests that fail, never the change."""
+    shown = sorted(failing)[:10]
+    more = f"\n(and {len(failing) - len(shown)} more)" if len(failing) > len(shown) else ""
+    tests = "\n".join(f"- {test}" for test in shown)
+    return (
+        f"A bug was introduced into `{function}` in `{path}`. These tests fail because of it:\n\n"
+        f"{tests}{more}\n\n"
+        "Find the bug and fix the implementation so that these tests pass again and the rest of the test "
+        "suite keeps passing. Do not change the tests."
+    )
+
+
+def _coverage(env: DockerRuntime, image: Image, cache_dir: Path) -> Coverage:
+    """The image's coverage, measured on first use and kept next to the image's other artifacts."""
+    path = cache_dir / "coverage.json"
+    if path.is_file():
+        return Coverage.from_json(json.loads(path.read_text()))
+    coverage = measure(env, image.test_command or "")
+    cache_dir.mkdir(parents=True, exist_ok=True)
+    path.write_text(json.dumps(coverage.to_json()))
+    return coverage
+
+
+def _load_rejected(cache_dir: Path) -> set[str]:
+    """Candidates an earlier run found the tests do not catch: not worth validating again."""
+    path = cache_dir / "rejected.json"
+    return set(json.loads(path.read_text())) if path.is_file() else set()
+
+
+def _save_rejected(cache_dir: Path, rejected: set[str]) -> None:
+    cache_dir.mkdir(parents=True, exist_ok=True)
+    partial = cache_dir / "rejected.json.part"
+    partial.write_text(json.dumps(sorted(rejected)))
+    partial.replace(cache_dir / "rejected.json")
+
+
+def _candidates(
+    env: DockerRuntime,
+    coverage: Coverage,
+    passing: frozenset[str],
+    options: MutateOptions,
+    rng: random.Random,
+) -> list[tuple[Mutant, frozenset[str]]]:
+    """Mutants of the functions the stable tests verify, with the tests covering each, shuffled."""
+    found: list[tuple[Mutant, frozenset[str]]] = []
+    for path in sorted(coverage.lines):
+        if is_test_path(path) or not path.endswith(".py"):
+            continue
+        try:
+            source = env.read_file(path).decode("utf-8")
+        except (FileNotFoundError, IsADirectoryError, UnicodeDecodeError):
+            continue
+        targets: dict[str, frozenset[str]] = {}
+        for span in functions(source):
+            covering = coverage.tests_covering(path, span.body_start, span.end)
+            # Every covering test must pass in the baseline: a mutant's failures are then its own.
+            if covering and covering <= passing:
+                targets[span.qualname] = covering
+        if targets:
+            for mutant in mutants(
+                path,
+                source,
+                targets=targets,
+                operators=options.operators,
+                rng=rng,
+                per_function=options.per_function,
+            ):
+                found.append((mutant, targets[mutant.function]))
+    rng.shuffle(found)
+    return found
+
+
+def _validate(
+    env: DockerRuntime,
+    test_command: str,
+    mutant: Mutant,
+    covering: frozenset[str],
+    passing: frozenset[str],
+    timeout: float,
+) -> tuple[list[str], list[str], int]:
+    """(FAIL_TO_PASS, PASS_TO_PASS, test executions); both lists empty when the tests miss ``mutant``."""
+    env.write_file(mutant.path, mutant.mutated.encode())
+    try:
+        first, _ = run_tests(env, test_command, sorted(covering), timeout)
+        fail_to_pass = sorted(test for test in covering if first.get(test) != "passed")
+        executions = len(covering)
+        if not fail_to_pass:
+            return [], [], executions
+        files = {test.split("::", 1)[0] for test in fail_to_pass}
+        neighbours = sorted(t for t in passing if t.split("::", 1)[0] in files and t not in fail_to_pass)
+        unrun = [test for test in neighbours if test not in first]
+        second = run_tests(env, test_command, unrun, timeout)[0] if unrun else {}
+        executions += len(unrun)
+        outcomes = {**first, **second}
+        if not neighbours or any(outcomes.get(test) != "passed" for test in neighbours):
+            return [], [], executions
+        return fail_to_pass, neighbours, executions
+    finally:
+        env.write_file(mutant.path, mutant.original.encode())
+
+
+def instance_id(image: Image, mutant: Mutant) -> str:
+    """A stable name: the same mutant of the same image always gets the same id."""
+    digest = hashlib.sha256(f"{mutant.path}\n{mutant.mutated}".encode()).hexdigest()[:8]
+    return f"{image.repository.name}.{(image.repository.commit or '')[:12]}.{mutant.operator}.{digest}"
+
+
+def _task(
+    image: Image,
+    mutant: Mutant,
+    fail_to_pass: list[str],
+    pass_to_pass: list[str],
+    executions: int,
+    seconds: float,
+) -> Task:
+    return Task(
+        instance_id=instance_id(image, mutant),
+        kind=TaskKind.MUTATE_FIX,
+        image_id=image.id,
+        status=TaskStatus.VERIFIED,
+        setup_patch=unified_diff(mutant.path, mutant.original, mutant.mutated),
+        gold_patch=unified_diff(mutant.path, mutant.mutated, mutant.original),
+        test_patch="",
+        problem_statement=problem_statement(mutant.function, mutant.path, fail_to_pass),
+        fail_to_pass=fail_to_pass,
+        pass_to_pass=pass_to_pass,
+        meta={
+            "operator": mutant.operator,
+            "family": mutant.family,
+            "file": mutant.path,
+            "function": mutant.function,
+            "line": mutant.line,
+            "description": mutant.description,
+            "test_executions": executions,
+            "validation_seconds": round(seconds, 3),
+        },
+    )

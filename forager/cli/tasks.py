@@ -1,0 +1,281 @@
+"""``forager tasks``: mutate-fix and issue-fix tasks — generate, import, mine, verify, list, export."""
+
+from __future__ import annotations
+
+import statistics
+from pathlib import Path
+from typing import Annotated
+
+import typer
+from rich.markup import escape
+from rich.table import Table
+
+from envs.issue_import import DEFAULT_SOURCE, import_instances
+from envs.mine import mine as mine_history
+from envs.mutate import OPERATORS
+from envs.mutate_fix import MutateOptions, MutateReport, generate
+from envs.swebench import Instance, read_instances, write_instances
+from envs.tasks import verify
+from forager.cli.images import CABundleOption
+from forager.cli.output import JsonOption, console, open_store, print_json, progress_display, settings
+from images.builder import BuildOptions, ImageBuilder
+from images.engine import connect
+from images.proxy import NetworkSettings
+from images.sources import parse_source
+from storage import ForagerError, Image, ImageStatus, Store, Task, TaskKind, TaskStatus
+
+app = typer.Typer(
+    help="Generate, import, mine and verify mutate-fix and issue-fix tasks.", no_args_is_help=True
+)
+
+
+@app.command()
+def mutate(
+    ctx: typer.Context,
+    images: Annotated[
+        list[str] | None,
+        typer.Argument(metavar="IMAGE...", help="Image ids or tags. Default: every ready image."),
+    ] = None,
+    max_tasks: Annotated[int, typer.Option("--max", min=1, help="Tasks per image.")] = 10,
+    operators: Annotated[
+        str | None, typer.Option(help=f"Comma-separated operators (default all): {', '.join(OPERATORS)}.")
+    ] = None,
+    seed: Annotated[int, typer.Option(help="Random seed: the same seed picks the same mutants.")] = 0,
+    json: JsonOption = False,
+) -> None:
+    """Inject bugs into functions the tests cover; keep those the covering tests catch."""
+    store = open_store(ctx)
+    chosen = tuple(op.strip() for op in operators.split(",")) if operators else None
+    options = MutateOptions(max_tasks=max_tasks, operators=chosen, seed=seed)
+    client = connect()
+    reports: list[MutateReport] = []
+    with progress_display(transient=False) as progress:
+        for image in _images(store, images):
+            cache = settings(ctx).home / "images" / image.tag.removeprefix("forager/").replace(":", "/")
+            reports.append(generate(client, store, image, options, cache_dir=cache, progress=progress))
+    if json:
+        print_json([_report_json(report) for report in reports])
+        return
+    table = Table("image", "candidates", "validated", "yield", "tests run / task", box=None)
+    for report in reports:
+        candidates = sum(s.candidates for s in report.stats.values())
+        validated = sum(s.validated for s in report.stats.values())
+        runs = [n for s in report.stats.values() for n in s.executions]
+        table.add_row(
+            escape(report.image), str(candidates), str(validated),
+            f"{100 * validated / candidates:.0f}%" if candidates else "-",
+            f"{statistics.median(runs):.0f} (suite {report.suite_size})" if runs else "-",
+        )  # fmt: skip
+    console.print(table)
+
+
+@app.command("import")
+def import_(
+    ctx: typer.Context,
+    path: Annotated[
+        Path, typer.Argument(metavar="FILE.jsonl", help="SWE-bench instances, one JSON per line.")
+    ],
+    source: Annotated[
+        str, typer.Option(help="Where to clone an instance's repo from; {repo} is its owner/name.")
+    ] = DEFAULT_SOURCE,
+    ca_bundle: CABundleOption = None,
+    json: JsonOption = False,
+) -> None:
+    """Import SWE-bench instances: build the image at each base_commit, verify the gold patch, store."""
+    instances = read_instances(path)
+    store = open_store(ctx)
+    client = connect(timeout=3600)
+    options = BuildOptions(network=NetworkSettings.from_environment(ca_bundle))
+    with progress_display(transient=False) as progress:
+        builder = ImageBuilder(client, store, settings(ctx).home, options, progress)
+        results = import_instances(builder, store, client, instances, source=source, progress=progress)
+    if json:
+        print_json([result.__dict__ for result in results])
+        return
+    for result in results:
+        console.print(
+            f"{escape(result.instance_id)}: {result.status} ({escape(result.reason)})", highlight=False
+        )
+
+
+@app.command()
+def mine(
+    ctx: typer.Context,
+    source: Annotated[
+        str, typer.Argument(metavar="SOURCE", help="A git URL[@REF] or a local repository[@REF].")
+    ],
+    max_tasks: Annotated[int, typer.Option("--max", min=1, help="Tasks to make at most.")] = 10,
+    max_commits: Annotated[int, typer.Option(min=1, help="Commits of history to look at.")] = 200,
+    ca_bundle: CABundleOption = None,
+    json: JsonOption = False,
+) -> None:
+    """Mine issue-fix tasks from history: commits that fix code and add tests failing without the fix."""
+    store = open_store(ctx)
+    options = BuildOptions(network=NetworkSettings.from_environment(ca_bundle))
+    with progress_display(transient=False) as progress:
+        builder = ImageBuilder(connect(timeout=3600), store, settings(ctx).home, options, progress)
+        report = mine_history(
+            builder,
+            store,
+            parse_source(source),
+            max_tasks=max_tasks,
+            max_commits=max_commits,
+            progress=progress,
+        )
+    if json:
+        print_json(
+            {
+                "tasks": [task.instance_id for task in report.tasks],
+                "candidates": report.candidates,
+                "tried": report.tried,
+                "skipped": [{"commit": s.sha, "reason": s.reason} for s in report.skipped],
+            }
+        )
+        return
+    console.print(f"{len(report.tasks)} task(s) from {report.tried} of {report.candidates} candidate commits")
+    for skipped in report.skipped:
+        console.print(f"  skipped {skipped.sha[:12]}: {escape(skipped.reason)}", highlight=False)
+
+
+@app.command()
+def validate(
+    ctx: typer.Context, ref: Annotated[str, typer.Argument(metavar="TASK")], json: JsonOption = False
+) -> None:
+    """Grade a task's gold patch and its unmodified start again, in fresh environments."""
+    store = open_store(ctx)
+    task = _task(store, ref)
+    verification = verify(connect(), task, task.image)
+    if json:
+        print_json(
+            {
+                "ok": verification.ok,
+                "gold": verification.gold.to_json(),
+                "start": verification.start.to_json(),
+            }
+        )
+    else:
+        console.print(
+            f"gold patch: {verification.gold.status}; unmodified start: {verification.start.status}"
+        )
+    if not verification.ok:
+        raise typer.Exit(1)
+
+
+@app.command("list")
+def list_(
+    ctx: typer.Context,
+    kind: Annotated[TaskKind | None, typer.Option(help="Only this kind.")] = None,
+    image: Annotated[int | None, typer.Option(help="Only tasks of this image id.")] = None,
+    status: Annotated[TaskStatus | None, typer.Option(help="Only this status.")] = None,
+    json: JsonOption = False,
+) -> None:
+    """List the tasks in the store."""
+    tasks = open_store(ctx).list_tasks(kind=kind, image_id=image, status=status)
+    if json:
+        print_json([_task_json(task) for task in tasks])
+        return
+    table = Table("id", "instance", "kind", "status", "F2P", "P2P", box=None)
+    for task in tasks:
+        table.add_row(
+            str(task.id), escape(task.instance_id), task.kind.value, task.status.value,
+            str(len(task.fail_to_pass)), str(len(task.pass_to_pass)),
+        )  # fmt: skip
+    console.print(table)
+
+
+@app.command()
+def show(
+    ctx: typer.Context, ref: Annotated[str, typer.Argument(metavar="TASK")], json: JsonOption = False
+) -> None:
+    """Show one task: statement, tests, patches."""
+    task = _task(open_store(ctx), ref)
+    if json:
+        print_json(_task_json(task, full=True))
+        return
+    console.print(
+        f"[bold]{escape(task.instance_id)}[/]  {task.kind.value}, {task.status.value}, image {task.image.tag}"
+    )
+    console.print(escape(task.problem_statement), highlight=False)
+    console.print(
+        f"FAIL_TO_PASS ({len(task.fail_to_pass)}): {', '.join(task.fail_to_pass[:5])}", highlight=False
+    )
+    console.print(f"PASS_TO_PASS: {len(task.pass_to_pass)} tests", highlight=False)
+    console.print("gold patch:", style="bold")
+    console.print(escape(task.gold_patch), highlight=False)
+
+
+@app.command()
+def export(
+    ctx: typer.Context,
+    path: Annotated[Path, typer.Argument(metavar="FILE.jsonl")],
+) -> None:
+    """Write verified issue-fix tasks as SWE-bench JSONL.
+
+    Mutate-fix tasks are left out: their start is the base commit plus a setup patch, which the SWE-bench
+    format has no field for.
+    """
+    tasks = open_store(ctx).list_tasks(kind=TaskKind.ISSUE_FIX, status=TaskStatus.VERIFIED)
+    write_instances(path, [_instance(task) for task in tasks])
+    console.print(f"{len(tasks)} task(s) written to {path}", highlight=False)
+
+
+def _images(store: Store, refs: list[str] | None) -> list[Image]:
+    if not refs:
+        images = store.list_images(status=ImageStatus.READY)
+        if not images:
+            raise ForagerError("no ready image in the store: build some with `forager images build`")
+        return images
+    found = []
+    for ref in refs:
+        image = store.get_image(int(ref) if ref.isdigit() else ref)
+        if image is None:
+            raise ForagerError(f"no image {ref!r}: see `forager images list`")
+        found.append(image)
+    return found
+
+
+def _task(store: Store, ref: str) -> Task:
+    task = store.get_task(int(ref) if ref.isdigit() else ref)
+    if task is None:
+        raise ForagerError(f"no task {ref!r}: see `forager tasks list`")
+    return task
+
+
+def _instance(task: Task) -> Instance:
+    return Instance(
+        repo=task.meta.get("repo") or task.image.repository.name.replace("__", "/", 1),
+        instance_id=task.instance_id,
+        base_commit=task.meta.get("base_commit") or task.image.repository.commit or "",
+        patch=task.gold_patch,
+        test_patch=task.test_patch,
+        problem_statement=task.problem_statement,
+        hints_text=task.meta.get("hints_text", ""),
+        created_at=task.meta.get("created_at", "") or f"{task.created_at:%Y-%m-%dT%H:%M:%SZ}",
+        version=task.meta.get("version", ""),
+        FAIL_TO_PASS=tuple(task.fail_to_pass),
+        PASS_TO_PASS=tuple(task.pass_to_pass),
+        environment_setup_commit=task.meta.get("environment_setup_commit", ""),
+    )
+
+
+def _task_json(task: Task, full: bool = False) -> dict[str, object]:
+    data: dict[str, object] = {
+        "id": task.id, "instance_id": task.instance_id, "kind": task.kind.value, "status": task.status.value,
+        "image": task.image.tag, "fail_to_pass": task.fail_to_pass, "pass_to_pass": task.pass_to_pass,
+        "meta": task.meta, "created_at": task.created_at,
+    }  # fmt: skip
+    if full:
+        data.update(
+            problem_statement=task.problem_statement, setup_patch=task.setup_patch,
+            gold_patch=task.gold_patch, test_patch=task.test_patch,
+        )  # fmt: skip
+    return data
+
+
+def _report_json(report: MutateReport) -> dict[str, object]:
+    return {
+        "image": report.image,
+        "suite_size": report.suite_size,
+        "tasks": [task.instance_id for task in report.tasks],
+        "operators": {name: stats.__dict__ for name, stats in report.stats.items()},
+    }

@@ -1,0 +1,389 @@
+"""Mining issue-fix tasks from history: candidate commits (pure git) and the pipeline (real Docker)."""
+
+from __future__ import annotations
+
+import subprocess
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+
+import git
+import pytest
+
+from envs.docker_runtime import DockerRuntime
+from envs.grading import TestSpec, grade
+from envs.mine import (
+    MAX_GOLD_FILES,
+    MAX_GOLD_LINES,
+    MineError,
+    MineReport,
+    Skipped,
+    candidate_commits,
+    is_chore,
+    mine,
+    problem_statement,
+)
+from envs.swebench import files_touched
+from envs.tasks import prepare
+from images.builder import BuildOptions, ImageBuilder
+from images.proxy import NetworkSettings
+from images.sources import parse_source
+from storage import ImageStatus, Store, TaskKind, TaskStatus
+from tests.repos import commit, make_repo, python_project, write
+
+CALC = '''\
+__version__ = "0.1.0"
+
+
+def add(a, b):
+    """Sum of a and b."""
+    return a + b
+
+
+def sub(a, b):
+    return abs(a - b)
+
+
+def mul(a, b):
+    return a + b
+'''
+TEST_MUL = "\n\ndef test_mul():\n    assert mul(2, 3) == 6\n"
+TEST_MORE = "from calc import add\n\n\ndef test_add_zero():\n    assert add(1, 0) == 1\n"
+TEST_STATE = """\
+from pathlib import Path
+
+
+def test_passes_the_second_time():
+    marker = Path("/tmp/forager-test-ran-before")
+    ran_before = marker.exists()
+    marker.touch()
+    assert ran_before
+"""
+TEST_SUB = "from calc import sub\n\n\ndef test_sub_negative():\n    assert sub(3, 5) == -2\n"
+FIX_MESSAGE = (
+    "Fix mul returning the sum\n\nmul(2, 3) returned 5 instead of 6.\n\n"
+    "Signed-off-by: Dev <dev@example.invalid>\nCo-authored-by: Other <other@example.invalid>\n"
+)
+MERGE_MESSAGE = (
+    "Merge pull request #7 from user/branch\n\nFix subtraction\n\nsub(3, 5) returned 2 instead of -2.\n"
+)
+#: Binary files on both sides of the split: the patches must carry them.
+GOLDEN = bytes(range(256))
+
+
+@dataclass(frozen=True)
+class History:
+    """The fixture repository and the commits the tests name."""
+
+    repo: git.Repo
+    fix: str
+    merge: str
+    typo: str
+    """The merge's first parent."""
+
+
+def make_history(root: Path) -> History:
+    """A realistic history, oldest first: see the comments."""
+    tests = python_project()["tests/test_calc.py"].replace("import add, sub", "import add, mul, sub")
+    # The root commit changes code and tests but has no parent to start from.
+    repo = make_repo(root, {**python_project(tests=tests), "src/calc/__init__.py": CALC})
+    # A bug fix with a regression test (and a binary file on each side).
+    (root / "src/calc/table.bin").write_bytes(GOLDEN[::-1])
+    (root / "tests/data").mkdir()
+    (root / "tests/data/golden.bin").write_bytes(GOLDEN)
+    fixed_mul = CALC.replace("def mul(a, b):\n    return a + b", "def mul(a, b):\n    return a * b")
+    fix = commit(
+        repo, {"src/calc/__init__.py": fixed_mul, "tests/test_calc.py": tests + TEST_MUL}, FIX_MESSAGE
+    )
+    # Docs only, tests only, code only: none is a candidate.
+    commit(repo, {"README.md": "# calc\n", "docs/usage.md": "Add numbers.\n"}, "Document usage")
+    commit(repo, {"tests/test_more.py": TEST_MORE}, "Test adding zero")
+    commit(repo, {"src/calc/neg.py": "def neg(a):\n    return -a\n"}, "Add neg")
+    # A pull request: its own commit is not on the first-parent history, only its merge is.
+    branch_point = repo.head.commit.hexsha
+    repo.git.checkout("-q", "-b", "user/branch")
+    fixed_sub = (root / "src/calc/__init__.py").read_text().replace("abs(a - b)", "a - b")
+    commit(repo, {"src/calc/__init__.py": fixed_sub, "tests/test_sub.py": TEST_SUB}, "Make sub signed")
+    repo.git.checkout("-q", "main")
+    assert repo.head.commit.hexsha == branch_point
+    typo = commit(repo, {"README.md": "# calc, a calculator\n"}, "Fix typo in README")
+    repo.git.merge("-q", "--no-ff", "-m", MERGE_MESSAGE, "user/branch")
+    merge = repo.head.commit.hexsha
+    # Chores that change code and tests: only their messages tell them apart from fixes.
+    bumped = (root / "src/calc/__init__.py").read_text().replace('"0.1.0"', '"0.2.0"')
+    version_test = "import calc\n\n\ndef test_version():\n    assert calc.__version__ == '0.2.0'\n"
+    commit(
+        repo, {"src/calc/__init__.py": bumped, "tests/test_version.py": version_test}, "Bump version to 0.2.0"
+    )
+    repo.git.revert("--no-edit", fix)
+    return History(repo, fix, merge, typo)
+
+
+# -- candidates (pure) ------------------------------------------------------------------------------------
+
+
+@pytest.fixture(scope="module")
+def history(tmp_path_factory: pytest.TempPathFactory) -> History:
+    return make_history(tmp_path_factory.mktemp("history") / "calc")
+
+
+def test_candidates_are_the_fix_and_the_merged_pull_request(history: History) -> None:
+    found = candidate_commits(history.repo, max_commits=50)
+    assert [c.sha for c in found] == [history.merge, history.fix]
+    merge, fix = found
+
+    assert fix.parent == history.repo.commit(history.fix).parents[0].hexsha
+    assert fix.title == "Fix mul returning the sum"
+    assert fix.message == "Fix mul returning the sum\n\nmul(2, 3) returned 5 instead of 6."
+    assert fix.test_files == ("tests/test_calc.py",)
+    assert files_touched(fix.gold_patch) == ["src/calc/__init__.py", "src/calc/table.bin"]
+    assert files_touched(fix.test_patch) == ["tests/data/golden.bin", "tests/test_calc.py"]
+
+    assert merge.parent == history.typo, "a merge is diffed against its first parent"
+    assert merge.title == "Fix subtraction"
+    assert merge.message == "Fix subtraction\n\nsub(3, 5) returned 2 instead of -2."
+    assert merge.test_files == ("tests/test_sub.py",)
+    assert files_touched(merge.gold_patch) == ["src/calc/__init__.py"], "main's README change is not in it"
+    assert files_touched(merge.test_patch) == ["tests/test_sub.py"]
+
+
+def test_patches_apply_with_git_and_split_code_from_tests(history: History, tmp_path: Path) -> None:
+    for candidate in candidate_commits(history.repo, max_commits=50):
+        scratch = git.Repo.clone_from(history.repo.working_dir, tmp_path / candidate.sha)
+        scratch.git.checkout("-q", candidate.parent)
+        _apply(scratch, candidate.test_patch)
+        assert _changed(scratch) == set(files_touched(candidate.test_patch))
+        _apply(scratch, candidate.gold_patch)
+        assert _changed(scratch) == set(files_touched(candidate.test_patch + candidate.gold_patch))
+        # Both patches together make exactly the commit's tree, binary files included.
+        scratch.git.add("--all")
+        assert scratch.git.diff("--cached", "--name-only", candidate.sha) == ""
+        if candidate.sha == history.fix:
+            assert (Path(scratch.working_dir) / "tests/data/golden.bin").read_bytes() == GOLDEN
+
+
+def _apply(repo: git.Repo, patch: str) -> None:
+    done = subprocess.run(
+        ["git", "apply", "--binary", "-"], cwd=repo.working_dir, input=patch.encode(), capture_output=True
+    )
+    assert done.returncode == 0, done.stderr.decode()
+
+
+def _changed(repo: git.Repo) -> set[str]:
+    repo.git.add("--all")
+    changed = set(repo.git.diff("--cached", "--name-only").split())
+    repo.git.reset("-q")
+    return changed
+
+
+def test_walk_starts_at_rev_and_stops_after_max_commits(history: History) -> None:
+    # Newest first: revert, bump, merge ... so three commits reach the merge and no further.
+    assert [c.sha for c in candidate_commits(history.repo, max_commits=3)] == [history.merge]
+    assert candidate_commits(history.repo, max_commits=2) == []
+    assert [c.sha for c in candidate_commits(history.repo, max_commits=50, rev=history.fix)] == [history.fix]
+
+
+def test_oversized_fixes_plain_merges_and_untestable_changes_are_not_candidates(tmp_path: Path) -> None:
+    root = tmp_path / "big"
+    repo = make_repo(root, python_project())
+
+    def change(files: dict[str, str], message: str) -> str:
+        tests = (root / "tests/test_calc.py").read_text() + "#\n"  # every change comes with a test change
+        return commit(repo, {**files, "tests/test_calc.py": tests}, message)
+
+    lines = "\n".join(f"X{n} = {n}" for n in range(MAX_GOLD_LINES)) + "\n"
+    at_lines = change({"src/calc/big.py": lines}, "Add big table")
+    change({"src/calc/bigger.py": lines + "Y = 1\n"}, "Add a bigger table")
+    at_files = change({f"src/calc/m{n}.py": "A = 1\n" for n in range(MAX_GOLD_FILES)}, "Add modules")
+    change({f"src/calc/n{n}.py": "A = 1\n" for n in range(MAX_GOLD_FILES + 1)}, "Add more modules")
+    change({"src/calc/data.json": "{}\n", "docs/x.md": "x\n"}, "Non-Python code only")
+    commit(repo, {"src/calc/c.py": "C = 1\n", "tests/conftest.py": "C = 1\n"}, "Only a conftest for tests")
+    repo.git.checkout("-q", "-b", "feature")
+    change({"src/calc/f.py": "F = 1\n"}, "Feature")
+    repo.git.checkout("-q", "main")
+    commit(repo, {"README.md": "x\n"}, "Readme")
+    repo.git.merge("-q", "--no-ff", "-m", "Merge branch 'feature'", "feature")
+
+    found = candidate_commits(repo, max_commits=50)
+    assert [c.sha for c in found] == [at_files, at_lines], "the limits are inclusive"
+
+
+@pytest.mark.parametrize(
+    ("statement", "chore"),
+    [
+        ("Fix mul returning the sum", False),
+        ("Release the lock before sleeping", False),
+        ("Reverted list is empty: fix", False),
+        ("Fix version parsing", False),
+        ('Revert "Fix mul"\n\nThis reverts commit 0123456789abcdef.', True),
+        ('Reapply "Fix mul"', True),
+        ("Undo the fix\n\nThis reverts commit 0123456.", True),
+        ("Bump version to 0.2.0", True),
+        ("Bump requests from 2.31.0 to 2.32.0", True),
+        ("Release 1.2.0", True),
+        ("Version 1.2", True),
+        ("Prepare the 1.2 release", True),
+        ("v1.2.3", True),
+    ],
+)
+def test_reverts_and_version_bumps_are_chores(statement: str, chore: bool) -> None:
+    assert is_chore(statement) is chore
+
+
+def test_problem_statements_from_commits_and_pull_request_merges() -> None:
+    assert problem_statement(MERGE_MESSAGE, merge=True) == (
+        "Fix subtraction\n\nsub(3, 5) returned 2 instead of -2."
+    )
+    assert problem_statement("Merge branch 'feature' into main\n", merge=True) is None
+    assert problem_statement("Merge pull request #7 from user/branch\n", merge=True) is None
+    assert problem_statement(FIX_MESSAGE, merge=False) == (
+        "Fix mul returning the sum\n\nmul(2, 3) returned 5 instead of 6."
+    )
+    assert problem_statement("Signed-off-by: A <a@b>\n", merge=False) is None
+
+
+def test_sources_without_history_are_refused(tmp_path: Path) -> None:
+    store = Store(f"sqlite:///{tmp_path / 'forager.db'}")
+    builder = ImageBuilder(None, store, tmp_path / "home")  # refused before any build: no engine needed
+    with pytest.raises(MineError, match="sdist has no history"):
+        mine(builder, store, parse_source("pypi:attrs==23.1.0"), max_tasks=1)
+    plain = write(tmp_path / "plain", python_project())
+    with pytest.raises(MineError, match="not a git repository"):
+        mine(builder, store, parse_source(str(plain)), max_tasks=1)
+    store.close()
+
+
+# -- the pipeline (Docker) --------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class Mined:
+    history: History
+    rejected: list[Skipped]
+    """The candidates on top of the history, newest first, and why validation rejects them."""
+    builder: ImageBuilder
+    store: Store
+    report: MineReport
+
+
+@pytest.fixture(scope="module")
+def mined(docker_client, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Mined]:
+    """One real mining run of the fixture history and two rejected candidates on top (four image builds)."""
+    tmp_path = tmp_path_factory.mktemp("mine")
+    history = make_history(tmp_path / "calc")
+    # Code and tests change, but no test fails before the change.
+    refactored = (
+        (tmp_path / "calc/src/calc/__init__.py")
+        .read_text()
+        .replace("    return a - b\n", "    difference = a - b\n    return difference\n")
+    )
+    sub_tests = TEST_SUB + "\n\ndef test_sub_zero():\n    assert sub(2, 2) == 0\n"
+    refactor = commit(
+        history.repo, {"src/calc/__init__.py": refactored, "tests/test_sub.py": sub_tests}, "Refactor sub"
+    )
+    # The new test passes only when it ran before in the same container: validation, which runs it before
+    # and after the change in one environment, takes it for a fix; the real grader, in fresh ones, does not.
+    stateful = commit(
+        history.repo,
+        {"src/calc/neg.py": "def neg(a):\n    return 0 - a\n", "tests/test_state.py": TEST_STATE},
+        "Negate by subtraction",
+    )
+    rejected = [
+        Skipped(stateful, "the real grader disagrees: gold patch unresolved, unmodified start unresolved"),
+        Skipped(refactor, "no test fails before the fix and passes after it"),
+    ]
+    store = Store(f"sqlite:///{tmp_path / 'forager.db'}")
+    options = BuildOptions(network=NetworkSettings.from_environment(), test_timeout=120, timeout=600)
+    builder = ImageBuilder(docker_client, store, tmp_path / "home", options)
+    try:
+        report = mine(builder, store, parse_source(history.repo.working_dir), max_tasks=5, test_timeout=120)
+        yield Mined(history, rejected, builder, store, report)
+    finally:
+        for image in store.list_images():
+            if image.docker_id:
+                docker_client.images.remove(image.tag, force=True)
+        store.close()
+
+
+@pytest.mark.docker
+def test_the_fix_becomes_a_verified_task_the_real_grader_agrees_with(mined: Mined, docker_client) -> None:
+    history, store = mined.history, mined.store
+    assert (mined.report.candidates, mined.report.tried) == (4, 4)
+    assert mined.report.skipped == mined.rejected
+    assert [build.cached for build in mined.report.builds] == [False] * 4
+    assert [task.instance_id for task in mined.report.tasks] == [
+        f"calc.{history.merge[:12]}",
+        f"calc.{history.fix[:12]}",
+    ]
+    task = store.get_task(f"calc.{history.fix[:12]}")
+    (candidate,) = [c for c in candidate_commits(history.repo, max_commits=50) if c.sha == history.fix]
+    parent = candidate.parent
+    assert (task.kind, task.status, task.setup_patch) == (TaskKind.ISSUE_FIX, TaskStatus.VERIFIED, "")
+    assert (task.gold_patch, task.test_patch) == (candidate.gold_patch, candidate.test_patch)
+    assert task.problem_statement == candidate.message
+    assert task.fail_to_pass == ["tests/test_calc.py::test_mul"]
+    assert task.pass_to_pass == [
+        "tests/test_calc.py::test_add",
+        "tests/test_calc.py::test_add_commutes[1-1]",
+        "tests/test_calc.py::test_add_commutes[2--2]",
+        "tests/test_calc.py::test_sub",
+    ]
+    assert task.meta["commit"] == history.fix and task.meta["parent"] == parent
+    assert task.meta["source"] == history.repo.working_dir
+    assert task.meta["title"] == "Fix mul returning the sum"
+    assert task.meta["pass_to_pass_from"] == "test_files"
+    # Two runs of the file's 6 tests (one skipped), then two grades of the 5 chosen ones.
+    assert task.meta["test_executions"] == 6 + 6 + 2 * 5
+    image = store.get_image(task.image_id)
+    assert (image.status, image.repository.commit) == (ImageStatus.READY, parent)
+
+    spec = TestSpec(image.test_command, task.fail_to_pass, task.pass_to_pass, task.test_patch)
+    statuses = {}
+    for patch in (task.gold_patch, ""):
+        with DockerRuntime.start(docker_client, image.tag) as env:
+            prepare(env, task.kind, task.setup_patch)
+            # The start state is the parent commit: the regression test is withheld until grading.
+            assert "test_mul" not in env.read_file("tests/test_calc.py").decode()
+            statuses[patch] = grade(env, patch, spec, timeout=120)
+    assert statuses[task.gold_patch].status == "resolved"
+    assert statuses[""].status == "unresolved"
+    assert statuses[""].fail_to_pass == {"tests/test_calc.py::test_mul": "failed"}
+
+
+@pytest.mark.docker
+def test_a_pull_request_with_only_new_tests_takes_pass_to_pass_from_neighbours(mined: Mined) -> None:
+    task = mined.store.get_task(f"calc.{mined.history.merge[:12]}")
+    assert task.status == TaskStatus.VERIFIED
+    assert task.meta["parent"] == mined.history.typo
+    assert task.problem_statement == "Fix subtraction\n\nsub(3, 5) returned 2 instead of -2."
+    assert task.fail_to_pass == ["tests/test_sub.py::test_sub_negative"]
+    assert task.meta["pass_to_pass_from"] == "neighbours"
+    # The stable passing tests of the other files of tests/, the skipped one left out.
+    assert task.pass_to_pass == [
+        "tests/test_calc.py::test_add",
+        "tests/test_calc.py::test_add_commutes[1-1]",
+        "tests/test_calc.py::test_add_commutes[2--2]",
+        "tests/test_calc.py::test_mul",
+        "tests/test_calc.py::test_sub",
+        "tests/test_more.py::test_add_zero",
+    ]
+
+
+@pytest.mark.docker
+def test_a_second_run_stores_nothing_new_and_builds_nothing(mined: Mined, docker_client) -> None:
+    tasks = {task.instance_id: task.id for task in mined.store.list_tasks()}
+    images = {image.id for image in docker_client.images.list()}
+    again = mine(
+        mined.builder,
+        mined.store,
+        parse_source(mined.history.repo.working_dir),
+        max_tasks=5,
+        test_timeout=120,
+    )
+    # Only the rejected candidates are tried again, on the images the first run built.
+    assert again.tried == 2 and again.skipped == mined.rejected
+    first_builds = [(build.tag, True) for build in mined.report.builds[:2]]
+    assert [(build.tag, build.cached) for build in again.builds] == first_builds
+    assert {task.instance_id: task.id for task in again.tasks} == tasks
+    assert {task.instance_id: task.id for task in mined.store.list_tasks()} == tasks
+    assert {image.id for image in docker_client.images.list()} == images

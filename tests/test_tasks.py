@@ -1,0 +1,194 @@
+"""Tasks end to end on generated fixture repositories: mutate-fix per operator family, SWE-bench import."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+
+from envs.issue_import import import_instances
+from envs.mutate import OPERATORS
+from envs.mutate_fix import MutateOptions, generate, problem_statement
+from envs.swebench import read_instances
+from envs.tasks import verify
+from images.builder import BuildOptions, ImageBuilder
+from images.proxy import NetworkSettings
+from images.sources import parse_source
+from storage import ImageStatus, Store, TaskStatus
+from tests.repos import PYPROJECT, commit, make_repo
+
+pytestmark = pytest.mark.docker
+
+STATS = """\
+import math
+from collections import Counter
+
+
+def clamp(value, low, high):
+    if value < low:
+        return low
+    if value > high:
+        return high
+    return value
+
+
+def mean(values):
+    total = sum(values)
+    count = len(values)
+    return total / count
+
+
+def hypotenuse(a, b):
+    return math.sqrt(a * a + b * b)
+
+
+def most_common(words):
+    counts = Counter(words)
+    word, _ = counts.most_common(1)[0]
+    return word
+
+
+def is_public(name, banned):
+    return bool(name) and not name.startswith("_") and name not in banned
+
+
+def scaled(values, factor):
+    return [round(v * factor, 2) for v in values]
+"""
+
+STATS_TESTS = """\
+from stats import clamp, hypotenuse, is_public, mean, most_common, scaled
+
+
+def test_clamp_low():
+    assert clamp(-5, 0, 10) == 0
+
+
+def test_clamp_high():
+    assert clamp(50, 0, 10) == 10
+
+
+def test_clamp_inside():
+    assert clamp(5, 0, 10) == 5
+
+
+def test_mean():
+    assert mean([1, 2, 3, 6]) == 3
+
+
+def test_hypotenuse():
+    assert hypotenuse(3, 4) == 5
+
+
+def test_most_common():
+    assert most_common(["a", "b", "b"]) == "b"
+
+
+def test_is_public():
+    assert is_public("name", set())
+    assert not is_public("_private", set())
+    assert not is_public("", set())
+    assert not is_public("banned", {"banned"})
+
+
+def test_scaled():
+    assert scaled([1.5, 2.25], 2) == [3.0, 4.5]
+"""
+
+
+@pytest.fixture
+def store(tmp_path: Path):
+    opened = Store(f"sqlite:///{tmp_path / 'forager.db'}")
+    yield opened
+    opened.close()
+
+
+@pytest.fixture
+def builder(docker_client, store, tmp_path: Path):
+    options = BuildOptions(network=NetworkSettings.from_environment(), test_timeout=120, timeout=600)
+    yield ImageBuilder(docker_client, store, tmp_path / "home", options)
+    for image in store.list_images():
+        if image.docker_id:
+            docker_client.images.remove(image.tag, force=True)
+
+
+def stats_project() -> dict[str, str]:
+    return {
+        "pyproject.toml": PYPROJECT.format(name="stats", dependencies=""),
+        "src/stats/__init__.py": STATS,
+        "tests/test_stats.py": STATS_TESTS,
+    }
+
+
+def test_every_operator_family_yields_verified_tasks(builder, store, docker_client, tmp_path):
+    make_repo(tmp_path / "stats", stats_project())
+    built = builder.build(parse_source(str(tmp_path / "stats")))
+    assert built.status == ImageStatus.READY, built.reason
+    image = store.get_image(built.tag)
+
+    options = MutateOptions(max_tasks=100, per_function=2, seed=7)
+    report = generate(docker_client, store, image, options, cache_dir=tmp_path / "cache")
+
+    families = {task.meta["family"] for task in report.tasks}
+    assert families == set(OPERATORS.values()), (
+        f"families without a task: {set(OPERATORS.values()) - families}"
+    )
+    assert (tmp_path / "cache" / "coverage.json").is_file(), "coverage is measured once and kept"
+    for task in report.tasks:
+        assert task.status == TaskStatus.VERIFIED and task.fail_to_pass and task.pass_to_pass
+        assert not set(task.fail_to_pass) & set(task.pass_to_pass)
+        assert task.meta["test_executions"] < 2 * len(image.baseline)
+        assert task.meta["description"] not in task.problem_statement
+    for task in report.tasks[:4]:  # grading is the slow part: a sample, across operators
+        verification = verify(docker_client, task, image)
+        assert verification.ok, (task.instance_id, verification.gold.status, verification.start.status)
+
+    again = generate(docker_client, store, image, options, cache_dir=tmp_path / "cache")
+    assert [t.instance_id for t in again.tasks] == [t.instance_id for t in report.tasks]
+    assert sum(s.candidates for s in again.stats.values()) == 0, "a second run validates nothing again"
+
+
+def test_problem_statement_names_function_and_tests_not_the_mutation():
+    text = problem_statement("Cache.get", "src/cache.py", ["tests/test_cache.py::test_get"])
+    assert "`Cache.get`" in text and "`src/cache.py`" in text and "tests/test_cache.py::test_get" in text
+
+
+def test_swe_bench_instance_of_a_fixture_repo_is_imported_and_verified(
+    builder, store, docker_client, tmp_path
+):
+    buggy = {
+        **stats_project(),
+        "src/stats/__init__.py": STATS.replace("return total / count", "return total // count"),
+    }
+    repo = make_repo(tmp_path / "repos" / "stats", buggy)
+    base = repo.head.commit.hexsha
+    regression = "\n\ndef test_mean_is_exact():\n    assert mean([1, 2]) == 1.5\n"
+    commit(
+        repo, {"src/stats/__init__.py": STATS, "tests/test_stats.py": STATS_TESTS + regression}, "Fix mean"
+    )
+    patch = repo.git.diff(base, "HEAD", "--", "src")
+    test_patch = repo.git.diff(base, "HEAD", "--", "tests")
+    instance = {
+        "repo": "stats", "instance_id": "stats__stats-1", "base_commit": base, "patch": patch + "\n",
+        "test_patch": test_patch + "\n", "problem_statement": "mean([1, 2]) is 1, not 1.5",
+        "FAIL_TO_PASS": json.dumps(["tests/test_stats.py::test_mean_is_exact"]),
+        "PASS_TO_PASS": ["tests/test_stats.py::test_mean", "tests/test_stats.py::test_clamp_low"],
+    }  # fmt: skip
+    wrong = {**instance, "instance_id": "stats__stats-2", "patch": ""}
+    jsonl = tmp_path / "instances.jsonl"
+    jsonl.write_text(json.dumps(instance) + "\n" + json.dumps(wrong) + "\n")
+
+    results = import_instances(
+        builder, store, docker_client, read_instances(jsonl), source=str(tmp_path / "repos" / "{repo}")
+    )
+    assert [(r.instance_id, r.status) for r in results] == [
+        ("stats__stats-1", "verified"),
+        ("stats__stats-2", "invalid"),
+    ]
+    task = store.get_task("stats__stats-1")
+    assert task.image.repository.commit == base and task.test_patch.startswith("diff --git")
+    again = import_instances(
+        builder, store, docker_client, read_instances(jsonl), source=str(tmp_path / "repos" / "{repo}")
+    )
+    assert {r.status for r in again} == {"skipped"}
