@@ -166,11 +166,14 @@ class DockerRuntime:
         return self._run(f"test -e {_quote(self._absolute(path))}", self.limits.timeout, 4096).exit_code == 0
 
     def diff(self, base: str = "HEAD") -> str:
-        # A throwaway index: new files are included without touching the index the agent sees.
+        # A throwaway index, so new files are included without touching the index the agent sees. It is
+        # built from HEAD, without stat data, so every file is compared by content: a copy of the agent's
+        # index would trust stat data, and an edit in the same second as the last commit that keeps the
+        # file's size looks unchanged (git compares whole seconds, and the copy is no longer "racy").
         index = "/tmp/.forager-index"
         # A subshell, so that neither its `cd` nor its `exit` reaches the agent's shell.
         script = (
-            f"(cd {_quote(self._workdir)} && cp .git/index {index} 2>/dev/null; "
+            f"(cd {_quote(self._workdir)} && GIT_INDEX_FILE={index} git read-tree HEAD && "
             f"GIT_INDEX_FILE={index} git add -A . >/dev/null && "
             f"GIT_INDEX_FILE={index} git -c core.quotepath=off diff --cached --binary {_quote(base)}; "
             f"status=$?; rm -f {index}; exit $status)"

@@ -16,10 +16,12 @@ import pytest
 
 from envs.docker_runtime import DockerRuntime, Limits
 from envs.gc import EPISODE_LABEL
+from envs.mutate import unified_diff
 from envs.runtime import EnvironmentDied
+from envs.tasks import prepare
 from images.base import BASE_IMAGE
 from images.builder import _tar_directory
-from tests.repos import make_repo, python_project
+from tests.repos import CALC, make_repo, python_project
 from tools.calls import parse_cwm, parse_openai
 from tools.execute import execute
 
@@ -221,3 +223,14 @@ def test_the_four_tools_in_a_real_environment(env: DockerRuntime) -> None:
     assert "+    return b - a" in submitted.patch and "src/calc/mul.py" in submitted.patch
     checked = env.run(f"git apply --check -R - <<'EOF'\n{submitted.patch}EOF")
     assert checked.exit_code == 0, checked.output
+
+
+def test_diff_sees_a_same_size_edit_made_in_the_same_second_as_the_start(env: DockerRuntime) -> None:
+    # git trusts stat data to whole seconds: a same-size change made right after a task's start commit
+    # must still count, however much later the diff is taken.
+    setup = unified_diff("src/calc/__init__.py", CALC, CALC.replace("return a - b", "return a + b"))
+    time.sleep(1 - time.time() % 1)  # start of a second: the start commit and the edit share it
+    prepare(env, "mutate_fix", setup)
+    env.write_file("src/calc/__init__.py", CALC.encode())
+    time.sleep(1.2)
+    assert "+    return a - b" in env.diff()

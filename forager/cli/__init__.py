@@ -9,7 +9,7 @@ from typing import Annotated
 
 import typer
 
-from forager.cli import db, doctor, envs, images, tasks
+from forager.cli import db, doctor, envs, forage, images, tasks
 from forager.cli.output import error
 from forager.settings import DEFAULT_HOME, Settings
 from storage.errors import ForagerError
@@ -53,16 +53,12 @@ def _group(help_text: str) -> typer.Typer:
 
 app.add_typer(images.app, name="images")
 app.add_typer(tasks.app, name="tasks")
-app.add_typer(_group("Run, show and replay single episodes (debugging one trajectory)."), name="episode")
-app.add_typer(
-    _group("Forage: run many episodes against a served model and store them, graded."), name="forage"
-)
+app.add_typer(forage.episode_app, name="episode")
+app.command("forage")(forage.forage)
 app.add_typer(db.app, name="db")
 app.add_typer(envs.app, name="envs")
 app.add_typer(_group("Kubernetes: foraging as Jobs, episodes as pods."), name="k8s")
-app.add_typer(
-    _group("Serve policies that need no LLM (oracle, replay) over the OpenAI protocol."), name="serve"
-)
+app.add_typer(forage.serve_app, name="serve")
 app.command()(doctor.doctor)
 
 

@@ -1,0 +1,295 @@
+"""``forager forage``, ``forager episode`` and ``forager serve``: running episodes against a served model."""
+
+from __future__ import annotations
+
+import asyncio
+import json as jsonlib
+import re
+from pathlib import Path
+from typing import Annotated
+
+import typer
+from rich.markup import escape
+from rich.table import Table
+
+from forager.agent import ActionFormat, AgentConfig, EpisodeRun, StepRecord
+from forager.cli.output import JsonOption, console, open_store, print_json, progress_display
+from forager.model import ModelClient, ModelConfig
+from forager.pipeline import forage as run_forage
+from forager.prompts import Prompts
+from images.engine import connect
+from storage import ForagerError, Store, Task, TaskKind, TaskStatus
+from tools.calls import ToolCall
+
+episode_app = typer.Typer(
+    help="Run, show and replay single episodes (debugging one trajectory).", no_args_is_help=True
+)
+serve_app = typer.Typer(
+    help="Serve policies that need no LLM (oracle, replay) over the OpenAI protocol.", no_args_is_help=True
+)
+
+ModelOption = Annotated[str, typer.Option("--model", help="Base URL of an OpenAI-compatible server (…/v1).")]
+FormatOption = Annotated[
+    str,
+    typer.Option(
+        "--format", help="Action format: function_calling (tool_calls) or cwm_text (CWM's text format)."
+    ),
+]
+NameOption = Annotated[
+    str | None, typer.Option("--model-name", help="Model id to request. Default: the server's first.")
+]
+
+
+def forage(
+    ctx: typer.Context,
+    model: ModelOption,
+    action_format: FormatOption = "function_calling",
+    model_name: NameOption = None,
+    kind: Annotated[TaskKind | None, typer.Option(help="Only tasks of this kind.")] = None,
+    image: Annotated[int | None, typer.Option(help="Only tasks of this image id.")] = None,
+    task: Annotated[
+        list[str] | None, typer.Option("--task", help="Only these task ids (repeatable).")
+    ] = None,
+    concurrency: Annotated[int, typer.Option(min=1, help="Episodes at once.")] = 8,
+    episodes_per_task: Annotated[int, typer.Option(min=1, help="Episodes wanted per task.")] = 1,
+    max_turns: Annotated[int, typer.Option(min=1)] = 128,
+    max_tokens: Annotated[int | None, typer.Option(help="Token budget of one episode.")] = None,
+    wall_clock: Annotated[float, typer.Option(help="Seconds one episode may take.")] = 3600,
+    command_timeout: Annotated[float, typer.Option(help="Seconds one command may take.")] = 120,
+    temperature: Annotated[float | None, typer.Option()] = None,
+    system_prompt: Annotated[Path | None, typer.Option(help="A system prompt template file.")] = None,
+    task_prompt: Annotated[Path | None, typer.Option(help="A task prompt template file.")] = None,
+    json: JsonOption = False,
+) -> None:
+    """Run episodes of verified tasks against a served model; store every one, graded (resumable)."""
+    store = open_store(ctx)
+    tasks = _select_tasks(store, kind, image, task)
+    config = _agent_config(
+        action_format, max_turns, max_tokens, wall_clock, command_timeout, system_prompt, task_prompt
+    )
+    docker_client = connect()
+
+    async def go():
+        async with ModelClient(
+            ModelConfig(base_url=model, model=model_name, temperature=temperature)
+        ) as client:
+            name = model_name or (await client.models())[0]
+            with progress_display(transient=False) as progress:
+                return await run_forage(
+                    store, tasks, client, docker_client, config, model_name=name,
+                    episodes_per_task=episodes_per_task, concurrency=concurrency, progress=progress,
+                )  # fmt: skip
+
+    summary = asyncio.run(go())
+    data = {
+        "episodes": summary.episodes, "resolved": summary.resolved, "failed": summary.failed,
+        "skipped": summary.skipped, "exit_reasons": dict(summary.exit_reasons), "tokens": summary.tokens,
+        "seconds": round(summary.seconds, 1), "tokens_per_second": round(summary.tokens_per_second, 1),
+    }  # fmt: skip
+    if json:
+        print_json(data)
+        return
+    table = Table(
+        "episodes", "resolved", "failed", "skipped (done before)", "exit reasons", "tokens/s", box=None
+    )
+    reasons = ", ".join(f"{reason} {count}" for reason, count in summary.exit_reasons.most_common())
+    counts = (summary.episodes, summary.resolved, summary.failed, summary.skipped)
+    table.add_row(*map(str, counts), reasons or "-", f"{summary.tokens_per_second:.0f}")
+    console.print(table)
+
+
+@episode_app.command("run")
+def episode_run(
+    ctx: typer.Context,
+    ref: Annotated[str, typer.Argument(metavar="TASK")],
+    model: ModelOption,
+    action_format: FormatOption = "function_calling",
+    model_name: NameOption = None,
+    max_turns: Annotated[int, typer.Option(min=1)] = 128,
+    verbose: Annotated[bool, typer.Option("--verbose", "-v", help="Print every turn.")] = False,
+) -> None:
+    """Run one episode of a task and store it."""
+    store = open_store(ctx)
+    task = _task(store, ref)
+    config = _agent_config(action_format, max_turns, None, 3600, 120, None, None)
+
+    async def go():
+        async with ModelClient(ModelConfig(base_url=model, model=model_name)) as client:
+            name = model_name or (await client.models())[0]
+            run = EpisodeRun(task, task.image, client, connect(), config, model_name=name)
+            try:
+                await run.start()
+                while not run.done:
+                    step = await run.step()
+                    if step and verbose:
+                        print_step(step)
+                return await run.finish()
+            finally:
+                await asyncio.to_thread(run.close)
+
+    episode, steps = asyncio.run(go())
+    store.save_episode(episode, steps)
+    outcome = "resolved" if episode.resolved else "not resolved"
+    console.print(
+        f"episode {episode.id}: {episode.exit_reason} after {len(steps)} steps, {outcome}", highlight=False
+    )
+
+
+@episode_app.command("show")
+def episode_show(
+    ctx: typer.Context,
+    episode_id: Annotated[str, typer.Argument(metavar="EPISODE")],
+    json: JsonOption = False,
+) -> None:
+    """Print a stored episode turn by turn."""
+    episode = _episode(open_store(ctx), episode_id)
+    if json:
+        print_json(
+            {
+                "id": episode.id, "task": episode.task.instance_id, "model": episode.model,
+                "format": episode.action_format, "exit_reason": episode.exit_reason,
+                "resolved": episode.resolved, "grade": episode.grade, "final_patch": episode.final_patch,
+                "steps": [
+                    {"index": s.index, "thought": s.thought, "action": s.action, "observation": s.observation}
+                    for s in episode.steps
+                ],
+            }
+        )  # fmt: skip
+        return
+    console.print(
+        f"[bold]{episode.id}[/] task {escape(episode.task.instance_id)}, model {escape(episode.model)}, "
+        f"{episode.action_format}: {episode.exit_reason}, resolved={episode.resolved}"
+    )
+    for step in episode.steps:
+        print_step(step)
+
+
+@episode_app.command("replay")
+def episode_replay(ctx: typer.Context, episode_id: Annotated[str, typer.Argument(metavar="EPISODE")]) -> None:
+    """Re-execute a stored episode's actions in a fresh environment; report where observations diverge.
+
+    A determinism check of the environment: durations and memory addresses are masked before comparing.
+    """
+    store = open_store(ctx)
+    episode = _episode(store, episode_id)
+    task = _task(store, str(episode.task_id))
+    config = _agent_config(episode.action_format, len(episode.steps) + 1, None, 3600, 120, None, None)
+
+    async def go() -> list[tuple[int, str, str]]:
+        # No model: every action comes from the record (EpisodeRun.inject never asks one).
+        run = EpisodeRun(task, task.image, None, connect(), config, model_name=episode.model)  # type: ignore[arg-type]
+        diverged = []
+        try:
+            await run.start()
+            for step in episode.steps:
+                if not isinstance(step.action, dict):
+                    continue  # a format error: nothing was executed
+                call = ToolCall(step.action["tool"], step.action["arguments"])
+                record = await run.inject(call, step.thought)
+                if comparable(record.observation) != comparable(step.observation):
+                    diverged.append((step.index, step.observation, record.observation))
+        finally:
+            await asyncio.to_thread(run.close)
+        return diverged
+
+    diverged = asyncio.run(go())
+    if not diverged:
+        console.print(f"all {len(episode.steps)} observations reproduced")
+        return
+    for index, before, after in diverged:
+        console.print(f"[bold]step {index} diverges[/]")
+        console.print(f"--- recorded\n{escape(before[:2000])}\n--- replayed\n{escape(after[:2000])}")
+    raise typer.Exit(1)
+
+
+@serve_app.command("oracle")
+def serve_oracle(
+    ctx: typer.Context,
+    port: Annotated[int, typer.Option(help="Port to listen on.")] = 8000,
+    host: Annotated[str, typer.Option(help="Address to bind.")] = "127.0.0.1",
+) -> None:
+    """Serve the oracle policy: solves tasks from their gold patch like a competent agent would."""
+    from forager.policies.oracle import oracle_app
+    from forager.policies.server import serve
+
+    serve(oracle_app(open_store(ctx)), host, port)
+
+
+@serve_app.command("replay")
+def serve_replay(
+    ctx: typer.Context,
+    episode_id: Annotated[str, typer.Option("--episode", help="The stored episode to replay.")],
+    port: Annotated[int, typer.Option(help="Port to listen on.")] = 8000,
+    host: Annotated[str, typer.Option(help="Address to bind.")] = "127.0.0.1",
+) -> None:
+    """Serve a stored episode's actions, turn by turn, as a model would."""
+    from forager.policies.replay import replay_app
+    from forager.policies.server import serve
+
+    serve(replay_app(open_store(ctx), episode_id), host, port)
+
+
+_VOLATILE = re.compile(r"\b\d+(?:\.\d+)?\s?(?:ms|s|sec|seconds)\b|\b0x[0-9a-f]{6,}\b")
+
+
+def comparable(observation: str) -> str:
+    """An observation with what legitimately changes between runs masked: durations, memory addresses."""
+    return _VOLATILE.sub("<volatile>", observation)
+
+
+def print_step(step: StepRecord | object) -> None:
+    """One turn, readably: thought, action, observation (shortened)."""
+    thought = getattr(step, "thought", None)
+    action = getattr(step, "action", "")
+    observation = getattr(step, "observation", "")
+    console.rule(f"step {getattr(step, 'index', '?')}")
+    if thought:
+        console.print(escape(thought.strip()[:2000]), style="dim", highlight=False)
+    shown = jsonlib.dumps(action, indent=1) if isinstance(action, dict) else str(action)
+    console.print(f"[bold cyan]action[/] {escape(shown[:2000])}", highlight=False)
+    console.print(escape(observation[:3000]), highlight=False)
+
+
+def _agent_config(
+    action_format: str,
+    max_turns: int,
+    max_tokens: int | None,
+    wall_clock: float,
+    command_timeout: float,
+    system_prompt: Path | None,
+    task_prompt: Path | None,
+) -> AgentConfig:
+    if action_format not in ("function_calling", "cwm_text"):
+        raise typer.BadParameter("use function_calling or cwm_text", param_hint="--format")
+    fmt: ActionFormat = action_format  # type: ignore[assignment]
+    return AgentConfig(
+        action_format=fmt, max_turns=max_turns, max_tokens=max_tokens, wall_clock=wall_clock,
+        command_timeout=command_timeout, prompts=Prompts.load(system_prompt, task_prompt),
+    )  # fmt: skip
+
+
+def _select_tasks(
+    store: Store, kind: TaskKind | None, image: int | None, refs: list[str] | None
+) -> list[Task]:
+    if refs:
+        return [_task(store, ref) for ref in refs]
+    tasks = store.list_tasks(kind=kind, image_id=image, status=TaskStatus.VERIFIED)
+    if not tasks:
+        raise ForagerError(
+            "no verified task matches: make some with `forager tasks mutate` or `tasks import`"
+        )
+    return tasks
+
+
+def _task(store: Store, ref: str) -> Task:
+    task = store.get_task(int(ref) if ref.isdigit() else ref)
+    if task is None:
+        raise ForagerError(f"no task {ref!r}: see `forager tasks list`")
+    return task
+
+
+def _episode(store: Store, episode_id: str):
+    episode = store.get_episode(episode_id)
+    if episode is None:
+        raise ForagerError(f"no episode {episode_id!r} in {store.url}")
+    return episode
