@@ -15,6 +15,7 @@ import asyncio
 import json
 import time
 import uuid
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any, Literal
@@ -82,6 +83,13 @@ class StepRecord:
     tool_seconds: float = 0.0
     prompt_tokens: int | None = None
     completion_tokens: int | None = None
+    turn_seconds: float = 0.0
+    """The whole turn: asking the model, parsing, executing, recording."""
+
+    @property
+    def overhead_seconds(self) -> float:
+        """What the agent itself spent on the turn: neither the model nor the tool."""
+        return max(0.0, self.turn_seconds - self.model_seconds - self.tool_seconds)
 
 
 class EpisodeRun:
@@ -143,6 +151,18 @@ class EpisodeRun:
     def done(self) -> bool:
         return self.exit_reason is not None
 
+    async def play(self, on_step: Callable[[StepRecord], None] | None = None) -> tuple[Episode, list[Step]]:
+        """Start, take turns until the episode ends (``on_step`` sees each), grade; the records to store."""
+        try:
+            await self.start()
+        except EnvironmentDied as exc:
+            self.exit_reason, self.error = "infra_error", str(exc)
+        while not self.done:
+            record = await self.step()
+            if record is not None and on_step is not None:
+                on_step(record)
+        return await self.finish()
+
     def close(self) -> None:
         if self.env is not None:
             self.env.close()
@@ -156,6 +176,7 @@ class EpisodeRun:
         if (budget := self._budget_exceeded()) is not None:
             self.exit_reason = budget
             return None
+        started = time.perf_counter()
         tools = openai_tools() if self.config.action_format == "function_calling" else None
         try:
             completion = await self.model.complete(self.messages, tools)
@@ -165,7 +186,9 @@ class EpisodeRun:
             return None
         self.prompt_tokens += completion.prompt_tokens
         self.completion_tokens += completion.completion_tokens
-        return await self._act(completion)
+        record = await self._act(completion)
+        record.turn_seconds = time.perf_counter() - started
+        return record
 
     async def inject(self, call: ToolCall, thought: str | None = None) -> StepRecord:
         """Execute ``call`` as if the model had made it (debugging): recorded as a step like any other."""
@@ -348,13 +371,7 @@ async def run_episode(
     """Run one episode to its end and return its records; the environment is always removed."""
     run = EpisodeRun(task, image, model, docker_client, config, model_name=model_name, policy=policy)
     try:
-        try:
-            await run.start()
-        except EnvironmentDied as exc:
-            run.exit_reason, run.error = "infra_error", str(exc)
-        while not run.done:
-            await run.step()
-        return await run.finish()
+        return await run.play()
     finally:
         await asyncio.to_thread(run.close)
 

@@ -13,7 +13,15 @@ from rich.markup import escape
 from rich.table import Table
 
 from forager.agent import ActionFormat, AgentConfig, EpisodeRun, StepRecord
-from forager.cli.output import JsonOption, console, open_store, print_json, progress_display
+from forager.cli.output import (
+    JsonOption,
+    console,
+    find_episode,
+    find_task,
+    open_store,
+    print_json,
+    progress_display,
+)
 from forager.model import ModelClient, ModelConfig
 from forager.pipeline import forage as run_forage
 from forager.prompts import Prompts
@@ -110,7 +118,7 @@ def episode_run(
 ) -> None:
     """Run one episode of a task and store it."""
     store = open_store(ctx)
-    task = _task(store, ref)
+    task = find_task(store, ref)
     config = _agent_config(action_format, max_turns, None, 3600, 120, None, None)
 
     async def go():
@@ -118,12 +126,7 @@ def episode_run(
             name = model_name or (await client.models())[0]
             run = EpisodeRun(task, task.image, client, connect(), config, model_name=name)
             try:
-                await run.start()
-                while not run.done:
-                    step = await run.step()
-                    if step and verbose:
-                        print_step(step)
-                return await run.finish()
+                return await run.play(print_step if verbose else None)
             finally:
                 await asyncio.to_thread(run.close)
 
@@ -142,7 +145,7 @@ def episode_show(
     json: JsonOption = False,
 ) -> None:
     """Print a stored episode turn by turn."""
-    episode = _episode(open_store(ctx), episode_id)
+    episode = find_episode(open_store(ctx), episode_id)
     if json:
         print_json(
             {
@@ -171,8 +174,8 @@ def episode_replay(ctx: typer.Context, episode_id: Annotated[str, typer.Argument
     A determinism check of the environment: durations and memory addresses are masked before comparing.
     """
     store = open_store(ctx)
-    episode = _episode(store, episode_id)
-    task = _task(store, str(episode.task_id))
+    episode = find_episode(store, episode_id)
+    task = find_task(store, str(episode.task_id))
     config = _agent_config(episode.action_format, len(episode.steps) + 1, None, 3600, 120, None, None)
 
     async def go() -> list[tuple[int, str, str]]:
@@ -272,24 +275,10 @@ def _select_tasks(
     store: Store, kind: TaskKind | None, image: int | None, refs: list[str] | None
 ) -> list[Task]:
     if refs:
-        return [_task(store, ref) for ref in refs]
+        return [find_task(store, ref) for ref in refs]
     tasks = store.list_tasks(kind=kind, image_id=image, status=TaskStatus.VERIFIED)
     if not tasks:
         raise ForagerError(
             "no verified task matches: make some with `forager tasks mutate` or `tasks import`"
         )
     return tasks
-
-
-def _task(store: Store, ref: str) -> Task:
-    task = store.get_task(int(ref) if ref.isdigit() else ref)
-    if task is None:
-        raise ForagerError(f"no task {ref!r}: see `forager tasks list`")
-    return task
-
-
-def _episode(store: Store, episode_id: str):
-    episode = store.get_episode(episode_id)
-    if episode is None:
-        raise ForagerError(f"no episode {episode_id!r} in {store.url}")
-    return episode

@@ -13,14 +13,22 @@ from rich.markup import escape
 from rich.table import Table
 
 from envs.gc import collect_garbage
-from forager.cli.output import JsonOption, console, open_store, print_json, progress_display, settings
+from forager.cli.output import (
+    JsonOption,
+    console,
+    find_image,
+    open_store,
+    print_json,
+    progress_display,
+    settings,
+)
 from images.base import BASE_IMAGE, ensure_base_image
 from images.builder import BuildOptions, BuildResult, ImageBuilder
 from images.engine import connect
 from images.proxy import NetworkSettings
 from images.recipe import InstallRecipe
 from images.sources import SourceSpec, parse_source, read_source_file
-from storage import ForagerError, Image, ImageStatus, Store
+from storage import Image, ImageStatus
 
 app = typer.Typer(help="Build, list and inspect repository images.", no_args_is_help=True)
 
@@ -146,7 +154,7 @@ def list_(
 @app.command()
 def show(ctx: typer.Context, ref: RefArgument, json: JsonOption = False) -> None:
     """Show one image: its recipe, test command, baseline summary and where its log is."""
-    image = _get(ctx, ref)
+    image = find_image(open_store(ctx), ref)
     if json:
         print_json(_image_json(image, full=True))
         return
@@ -176,7 +184,7 @@ def rm(ctx: typer.Context, refs: Annotated[list[str], typer.Argument(metavar="RE
     store = open_store(ctx)
     client = connect()
     for ref in refs:
-        image = _get(ctx, ref, store)
+        image = find_image(store, ref)
         store.delete_image(image.id)
         with contextlib.suppress(ImageNotFound):
             client.images.remove(image.tag, force=True)
@@ -197,14 +205,6 @@ def prune(ctx: typer.Context) -> None:
         f"removed {len(containers)} build container(s), {len(folders)} scratch folder(s), "
         f"{_size(reclaimed)} of dangling layers"
     )
-
-
-def _get(ctx: typer.Context, ref: str, store: Store | None = None) -> Image:
-    store = store or open_store(ctx)
-    image = store.get_image(int(ref) if ref.isdigit() else ref)
-    if image is None:
-        raise ForagerError(f"no image {ref!r} in {store.url}: see `forager images list`")
-    return image
 
 
 def _status(status: ImageStatus, failure_class: str | None) -> str:

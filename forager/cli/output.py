@@ -16,7 +16,7 @@ from rich.progress import SpinnerColumn, TextColumn, TimeElapsedColumn
 
 from forager.settings import Settings
 from images.progress import Progress, ProgressEvent
-from storage import Store
+from storage import Episode, ForagerError, Image, Store, Task
 
 console = Console()
 errors = Console(stderr=True)
@@ -73,3 +73,27 @@ def progress_display(transient: bool = True) -> Iterator[Progress]:
                 )
 
         yield report
+
+
+def find_image(store: Store, ref: str) -> Image:
+    """The image with id or tag ``ref``, or a clear error."""
+    image = store.get_image(int(ref) if ref.isdigit() else ref)
+    if image is None:
+        raise ForagerError(f"no image {ref!r} in {store.url}: see `forager images list`")
+    return image
+
+
+def find_task(store: Store, ref: str) -> Task:
+    """The task with id or instance id ``ref``, or a clear error."""
+    task = store.get_task(int(ref) if ref.isdigit() else ref)
+    if task is None:
+        raise ForagerError(f"no task {ref!r} in {store.url}: see `forager tasks list`")
+    return task
+
+
+def find_episode(store: Store, episode_id: str) -> Episode:
+    """The stored episode ``episode_id``, or a clear error."""
+    episode = store.get_episode(episode_id)
+    if episode is None:
+        raise ForagerError(f"no episode {episode_id!r} in {store.url}")
+    return episode

@@ -17,7 +17,16 @@ from envs.mutate_fix import MutateOptions, MutateReport, generate
 from envs.swebench import Instance, read_instances, write_instances
 from envs.tasks import verify
 from forager.cli.images import CABundleOption
-from forager.cli.output import JsonOption, console, open_store, print_json, progress_display, settings
+from forager.cli.output import (
+    JsonOption,
+    console,
+    find_image,
+    find_task,
+    open_store,
+    print_json,
+    progress_display,
+    settings,
+)
 from images.builder import BuildOptions, ImageBuilder
 from images.engine import connect
 from images.proxy import NetworkSettings
@@ -143,7 +152,7 @@ def validate(
 ) -> None:
     """Grade a task's gold patch and its unmodified start again, in fresh environments."""
     store = open_store(ctx)
-    task = _task(store, ref)
+    task = find_task(store, ref)
     verification = verify(connect(), task, task.image)
     if json:
         print_json(
@@ -188,7 +197,7 @@ def show(
     ctx: typer.Context, ref: Annotated[str, typer.Argument(metavar="TASK")], json: JsonOption = False
 ) -> None:
     """Show one task: statement, tests, patches."""
-    task = _task(open_store(ctx), ref)
+    task = find_task(open_store(ctx), ref)
     if json:
         print_json(_task_json(task, full=True))
         return
@@ -225,20 +234,7 @@ def _images(store: Store, refs: list[str] | None) -> list[Image]:
         if not images:
             raise ForagerError("no ready image in the store: build some with `forager images build`")
         return images
-    found = []
-    for ref in refs:
-        image = store.get_image(int(ref) if ref.isdigit() else ref)
-        if image is None:
-            raise ForagerError(f"no image {ref!r}: see `forager images list`")
-        found.append(image)
-    return found
-
-
-def _task(store: Store, ref: str) -> Task:
-    task = store.get_task(int(ref) if ref.isdigit() else ref)
-    if task is None:
-        raise ForagerError(f"no task {ref!r}: see `forager tasks list`")
-    return task
+    return [find_image(store, ref) for ref in refs]
 
 
 def _instance(task: Task) -> Instance:
