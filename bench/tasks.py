@@ -6,12 +6,14 @@ Runs ``forager tasks mutate`` logic on every ready image in the store under ``--
 first with bench/build_corpus.py) and prints, per operator and overall: candidates, validated, yield,
 median validation seconds and test executions per validated task, and how many fewer tests ran than
 validating every candidate with the full suite would have (candidates x stable suite size, against the
-tests actually run for all candidates, rejected ones included). Targets (issue #5): yield >= 60%, >= 10x.
+tests actually run for all candidates, rejected ones included). Then a sample of the tasks is graded
+again in fresh environments, gold patch and untouched start. Targets (issue #5): yield >= 60%, >= 10x.
 """
 
 from __future__ import annotations
 
 import argparse
+import random
 import statistics
 import time
 from collections import defaultdict
@@ -20,6 +22,7 @@ from pathlib import Path
 from envs.coverage import CoverageError
 from envs.mutate import OPERATORS
 from envs.mutate_fix import MutateOptions, OperatorStats, generate
+from envs.tasks import verify
 from images.engine import connect
 from storage import ImageStatus, Store
 
@@ -31,6 +34,7 @@ def main() -> None:
     parser.add_argument("--home", type=Path, default=Path(".forager-bench"))
     parser.add_argument("--max", type=int, default=5, help="tasks per image")
     parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--verify", type=int, default=20, help="tasks to grade again, both ways, at the end")
     args = parser.parse_args()
     store = Store(f"sqlite:///{(args.home / 'forager.db').resolve()}")
     client = connect()
@@ -70,6 +74,11 @@ def main() -> None:
         print(f"\ntest executions: {ours} run; the full suite per candidate: {full_suite}")
         print(f"ratio:           {full_suite / ours:.1f}x fewer")
     print(f"wall time: {time.monotonic() - started:.0f} s")
+    sample = random.Random(args.seed).sample(store.list_tasks(), min(args.verify, len(store.list_tasks())))
+    verified = sum(verify(client, task, task.image).ok for task in sample)
+    print(
+        f"graded again in fresh environments: {verified}/{len(sample)} resolve with the gold patch and not without"
+    )
     store.close()
 
 
