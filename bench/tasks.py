@@ -76,9 +76,7 @@ def main() -> None:
     print(f"wall time: {time.monotonic() - started:.0f} s")
     sample = random.Random(args.seed).sample(store.list_tasks(), min(args.verify, len(store.list_tasks())))
     verified = sum(verify(client, task, task.image).ok for task in sample)
-    print(
-        f"graded again in fresh environments: {verified}/{len(sample)} resolve with the gold patch and not without"
-    )
+    print(f"graded again: {verified}/{len(sample)} resolve with the gold patch and not without it")
     store.close()
 
 
