@@ -638,10 +638,23 @@ class _Runner:
         self.log.section(f"{title}\n$ {command}")
         script = f"cd {REPO_DIR} && timeout -k 10 {remaining} sh -c {shlex.quote(command)}"
         code = exec_logged(self.container, script, self.log.path, {**self.env, **env})
+        if self.cancel.is_set():
+            raise BuildCancelled("build cancelled")
         if code in (124, 137) and self.deadline - time.monotonic() <= 1:
             raise _BuildFailed("timeout", f"the build ran out of time during: {title} (raise --timeout)")
+        if code in (137, None) and not self._container_running():
+            # The command was killed with its container (removed, OOM, engine restart): not the project's
+            # failure. The engine reports the exec's exit as 137 before it forgets the container.
+            raise _BuildFailed("docker_error", f"the build container stopped during: {title}")
         self.log.section(f"exit {code}")
         return code
+
+    def _container_running(self) -> bool:
+        try:
+            self.container.reload()
+        except NotFound:
+            return False
+        return bool(self.container.attrs["State"].get("Running"))
 
 
 def _one_package_each(step: RecipeStep) -> list[RecipeStep]:
