@@ -19,12 +19,11 @@ import time
 from collections import defaultdict
 from pathlib import Path
 
-from envs.coverage import CoverageError
 from envs.mutate import OPERATORS
 from envs.mutate_fix import MutateOptions, OperatorStats, generate
 from envs.tasks import verify
 from images.engine import connect
-from storage import ImageStatus, Store
+from storage import ForagerError, ImageStatus, Store
 
 
 def main() -> None:
@@ -47,7 +46,7 @@ def main() -> None:
             report = generate(
                 client, store, image, MutateOptions(max_tasks=args.max, seed=args.seed), cache_dir=cache
             )
-        except CoverageError as exc:
+        except ForagerError as exc:  # no coverage, a dead environment: that image only
             print(f"{image.repository.name}: skipped ({exc})")
             continue
         validated = len(report.tasks)
