@@ -3,9 +3,10 @@
 For one ready image: measure once which tests cover which lines; target the functions whose covering
 tests all pass in the baseline (flaky ones never count); generate mutants with the named operators;
 validate each by running **only the tests that cover the mutated function** (those that now fail are
-FAIL_TO_PASS), then the other stable tests of the same test files, which must all still pass
-(PASS_TO_PASS). A candidate needs at least one of each. Validation runs in one environment, the file
-put back after each candidate, so a task costs its tests and nothing else.
+FAIL_TO_PASS), then, with the other stable tests of the same test files (PASS_TO_PASS), the whole set
+together as grading will: failing where it should with the bug, passing without it. A candidate needs
+at least one of each. Validation runs in one environment, the file put back after each candidate, so a
+task costs its tests and nothing else.
 """
 
 from __future__ import annotations
@@ -216,25 +217,38 @@ def _validate(
     passing: frozenset[str],
     timeout: float,
 ) -> tuple[list[str], list[str], int]:
-    """(FAIL_TO_PASS, PASS_TO_PASS, test executions); both lists empty when the tests miss ``mutant``."""
+    """(FAIL_TO_PASS, PASS_TO_PASS, test executions); both lists empty when the tests miss ``mutant``.
+
+    The covering tests find the candidates for FAIL_TO_PASS. The final sets are then checked the way
+    grading runs them, all in one pytest run: with the bug, FAIL_TO_PASS fails and PASS_TO_PASS passes;
+    without it, both pass. Tests that share state can behave differently together than apart (six's
+    test_lazy does), and a task must grade the same way it was validated.
+    """
     env.write_file(mutant.path, mutant.mutated.encode())
     try:
         first, _ = run_tests(env, test_command, sorted(covering), timeout)
-        fail_to_pass = sorted(test for test in covering if first.get(test) != "passed")
         executions = len(covering)
+        fail_to_pass = sorted(test for test in covering if first.get(test) != "passed")
         if not fail_to_pass:
             return [], [], executions
         files = {test.split("::", 1)[0] for test in fail_to_pass}
-        neighbours = sorted(t for t in passing if t.split("::", 1)[0] in files and t not in fail_to_pass)
-        unrun = [test for test in neighbours if test not in first]
-        second = run_tests(env, test_command, unrun, timeout)[0] if unrun else {}
-        executions += len(unrun)
-        outcomes = {**first, **second}
-        if not neighbours or any(outcomes.get(test) != "passed" for test in neighbours):
+        pass_to_pass = sorted(t for t in passing if t.split("::", 1)[0] in files and t not in fail_to_pass)
+        if not pass_to_pass:
             return [], [], executions
-        return fail_to_pass, neighbours, executions
+        together = [*fail_to_pass, *pass_to_pass]
+        buggy, _ = run_tests(env, test_command, together, timeout)
+        executions += len(together)
+        if any(buggy.get(t) == "passed" for t in fail_to_pass) or any(
+            buggy.get(t) != "passed" for t in pass_to_pass
+        ):
+            return [], [], executions
     finally:
         env.write_file(mutant.path, mutant.original.encode())
+    fixed, _ = run_tests(env, test_command, together, timeout)
+    executions += len(together)
+    if any(fixed.get(t) != "passed" for t in together):
+        return [], [], executions
+    return fail_to_pass, pass_to_pass, executions
 
 
 def instance_id(image: Image, mutant: Mutant) -> str:
