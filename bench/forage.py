@@ -42,6 +42,7 @@ def main() -> None:
             f"no verified task in {args.home}: run bench/build_corpus.py and bench/tasks.py first"
         )
     docker_client = connect()
+    before = {c.id for c in docker_client.containers.list(all=True, filters={"label": EPISODE_LABEL})}
     base_url, stop = start_in_thread(oracle_app(store))
     try:
         for concurrency in args.concurrency:
@@ -64,8 +65,12 @@ def main() -> None:
     finally:
         stop()
         store.close()
-    alive = docker_client.containers.list(all=True, filters={"label": EPISODE_LABEL})
-    print(f"episode containers alive at the end: {len(alive)}")
+    alive = [
+        c
+        for c in docker_client.containers.list(all=True, filters={"label": EPISODE_LABEL})
+        if c.id not in before
+    ]
+    print(f"episode containers of this run alive at the end: {len(alive)}")
 
 
 async def _run(tasks, base_url: str, docker_client, action_format: str, concurrency: int):
