@@ -341,7 +341,9 @@ class ImageBuilder:
             env = {**network.environment(), "UV_LINK_MODE": "copy"}
             run = _Runner(container, log, env, deadline, self.cancel)
             self._stage(spec, "install", f"{len(recipe.steps)} steps")
-            steps = self._run_steps(run, list(recipe.steps), plan, checkout.version)
+            before, after = _missing_tools(container, network.apt_options())
+            planned = [*before, recipe.steps[0], *after, *recipe.steps[1:]]
+            steps = self._run_steps(run, planned, plan, checkout.version)
             self._stage(spec, "collect", recipe.test_command)
             steps, test_command = self._collect(run, steps, recipe.test_command, checkout, plan)
             self._stage(spec, "commit", tag)
@@ -655,6 +657,37 @@ class _Runner:
         except NotFound:
             return False
         return bool(self.container.attrs["State"].get("Running"))
+
+
+#: What the build, the runtime and grading need from a base image, and the Debian package that has it.
+_TOOLS = {"git": "git", "pgrep": "procps", "patch": "patch", "setsid": "util-linux", "timeout": "coreutils"}
+
+
+def _missing_tools(
+    container: docker.models.containers.Container, apt_options: list[str]
+) -> tuple[list[RecipeStep], list[RecipeStep]]:
+    """Steps adding what a base other than Forager's lacks (``--base python:3.12-slim``): those to run
+    before the venv is made (Debian packages) and after (uv, into the venv). None for Forager's base."""
+    probe = " ".join(f"command -v {tool} >/dev/null || echo {tool};" for tool in [*_TOOLS, "uv"])
+    missing = container.exec_run(["sh", "-c", probe]).output.decode().split()
+    lacking = [tool for tool in missing if tool in _TOOLS]
+    before = []
+    if lacking:
+        apt = " ".join(["apt-get", *apt_options])
+        packages = " ".join(sorted({_TOOLS[tool] for tool in lacking}))
+        before.append(
+            RecipeStep(
+                f"{apt} update && {apt} install -y --no-install-recommends {packages}"
+                " && rm -rf /var/lib/apt/lists/*",
+                f"the base image lacks {', '.join(lacking)}",
+            )
+        )
+    after = (
+        [RecipeStep(f"{VENV_DIR}/bin/python -m pip install -q uv", "the base image has no uv")]
+        if "uv" in missing
+        else []
+    )
+    return before, after
 
 
 def _one_package_each(step: RecipeStep) -> list[RecipeStep]:

@@ -8,10 +8,13 @@ import subprocess
 import sys
 import threading
 import time
+from dataclasses import replace
 from pathlib import Path
 
 import pytest
 
+from envs.docker_runtime import DockerRuntime
+from images.base import MINBASE_IMAGE
 from images.builder import BuildCancelled, BuildOptions, ImageBuilder
 from images.engine import BUILD_CONTAINER_PREFIX
 from images.proxy import NetworkSettings
@@ -224,3 +227,41 @@ def test_tests_that_collect_run_when_one_file_cannot(builder: ImageBuilder, tmp_
     assert result.status == ImageStatus.READY, result.reason
     assert result.tests_passed == 4
     assert builder.store.get_image(result.tag).test_command.endswith(" --continue-on-collection-errors")
+
+
+@pytest.fixture(scope="module")
+def foreign_base(docker_client):
+    """A base that is not Forager's: Debian with Python and venv only (no git, uv, procps, patch)."""
+    container = docker_client.containers.run(
+        MINBASE_IMAGE,
+        [
+            "sh",
+            "-c",
+            "apt-get update -qq && apt-get install -y -qq --no-install-recommends python3 python3-venv",
+        ],
+        detach=True,
+        network_mode="host",
+    )
+    try:
+        assert container.wait(timeout=300)["StatusCode"] == 0, container.logs()[-500:]
+        container.commit("forager-test/foreign-base", "latest", changes=['CMD ["bash"]'])
+    finally:
+        container.remove(force=True)
+    yield "forager-test/foreign-base:latest"
+    docker_client.images.remove("forager-test/foreign-base:latest", force=True)
+
+
+def test_a_foreign_base_gets_the_tools_it_lacks(builder: ImageBuilder, docker_client, foreign_base, tmp_path):
+    builder.options = replace(builder.options, base_image=foreign_base)
+    write(tmp_path / "proj", python_project())
+    result = builder.build(parse_source(str(tmp_path / "proj")))
+    assert result.status == ImageStatus.READY, result.reason
+    whys = [step["why"] for step in builder.store.get_image(result.tag).recipe["steps"]]
+    assert whys[:3] == [
+        "the base image lacks git, pgrep, patch",
+        "a virtual environment of its own for the project",
+        "the base image has no uv",
+    ]
+    with DockerRuntime.start(docker_client, result.tag) as env:  # the runtime's timeout kill needs pgrep
+        assert env.run("sleep 100", timeout=1).timed_out
+        assert env.run("echo alive").output == "alive\n"
