@@ -310,9 +310,11 @@ class _Shell:
         sock: socket.socket = getattr(stream, "_sock", stream)
         sock.setblocking(True)
         shell = cls(api, stream, sock)
+        # Pagers off, and nothing else: the environment must match the one the image's baseline ran in
+        # (a TERM=dumb here once made termcolor's tests fail in episodes but pass in the baseline).
         boot = (
             f"cd {_quote(cwd)} 2>/dev/null; test -f {_ENV_FILE} && . {_ENV_FILE} 2>/dev/null; "
-            "export PAGER=cat GIT_PAGER=cat TERM=dumb; echo $$"
+            "export PAGER=cat GIT_PAGER=cat; echo $$"
         )
         output, _, status = shell.run(boot, 30.0, 4096)
         if status is None:
