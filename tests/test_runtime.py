@@ -57,7 +57,7 @@ def test_shell_state_persists_and_stdin_is_closed(env: DockerRuntime) -> None:
     assert env.run("pwd").output == "/repo\n"
     # The shell adds nothing to the image's environment but disabled pagers: tests must see what the
     # baseline saw (TERM=dumb once turned termcolor's colours off in episodes only).
-    assert env.run("echo ${TERM-unset} $PAGER").output == "unset cat\n"
+    assert env.run("sh -c 'echo ${TERM-unset} $PAGER'").output == "unset cat\n"
     env.run("cd src && export GREETING='hello world' && plain=1")
     observation = env.run('pwd; echo "$GREETING $plain"')
     assert observation.output == "/repo/src\nhello world 1\n" and observation.exit_code == 0
