@@ -652,11 +652,18 @@ class _Runner:
         return code
 
     def _container_running(self) -> bool:
-        try:
-            self.container.reload()
-        except NotFound:
-            return False
-        return bool(self.container.attrs["State"].get("Running"))
+        # A container being removed can still read as running for a moment after its processes died.
+        for attempt in range(5):
+            try:
+                self.container.reload()
+            except NotFound:
+                return False
+            state = self.container.attrs["State"]
+            if not state.get("Running") or state.get("Status") in ("removing", "exited", "dead"):
+                return False
+            if attempt < 4:
+                time.sleep(0.2)
+        return True
 
 
 #: What the build, the runtime and grading need from a base image, and the Debian package that has it.

@@ -174,7 +174,7 @@ def test_killed_host_process_leaves_only_what_gc_removes(docker_client, repo_ima
         text=True,
     )
     assert done.returncode == 0, done.stderr
-    assert not docker_client.containers.list(all=True, filters={"label": EPISODE_LABEL})
+    assert not docker_client.containers.list(all=True, filters={"label": f"{EPISODE_LABEL}=crashed-worker"})
 
 
 def test_files_binary_spaces_dotdot_and_diff(env: DockerRuntime) -> None:
