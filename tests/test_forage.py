@@ -190,3 +190,30 @@ def test_cli_episode_show_and_replay_reproduce_a_stored_episode(world, docker_cl
 
 def store_url(root: Path) -> str:
     return f"sqlite:///{root / 'forager.db'}"
+
+
+def test_cli_forage_from_a_source_builds_mutates_and_forages(docker_client, tmp_path):
+    make_repo(tmp_path / "calc", python_project())
+    url = f"sqlite:///{tmp_path / 'home' / 'forager.db'}"
+    store = Store(url)
+    base_url, stop = start_in_thread(oracle_app(store))
+    try:
+        command = [sys.executable, "-m", "forager", "--home", str(tmp_path / "home"), "forage"]
+        options = [
+            "--model",
+            base_url,
+            "--source",
+            str(tmp_path / "calc"),
+            "--tasks-per-image",
+            "2",
+            "--json",
+        ]
+        done = subprocess.run([*command, *options], capture_output=True, text=True, timeout=600)
+    finally:
+        stop()
+    assert done.returncode == 0, done.stderr
+    summary = json.loads(done.stdout)
+    assert summary["episodes"] >= 1 and summary["resolved"] == summary["episodes"]
+    for image in store.list_images():
+        docker_client.images.remove(image.tag, force=True)
+    store.close()

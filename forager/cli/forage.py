@@ -12,21 +12,27 @@ import typer
 from rich.markup import escape
 from rich.table import Table
 
+from envs.mutate_fix import MutateOptions, generate
 from forager.agent import ActionFormat, AgentConfig, EpisodeRun, StepRecord
 from forager.cli.output import (
     JsonOption,
     console,
     find_episode,
+    find_image,
     find_task,
     open_store,
     print_json,
     progress_display,
+    settings,
 )
 from forager.model import ModelClient, ModelConfig
 from forager.pipeline import forage as run_forage
 from forager.prompts import Prompts
+from images.builder import BuildOptions, ImageBuilder
 from images.engine import connect
-from storage import ForagerError, Store, Task, TaskKind, TaskStatus
+from images.proxy import NetworkSettings
+from images.sources import parse_source
+from storage import ForagerError, ImageStatus, Store, Task, TaskKind, TaskStatus
 from tools.calls import ToolCall
 
 episode_app = typer.Typer(
@@ -53,6 +59,14 @@ def forage(
     model: ModelOption,
     action_format: FormatOption = "function_calling",
     model_name: NameOption = None,
+    source: Annotated[
+        list[str] | None,
+        typer.Option(
+            "--source",
+            help="Build this source (repeatable), make mutate-fix tasks in it, and forage those tasks.",
+        ),
+    ] = None,
+    tasks_per_image: Annotated[int, typer.Option(min=1, help="Mutate-fix tasks per --source image.")] = 5,
     kind: Annotated[TaskKind | None, typer.Option(help="Only tasks of this kind.")] = None,
     image: Annotated[int | None, typer.Option(help="Only tasks of this image id.")] = None,
     task: Annotated[
@@ -71,7 +85,10 @@ def forage(
 ) -> None:
     """Run episodes of verified tasks against a served model; store every one, graded (resumable)."""
     store = open_store(ctx)
-    tasks = _select_tasks(store, kind, image, task)
+    if source:
+        tasks = _tasks_from_sources(ctx, store, source, tasks_per_image)
+    else:
+        tasks = _select_tasks(store, kind, image, task)
     config = _agent_config(
         action_format, max_turns, max_tokens, wall_clock, command_timeout, system_prompt, task_prompt
     )
@@ -269,6 +286,36 @@ def _agent_config(
         action_format=fmt, max_turns=max_turns, max_tokens=max_tokens, wall_clock=wall_clock,
         command_timeout=command_timeout, prompts=Prompts.load(system_prompt, task_prompt),
     )  # fmt: skip
+
+
+def _tasks_from_sources(ctx: typer.Context, store: Store, sources: list[str], per_image: int) -> list[Task]:
+    """Build the sources' images and generate mutate-fix tasks in the ready ones (both are cached)."""
+    client = connect(timeout=3600)
+    with progress_display(transient=False) as progress:
+        builder = ImageBuilder(
+            client,
+            store,
+            settings(ctx).home,
+            BuildOptions(network=NetworkSettings.from_environment()),
+            progress,
+        )
+        results = builder.build_many([parse_source(text) for text in sources], jobs=1)
+        tasks: list[Task] = []
+        for result in results:
+            if result.status != ImageStatus.READY or result.tag is None:
+                console.print(
+                    f"{escape(result.source)}: not ready ({result.failure_class}), no tasks", highlight=False
+                )
+                continue
+            image = find_image(store, result.tag)
+            cache = settings(ctx).home / "images" / image.tag.removeprefix("forager/").replace(":", "/")
+            report = generate(
+                client, store, image, MutateOptions(max_tasks=per_image), cache_dir=cache, progress=progress
+            )
+            tasks += [find_task(store, str(t.id)) for t in report.tasks]
+    if not tasks:
+        raise ForagerError("no task could be made from the sources: see `forager images list`")
+    return tasks
 
 
 def _select_tasks(

@@ -6,6 +6,7 @@ import json
 import sys
 from collections.abc import Iterator
 from contextlib import contextmanager
+from pathlib import Path
 from typing import Annotated, Any
 
 import typer
@@ -97,3 +98,8 @@ def find_episode(store: Store, episode_id: str) -> Episode:
     if episode is None:
         raise ForagerError(f"no episode {episode_id!r} in {store.url}")
     return episode
+
+
+def image_dir(ctx: typer.Context, image: Image) -> Path:
+    """Where an image's artifacts live under --home (Dockerfile, recipe, baseline, coverage)."""
+    return settings(ctx).home / "images" / image.tag.removeprefix("forager/").replace(":", "/")

@@ -22,6 +22,7 @@ from forager.cli.output import (
     console,
     find_image,
     find_task,
+    image_dir,
     open_store,
     print_json,
     progress_display,
@@ -60,7 +61,7 @@ def mutate(
     reports: list[MutateReport] = []
     with progress_display(transient=False) as progress:
         for image in _images(store, images):
-            cache = settings(ctx).home / "images" / image.tag.removeprefix("forager/").replace(":", "/")
+            cache = image_dir(ctx, image)
             reports.append(generate(client, store, image, options, cache_dir=cache, progress=progress))
     if json:
         print_json([_report_json(report) for report in reports])
