@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import os
 from collections.abc import Iterator
+from pathlib import Path
 
 import pytest
 
@@ -51,3 +52,40 @@ def postgres_url() -> str:
     except Exception as exc:
         _unavailable("PostgreSQL", f"{url}: {exc.__class__.__name__}: {str(exc).splitlines()[0]}")
     return url
+
+
+@pytest.fixture
+def store(tmp_path: Path) -> Iterator[object]:
+    """An empty SQLite store in the test's folder."""
+    from storage import Store
+
+    opened = Store(f"sqlite:///{tmp_path / 'forager.db'}")
+    yield opened
+    opened.close()
+
+
+@pytest.fixture
+def builder(docker_client, store, tmp_path: Path) -> Iterator[object]:
+    """An image builder on the real engine; fails the test if a build leaks a container.
+
+    Images it built are removed afterwards. Build containers of other work on the engine are ignored.
+    """
+    from images.builder import BuildOptions, ImageBuilder
+    from images.engine import BUILD_CONTAINER_PREFIX
+    from images.proxy import NetworkSettings
+
+    def build_containers() -> list:
+        return [
+            c for c in docker_client.containers.list(all=True) if c.name.startswith(BUILD_CONTAINER_PREFIX)
+        ]
+
+    options = BuildOptions(network=NetworkSettings.from_environment(), test_timeout=120, timeout=600)
+    before = {c.id for c in build_containers()}
+    yield ImageBuilder(docker_client, store, tmp_path / "home", options)
+    leftovers = [c for c in build_containers() if c.id not in before]
+    for container in leftovers:
+        container.remove(force=True)
+    for image in store.list_images():
+        if image.docker_id:
+            docker_client.images.remove(image.tag, force=True)
+    assert not leftovers, "a build leaked containers"

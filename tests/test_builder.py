@@ -17,29 +17,11 @@ from envs.docker_runtime import DockerRuntime
 from images.base import MINBASE_IMAGE
 from images.builder import BuildCancelled, BuildOptions, ImageBuilder
 from images.engine import BUILD_CONTAINER_PREFIX
-from images.proxy import NetworkSettings
 from images.sources import parse_source
-from storage import ImageStatus, Store
+from storage import ImageStatus
 from tests.repos import commit, make_repo, python_project, write
 
 pytestmark = pytest.mark.docker
-
-
-@pytest.fixture
-def builder(docker_client, tmp_path: Path):
-    store = Store(f"sqlite:///{tmp_path / 'forager.db'}")
-    options = BuildOptions(network=NetworkSettings.from_environment(), test_timeout=120, timeout=600)
-    built = ImageBuilder(docker_client, store, tmp_path / "home", options)
-    before = {c.id for c in _build_containers(docker_client)}  # other builds on this engine are not ours
-    yield built
-    leftovers = [c for c in _build_containers(docker_client) if c.id not in before]
-    for container in leftovers:
-        container.remove(force=True)
-    for image in store.list_images():
-        if image.docker_id:
-            docker_client.images.remove(image.tag, force=True)
-    store.close()
-    assert not leftovers, "a build leaked containers"
 
 
 def _build_containers(client) -> list:

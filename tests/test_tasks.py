@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import json
-from pathlib import Path
 
 import pytest
 
@@ -12,10 +11,8 @@ from envs.mutate import OPERATORS
 from envs.mutate_fix import MutateOptions, generate, problem_statement
 from envs.swebench import read_instances
 from envs.tasks import verify
-from images.builder import BuildOptions, ImageBuilder
-from images.proxy import NetworkSettings
 from images.sources import parse_source
-from storage import ImageStatus, Store, TaskStatus
+from storage import ImageStatus, TaskStatus
 from tests.repos import PYPROJECT, commit, make_repo
 
 pytestmark = pytest.mark.docker
@@ -95,22 +92,6 @@ def test_is_public():
 def test_scaled():
     assert scaled([1.5, 2.25], 2) == [3.0, 4.5]
 """
-
-
-@pytest.fixture
-def store(tmp_path: Path):
-    opened = Store(f"sqlite:///{tmp_path / 'forager.db'}")
-    yield opened
-    opened.close()
-
-
-@pytest.fixture
-def builder(docker_client, store, tmp_path: Path):
-    options = BuildOptions(network=NetworkSettings.from_environment(), test_timeout=120, timeout=600)
-    yield ImageBuilder(docker_client, store, tmp_path / "home", options)
-    for image in store.list_images():
-        if image.docker_id:
-            docker_client.images.remove(image.tag, force=True)
 
 
 def stats_project() -> dict[str, str]:
