@@ -8,8 +8,11 @@ back. Sessions use ``expire_on_commit=False`` so that returned objects keep thei
 from __future__ import annotations
 
 import hashlib
+import random
 import re
+import sqlite3
 import threading
+import time
 from collections import Counter
 from collections.abc import Iterable, Iterator, Sequence
 from contextlib import contextmanager
@@ -526,10 +529,9 @@ def _configure_sqlite(engine: sa.Engine) -> None:
         # (so migrations would not be atomic and reads not repeatable); _on_begin issues BEGIN instead.
         dbapi_connection.isolation_level = None
         cursor = dbapi_connection.cursor()
-        # WAL: readers and the writer do not block each other, so workers can read while one writes.
-        cursor.execute("PRAGMA journal_mode=WAL")
         # Wait for another process's write lock instead of failing with "database is locked" at once.
         cursor.execute(f"PRAGMA busy_timeout={SQLITE_BUSY_TIMEOUT_MS}")
+        _use_wal(cursor)
         cursor.close()
 
     @sa.event.listens_for(engine, "begin")
@@ -540,6 +542,26 @@ def _configure_sqlite(engine: sa.Engine) -> None:
         foreign_keys = "ON" if options.get(_FOREIGN_KEYS, True) else "OFF"
         connection.exec_driver_sql(f"PRAGMA foreign_keys={foreign_keys}")
         connection.exec_driver_sql(f"BEGIN {options.get(_BEGIN_MODE, 'DEFERRED')}")
+
+
+def _use_wal(cursor: Any) -> None:
+    """Put the database in WAL mode, where readers and the writer do not block each other.
+
+    The mode is stored in the database file, so only the first connection changes it. That change needs
+    the database to itself and SQLite fails it at once, without waiting out the busy timeout, when other
+    processes opening a new database at the same moment hold it too; so retry until one of them wins.
+    """
+    deadline = time.monotonic() + SQLITE_BUSY_TIMEOUT_MS / 1000
+    while True:
+        try:
+            if cursor.execute("PRAGMA journal_mode").fetchone()[0] != "wal":
+                # An in-memory database answers "memory" and stays so; that is fine.
+                cursor.execute("PRAGMA journal_mode=WAL")
+            return
+        except sqlite3.OperationalError as exc:
+            if "locked" not in str(exc) or time.monotonic() > deadline:
+                raise
+            time.sleep(random.uniform(0.01, 0.05))
 
 
 def _is_connection_failure(exc: sa_exc.DBAPIError) -> bool:
