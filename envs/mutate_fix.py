@@ -2,15 +2,19 @@
 
 For one ready image: measure once which tests cover which lines; target the functions whose covering
 tests all pass in the baseline (flaky ones never count); generate mutants with the named operators;
-validate each by running **only the tests that cover the mutated function** (those that now fail are
+validate each by running **only the tests that execute the mutated lines** (those that now fail are
 FAIL_TO_PASS), then, with the other stable tests of the same test files (PASS_TO_PASS), the whole set
 together as grading will: failing where it should with the bug, passing without it. A candidate needs
-at least one of each. Validation runs in one environment, the file put back after each candidate, so a
-task costs its tests and nothing else.
+at least one of each; a mutant of lines no test executes is not a candidate at all. Validation runs in
+one environment, the file put back after each candidate, so a task costs its tests and nothing else;
+the run without the bug depends only on the test files, so candidates sharing them share it.
 """
 
 from __future__ import annotations
 
+import ast
+import difflib
+import functools
 import hashlib
 import json
 import random
@@ -24,7 +28,7 @@ import docker
 from envs.coverage import Coverage, measure
 from envs.docker_runtime import DockerRuntime
 from envs.grading import is_test_path, run_tests
-from envs.mutate import OPERATORS, Mutant, functions, mutants, unified_diff
+from envs.mutate import OPERATORS, FunctionSpan, Mutant, functions, mutants, unified_diff
 from images.baseline import Baseline
 from images.progress import Progress, ProgressEvent, no_progress
 from storage import Image, Store, Task, TaskKind, TaskStatus
@@ -97,6 +101,7 @@ def generate(
     stats = {name: OperatorStats() for name in options.operators or OPERATORS}
     tasks: list[Task] = []
     rejected = _load_rejected(cache_dir)
+    unbroken = _UnbrokenRuns()
     with DockerRuntime.start(client, image.tag, episode=f"mutate-{image.id}") as env:
         progress(ProgressEvent(subject, "coverage", "measuring which tests cover which lines"))
         coverage = _coverage(env, image, cache_dir)
@@ -118,7 +123,7 @@ def generate(
             stats[mutant.operator].candidates += 1
             started = time.monotonic()
             fail_to_pass, pass_to_pass, executions = _validate(
-                env, image.test_command, mutant, covering, passing, options.test_timeout
+                env, image.test_command, mutant, covering, passing, unbroken, options.test_timeout
             )
             stats[mutant.operator].all_executions += executions
             if not fail_to_pass:
@@ -180,7 +185,7 @@ def _candidates(
     options: MutateOptions,
     rng: random.Random,
 ) -> list[tuple[Mutant, frozenset[str]]]:
-    """Mutants of the functions the stable tests verify, with the tests covering each, shuffled."""
+    """Mutants of the functions the stable tests verify, with the tests executing each, shuffled."""
     found: list[tuple[Mutant, frozenset[str]]] = []
     for path in sorted(coverage.lines):
         if is_test_path(path) or not path.endswith(".py"):
@@ -190,23 +195,93 @@ def _candidates(
         except (FileNotFoundError, IsADirectoryError, UnicodeDecodeError):
             continue
         targets: dict[str, frozenset[str]] = {}
+        spans: dict[str, FunctionSpan] = {}
         for span in functions(source):
             covering = coverage.tests_covering(path, span.body_start, span.end)
             # Every covering test must pass in the baseline: a mutant's failures are then its own.
             if covering and covering <= passing:
                 targets[span.qualname] = covering
-        if targets:
-            for mutant in mutants(
-                path,
-                source,
-                targets=targets,
-                operators=options.operators,
-                rng=rng,
-                per_function=options.per_function,
-            ):
-                found.append((mutant, targets[mutant.function]))
+                spans[span.qualname] = span
+        if not targets:
+            continue
+        for mutant in mutants(
+            path,
+            source,
+            targets=targets,
+            operators=options.operators,
+            rng=rng,
+            per_function=options.per_function,
+        ):
+            if executing := executing_tests(coverage, mutant, spans[mutant.function]):
+                found.append((mutant, executing))
     rng.shuffle(found)
     return found
+
+
+def executing_tests(coverage: Coverage, mutant: Mutant, span: FunctionSpan) -> frozenset[str]:
+    """The tests that execute what ``mutant`` changed in the function at ``span``: none can fail otherwise.
+
+    A change to the signature, or to an import the function reads, can be noticed by every test that
+    runs the function, so those are all of its tests.
+    """
+    statement_lines = _statement_lines(mutant.original)
+    body = {
+        statement_lines.get(line, line)
+        for line in _changed_lines(mutant.original, mutant.mutated)
+        if span.body_start <= line <= span.end
+    }
+    if not body:
+        return coverage.tests_covering(mutant.path, span.body_start, span.end)
+    return frozenset().union(*(coverage.tests_covering(mutant.path, line, line) for line in body))
+
+
+def _changed_lines(original: str, mutated: str) -> set[int]:
+    """The lines of ``original`` (1-based) that ``mutated`` replaces or deletes."""
+    before, after = original.splitlines(), mutated.splitlines()
+    changed: set[int] = set()
+    matcher = difflib.SequenceMatcher(None, before, after, autojunk=False)
+    for tag, first, last, _, _ in matcher.get_opcodes():
+        if tag != "equal":
+            # An insertion replaces nothing: count the line it lands before.
+            changed.update(range(first + 1, max(last, first + 1) + 1))
+    return changed
+
+
+@functools.lru_cache(maxsize=4)  # the mutants of one file come one after another
+def _statement_lines(source: str) -> dict[int, int]:
+    """Each line of ``source`` mapped to the first line of the innermost statement holding it.
+
+    Coverage records a statement at its first line only, so a change to the second line of a call
+    that spans three is executed by the tests that executed the first.
+    """
+    starts: dict[int, int] = {}
+    for node in ast.walk(ast.parse(source)):
+        if isinstance(node, ast.stmt) and node.end_lineno is not None:
+            for line in range(node.lineno, node.end_lineno + 1):
+                starts[line] = max(starts.get(line, 0), node.lineno)
+    return starts
+
+
+class _UnbrokenRuns:
+    """The outcome of running a set of tests on the unmutated code, run once per set.
+
+    Every candidate whose failing tests sit in the same test files validates the same set without its
+    bug, and the code is then the same, so one run answers them all.
+    """
+
+    def __init__(self) -> None:
+        self._outcomes: dict[tuple[str, ...], bool] = {}
+
+    def all_pass(
+        self, env: DockerRuntime, test_command: str, tests: list[str], timeout: float
+    ) -> tuple[bool, int]:
+        """(whether every test passed, test executions this call ran)."""
+        key = tuple(sorted(tests))
+        if key in self._outcomes:
+            return self._outcomes[key], 0
+        outcomes, _ = run_tests(env, test_command, list(key), timeout)
+        self._outcomes[key] = all(outcomes.get(test) == "passed" for test in key)
+        return self._outcomes[key], len(key)
 
 
 def _validate(
@@ -215,14 +290,15 @@ def _validate(
     mutant: Mutant,
     covering: frozenset[str],
     passing: frozenset[str],
+    unbroken: _UnbrokenRuns,
     timeout: float,
 ) -> tuple[list[str], list[str], int]:
     """(FAIL_TO_PASS, PASS_TO_PASS, test executions); both lists empty when the tests miss ``mutant``.
 
-    The covering tests find the candidates for FAIL_TO_PASS. The final sets are then checked the way
-    grading runs them, all in one pytest run: with the bug, FAIL_TO_PASS fails and PASS_TO_PASS passes;
-    without it, both pass. Tests that share state can behave differently together than apart (six's
-    test_lazy does), and a task must grade the same way it was validated.
+    The tests executing the mutated lines find the candidates for FAIL_TO_PASS. The final sets are then
+    checked the way grading runs them, all in one pytest run: with the bug, FAIL_TO_PASS fails and
+    PASS_TO_PASS passes; without it, both pass. Tests that share state can behave differently together
+    than apart (six's test_lazy does), and a task must grade the same way it was validated.
     """
     env.write_file(mutant.path, mutant.mutated.encode())
     try:
@@ -244,9 +320,9 @@ def _validate(
             return [], [], executions
     finally:
         env.write_file(mutant.path, mutant.original.encode())
-    fixed, _ = run_tests(env, test_command, together, timeout)
-    executions += len(together)
-    if any(fixed.get(t) != "passed" for t in together):
+    fixed, ran = unbroken.all_pass(env, test_command, together, timeout)
+    executions += ran
+    if not fixed:
         return [], [], executions
     return fail_to_pass, pass_to_pass, executions
 

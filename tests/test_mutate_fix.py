@@ -1,0 +1,94 @@
+"""Which tests validate a mutant: those that execute the lines it changed (no Docker needed)."""
+
+from __future__ import annotations
+
+import random
+
+from envs.coverage import Coverage
+from envs.mutate import Mutant, functions, mutants
+from envs.mutate_fix import executing_tests
+
+SOURCE = """\
+import math
+
+
+def clamp(value, low, high):
+    if value < low:
+        return low
+    if value > high:
+        return high
+    return value
+
+
+def total(values,
+          start=0):
+    result = sum(
+        values,
+        start * 1,
+    )
+    return result
+
+
+def root(x):
+    return math.sqrt(x)
+"""
+
+LOW, HIGH, INSIDE, TOTAL, ROOT = "t::low", "t::high", "t::inside", "t::total", "t::root"
+COVERAGE = Coverage(
+    {
+        "m.py": {
+            5: frozenset({LOW, HIGH, INSIDE}),  # if value < low
+            6: frozenset({LOW}),  # return low
+            7: frozenset({HIGH, INSIDE}),  # if value > high
+            8: frozenset({HIGH}),  # return high
+            9: frozenset({INSIDE}),  # return value
+            14: frozenset({TOTAL}),  # result = sum(  -- coverage records a statement at its first line
+            18: frozenset({TOTAL}),
+            22: frozenset({ROOT}),
+        }
+    }
+)
+SPANS = {span.qualname: span for span in functions(SOURCE)}
+
+
+def mutants_of(function: str, operator: str) -> list[Mutant]:
+    return mutants(
+        "m.py", SOURCE, targets=[function], operators=[operator], rng=random.Random(0), per_function=20
+    )
+
+
+def executing(mutant: Mutant) -> frozenset[str]:
+    return executing_tests(COVERAGE, mutant, SPANS[mutant.function])
+
+
+def test_an_operator_change_is_validated_by_the_executing_tests_its_line_only() -> None:
+    by_line = {m.line: executing(m) for m in mutants_of("clamp", "comparison_operator_replaced")}
+    assert by_line == {5: {LOW, HIGH, INSIDE}, 7: {HIGH, INSIDE}}
+
+
+def test_a_removed_return_is_validated_by_the_tests_reaching_it() -> None:
+    by_line = {m.line: executing(m) for m in mutants_of("clamp", "return_value_removed")}
+    assert by_line == {6: {LOW}, 8: {HIGH}, 9: {INSIDE}}
+
+
+def test_a_change_inside_a_statement_spanning_lines_counts_its_first_line() -> None:
+    (swapped,) = mutants_of("total", "call_arguments_swapped")
+    assert swapped.line == 15  # `values,` inside the call that starts at line 14
+    assert executing(swapped) == {TOTAL}
+
+
+def test_a_signature_or_import_change_is_validated_by_every_test_of_the_function() -> None:
+    removed = mutants_of("total", "parameter_removed")
+    assert len(removed) == 2  # `values`, `start=0`: changes to the signature
+    assert {executing(m) for m in removed} == {frozenset({TOTAL})}
+    (unimported,) = mutants_of("root", "import_removed")
+    assert unimported.line == 1 and executing(unimported) == {ROOT}
+
+
+def test_a_change_no_test_executes_has_no_validating_test() -> None:
+    uncovered = Coverage({"m.py": {5: frozenset({LOW}), 6: frozenset({LOW})}})
+    by_line = {
+        m.line: executing_tests(uncovered, m, SPANS["clamp"])
+        for m in mutants_of("clamp", "return_value_removed")
+    }
+    assert by_line == {6: {LOW}, 8: frozenset(), 9: frozenset()}
