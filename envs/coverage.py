@@ -6,9 +6,12 @@ coverage and pytest-cov live in the base image outside every project's environme
 
 from __future__ import annotations
 
+import dataclasses
 import json
+import time
 from collections import defaultdict
 from dataclasses import dataclass
+from typing import Any
 
 from envs.runtime import Runtime
 from images.base import BASE_VERSION, COVERAGE_DIR
@@ -29,6 +32,8 @@ class Coverage:
     """Per file, per line: the ids of the tests that executed it."""
 
     lines: dict[str, dict[int, frozenset[str]]]
+    seconds: float = 0.0
+    """How long the measuring run of the whole suite took."""
 
     def tests_covering(self, path: str, first: int, last: int) -> frozenset[str]:
         """Tests that executed any line of ``path`` from ``first`` to ``last`` (inclusive)."""
@@ -38,14 +43,19 @@ class Coverage:
             covering |= by_line.get(line, frozenset())
         return frozenset(covering)
 
-    def to_json(self) -> dict[str, dict[str, list[str]]]:
-        return {path: {str(n): sorted(ids) for n, ids in lines.items()} for path, lines in self.lines.items()}
+    def to_json(self) -> dict[str, Any]:
+        lines = {
+            path: {str(n): sorted(ids) for n, ids in by_line.items()} for path, by_line in self.lines.items()
+        }
+        return {"seconds": self.seconds, "lines": lines}
 
     @classmethod
-    def from_json(cls, data: dict[str, dict[str, list[str]]]) -> Coverage:
-        return cls(
-            {path: {int(n): frozenset(ids) for n, ids in lines.items()} for path, lines in data.items()}
-        )
+    def from_json(cls, data: dict[str, Any]) -> Coverage:
+        lines = {
+            path: {int(n): frozenset(ids) for n, ids in by_line.items()}
+            for path, by_line in data["lines"].items()
+        }
+        return cls(lines, data["seconds"])
 
 
 def parse_report(report: dict) -> Coverage:
@@ -80,11 +90,13 @@ def measure(runtime: Runtime, test_command: str, timeout: float = 1800) -> Cover
         f"{test_command} -p pytest_cov --cov=. "
         f"--cov-context=test --cov-report=json:{_REPORT} -q -rN --color=no"
     )
+    started = time.monotonic()
     observation = runtime.run(f"(cd {runtime.workdir} && {command})", timeout=timeout)
+    seconds = time.monotonic() - started
     if observation.timed_out:
         raise CoverageError(f"the coverage run took longer than {timeout:.0f} s")
     try:
         report = json.loads(runtime.read_file(_REPORT))
     except FileNotFoundError as exc:
         raise CoverageError(f"the coverage run wrote no report: {observation.output[-500:]}") from exc
-    return parse_report(report)
+    return dataclasses.replace(parse_report(report), seconds=seconds)

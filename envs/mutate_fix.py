@@ -34,6 +34,9 @@ from images.progress import Progress, ProgressEvent, no_progress
 from storage import Image, Store, Task, TaskKind, TaskStatus
 from storage.errors import ForagerError
 
+#: The shortest validation timeout: starting the interpreter and importing the project can take this.
+MIN_VALIDATION_TIMEOUT_S = 60.0
+
 
 @dataclass(frozen=True)
 class MutateOptions:
@@ -48,6 +51,7 @@ class MutateOptions:
     """Candidates to try at most; default ten per task asked for."""
     seed: int = 0
     test_timeout: float = 600.0
+    """Seconds for one validation run at most; see :func:`validation_timeout`."""
 
 
 @dataclass
@@ -107,6 +111,7 @@ def generate(
         coverage = _coverage(env, image, cache_dir)
         progress(ProgressEvent(subject, "mutants", "generating"))
         candidates = _candidates(env, coverage, passing, options, rng)
+        timeout = validation_timeout(coverage, options.test_timeout)
         limit = options.max_candidates or 10 * options.max_tasks
         for tried, (mutant, covering) in enumerate(candidates[:limit], 1):
             if len(tasks) >= options.max_tasks:
@@ -123,7 +128,7 @@ def generate(
             stats[mutant.operator].candidates += 1
             started = time.monotonic()
             fail_to_pass, pass_to_pass, executions = _validate(
-                env, image.test_command, mutant, covering, passing, unbroken, options.test_timeout
+                env, image.test_command, mutant, covering, passing, unbroken, timeout
             )
             stats[mutant.operator].all_executions += executions
             if not fail_to_pass:
@@ -139,6 +144,15 @@ def generate(
             stats[mutant.operator].executions.append(executions)
     progress(ProgressEvent(subject, "done", f"{len(tasks)} tasks"))
     return MutateReport(image.tag, tasks, stats, len(passing))
+
+
+def validation_timeout(coverage: Coverage, limit: float) -> float:
+    """Seconds for one validation run: a few times the whole suite's, so a mutant that loops forever
+    (a removed ``break``, a flipped loop condition) costs a minute, not ``limit``.
+
+    A validation run is a part of the suite, without coverage's overhead.
+    """
+    return min(limit, max(MIN_VALIDATION_TIMEOUT_S, 3 * coverage.seconds))
 
 
 def problem_statement(function: str, path: str, failing: Collection[str]) -> str:

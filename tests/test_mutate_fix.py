@@ -2,11 +2,12 @@
 
 from __future__ import annotations
 
+import json
 import random
 
 from envs.coverage import Coverage
 from envs.mutate import Mutant, functions, mutants
-from envs.mutate_fix import executing_tests
+from envs.mutate_fix import MIN_VALIDATION_TIMEOUT_S, executing_tests, validation_timeout
 
 SOURCE = """\
 import math
@@ -92,3 +93,14 @@ def test_a_change_no_test_executes_has_no_validating_test() -> None:
         for m in mutants_of("clamp", "return_value_removed")
     }
     assert by_line == {6: {LOW}, 8: frozenset(), 9: frozenset()}
+
+
+def test_validation_timeout_follows_the_suite_so_an_endless_loop_costs_little() -> None:
+    assert validation_timeout(Coverage({}, seconds=2.0), limit=600) == MIN_VALIDATION_TIMEOUT_S
+    assert validation_timeout(Coverage({}, seconds=100.0), limit=600) == 300
+    assert validation_timeout(Coverage({}, seconds=1000.0), limit=600) == 600
+
+
+def test_coverage_keeps_its_duration_through_json() -> None:
+    measured = Coverage(COVERAGE.lines, seconds=12.5)
+    assert Coverage.from_json(json.loads(json.dumps(measured.to_json()))) == measured
