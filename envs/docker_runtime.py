@@ -30,6 +30,7 @@ from docker.errors import APIError, DockerException, ImageNotFound, NotFound
 
 from envs.gc import EPISODE_LABEL
 from envs.runtime import EnvironmentDied, Observation
+from images.engine import owner_labels
 from storage.errors import ForagerError
 
 #: Seconds a timed-out command's shell gets to report back after its processes were killed.
@@ -86,6 +87,7 @@ class DockerRuntime:
         """Start a container from ``image`` (no network, limits, labelled) with a shell in ``workdir``."""
         limits = limits or Limits()
         labels = {
+            **owner_labels(),
             EPISODE_LABEL: episode or secrets.token_hex(8),
             "forager.created": datetime.now(UTC).isoformat(),
         }

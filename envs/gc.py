@@ -8,7 +8,7 @@ from datetime import UTC, datetime, timedelta
 import docker
 from docker.errors import NotFound
 
-from images.engine import BUILD_CONTAINER_PREFIX
+from images.engine import BUILD_CONTAINER_PREFIX, Owner, owner_state
 
 EPISODE_LABEL = "forager.episode"
 
@@ -22,10 +22,21 @@ class Removed:
     kind: str
     """``episode`` or ``build``."""
     age: timedelta
+    reason: str
+    """Why it went: ``owner exited``, ``older than <age>`` or ``all``."""
 
 
-def collect_garbage(client: docker.DockerClient, older_than: timedelta = timedelta(0)) -> list[Removed]:
-    """Force-remove every episode and build container created more than ``older_than`` ago."""
+def collect_garbage(
+    client: docker.DockerClient, *, older_than: timedelta | None = None, everything: bool = False
+) -> list[Removed]:
+    """Force-remove the episode and build containers that nobody will clean up.
+
+    By default those whose Forager process ran on this machine and has exited (killed, crashed, its
+    machine's power cut), so it is safe while other Forager processes work. ``older_than`` also takes
+    every container at least that old, whoever made it: those of Forager processes on other machines
+    that share this engine, whose liveness cannot be checked from here. ``everything`` takes them all,
+    running work included.
+    """
     episodes = client.containers.list(all=True, filters={"label": EPISODE_LABEL})
     builds = [
         container
@@ -37,13 +48,19 @@ def collect_garbage(client: docker.DockerClient, older_than: timedelta = timedel
     for kind, containers in (("episode", episodes), ("build", builds)):
         for container in containers:
             age = now - _created(container)
-            if age < older_than:
+            if everything:
+                reason = "all"
+            elif owner_state(container.labels) is Owner.EXITED:
+                reason = "owner exited"
+            elif older_than is not None and age >= older_than:
+                reason = f"older than {older_than}"
+            else:
                 continue
             try:
                 container.remove(force=True)
             except NotFound:
                 continue  # another collector or its owner got there first
-            removed.append(Removed(container.id, container.name, kind, age))
+            removed.append(Removed(container.id, container.name, kind, age, reason))
     return removed
 
 

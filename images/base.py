@@ -20,7 +20,7 @@ from pathlib import Path
 import docker
 from docker.errors import APIError, ImageNotFound
 
-from images.engine import EngineError, build_container_name, exec_logged
+from images.engine import CLEAR_OWNER, EngineError, build_container_name, exec_logged, owner_labels
 from images.progress import Progress, ProgressEvent, no_progress
 from images.proxy import NetworkSettings
 from storage.errors import ForagerError
@@ -204,6 +204,7 @@ def _install_packages(
         ["sleep", "infinity"],
         detach=True,
         name=build_container_name("base"),
+        labels=owner_labels(),
         environment=BASE_ENV,
         network_mode="host",
         **network.container_options(),
@@ -220,7 +221,9 @@ def _install_packages(
             )
         repository, tag = BASE_IMAGE.split(":")
         container.commit(
-            repository=repository, tag=tag, changes=['CMD ["bash"]', f"LABEL {VERSION_LABEL}={BASE_VERSION}"]
+            repository=repository,
+            tag=tag,
+            changes=['CMD ["bash"]', f"LABEL {VERSION_LABEL}={BASE_VERSION}", CLEAR_OWNER],
         )
     finally:
         container.remove(force=True)

@@ -41,7 +41,7 @@ from images.baseline import (
     parse_junit,
 )
 from images.detect import InstallPlan, detect, explicit_test_files
-from images.engine import build_container_name, exec_logged
+from images.engine import CLEAR_OWNER, build_container_name, exec_logged, owner_labels
 from images.progress import Progress, ProgressEvent, no_progress
 from images.proxy import NetworkSettings
 from images.pypi import default_index_url
@@ -358,7 +358,9 @@ class ImageBuilder:
                 "forager.test-command": recipe.test_command,
             }
             conf = {"Labels": labels, "WorkingDir": REPO_DIR}
-            container.commit(repository=repository, tag=version, conf=conf, changes=['CMD ["bash"]'])
+            container.commit(
+                repository=repository, tag=version, conf=conf, changes=['CMD ["bash"]', CLEAR_OWNER]
+            )
             return recipe, self.client.images.get(tag)
         finally:
             self._remove(container)
@@ -506,7 +508,7 @@ class ImageBuilder:
         with self._lock:
             self._containers.add(name)
         return self.client.containers.run(
-            image, command or ["sleep", "infinity"], name=name, detach=True, **options
+            image, command or ["sleep", "infinity"], name=name, detach=True, labels=owner_labels(), **options
         )
 
     def _remove(self, container: docker.models.containers.Container) -> None:

@@ -2,7 +2,10 @@
 
 from __future__ import annotations
 
+import os
 import secrets
+import socket
+from enum import StrEnum
 from pathlib import Path
 
 import docker
@@ -13,6 +16,49 @@ from storage.errors import ForagerError
 #: Build containers are found by this name prefix, not by a label: ``docker commit`` copies a
 #: container's labels into the image, and every container made from it would inherit them.
 BUILD_CONTAINER_PREFIX = "forager-build-"
+
+#: Which Forager process made a container, as ``host:pid:start``: garbage collection removes only the
+#: containers whose process has exited, so it never pulls an environment from under running work.
+#: ``start`` is the process's start time in clock ticks since boot, so that a reused pid is no owner.
+OWNER_LABEL = "forager.owner"
+
+#: The ``changes`` entry for ``docker commit`` that clears the owner: a commit copies the container's
+#: labels into the image, and an image belongs to no process.
+CLEAR_OWNER = f'LABEL {OWNER_LABEL}=""'
+
+
+class Owner(StrEnum):
+    """Whether the process named by a container's owner label is still running."""
+
+    ALIVE = "alive"
+    EXITED = "exited"
+    UNKNOWN = "unknown"
+    """Another machine's process, or a container made before owners were recorded."""
+
+
+def owner_labels() -> dict[str, str]:
+    """The labels marking a container as this process's."""
+    pid = os.getpid()
+    return {OWNER_LABEL: f"{socket.gethostname()}:{pid}:{_start_time(pid) or ''}"}
+
+
+def owner_state(labels: dict[str, str]) -> Owner:
+    """Whether the owner recorded in a container's ``labels`` is still running."""
+    host, _, rest = labels.get(OWNER_LABEL, "").partition(":")
+    pid, _, start = rest.partition(":")
+    if not pid.isdigit() or not start or host != socket.gethostname():
+        return Owner.UNKNOWN  # not ours to judge, or no /proc to judge by
+    return Owner.ALIVE if _start_time(int(pid)) == start else Owner.EXITED
+
+
+def _start_time(pid: int) -> str | None:
+    """The start time of process ``pid`` (field 22 of /proc/PID/stat), or None if there is none."""
+    try:
+        stat = Path(f"/proc/{pid}/stat").read_text()
+    except OSError:
+        return None
+    # The command name (field 2) is in parentheses and may hold spaces: count fields after it.
+    return stat.rpartition(")")[2].split()[19]
 
 
 class EngineError(ForagerError):

@@ -8,9 +8,10 @@ from pathlib import Path
 
 import pytest
 
+from envs.gc import EPISODE_LABEL
 from forager.cli.envs import parse_duration
 from images.base import BASE_IMAGE
-from images.engine import build_container_name
+from images.engine import OWNER_LABEL, build_container_name, owner_labels
 
 
 def forager(*args: str, home: Path, env: dict[str, str] | None = None) -> subprocess.CompletedProcess[str]:
@@ -98,29 +99,55 @@ def test_durations() -> None:
 
 
 @pytest.mark.docker
-def test_envs_gc_removes_episode_and_build_leftovers_by_age(docker_client, tmp_path: Path) -> None:
+def test_envs_gc_removes_what_exited_processes_left_and_by_age_or_all_the_rest(
+    docker_client, tmp_path: Path
+) -> None:
+    # The owner labels of a real Forager-importing process that has exited since.
+    exited = json.loads(
+        subprocess.run(
+            [
+                sys.executable,
+                "-c",
+                "import json; from images.engine import owner_labels as o; print(json.dumps(o()))",
+            ],
+            capture_output=True,
+            text=True,
+            check=True,
+        ).stdout
+    )
+    leaked: list[str] = []
+
     def leak(**options: object) -> str:
-        return docker_client.containers.run(
+        container = docker_client.containers.run(
             BASE_IMAGE, ["sleep", "600"], detach=True, network_mode="none", **options
-        ).id
+        )
+        leaked.append(container.id)
+        return container.id
 
-    episode = leak(labels={"forager.episode": "leaked"})
-    build = leak(name=build_container_name("leaked"))
-    bystander = leak(name=f"not-forager-{episode[:8]}")
-    try:
-        assert forager("envs", "gc", "--older-than", "1h", home=tmp_path).returncode == 0
-        alive = {c.id for c in docker_client.containers.list(all=True)}
-        assert {episode, build, bystander} <= alive, "young containers must survive --older-than 1h"
-
-        result = forager("envs", "gc", "--json", home=tmp_path)
+    def removed(*args: str) -> dict[str, tuple[str, str]]:
+        result = forager("envs", "gc", "--json", *args, home=tmp_path)
         assert result.returncode == 0, result.stderr
-        assert {(r["id"], r["kind"]) for r in json.loads(result.stdout)} >= {
-            (episode, "episode"),
-            (build, "build"),
+        return {r["id"]: (r["kind"], r["reason"]) for r in json.loads(result.stdout)}
+
+    def ours(removals: dict[str, tuple[str, str]]) -> dict[str, tuple[str, str]]:
+        return {id_: removal for id_, removal in removals.items() if id_ in leaked}
+
+    episode = leak(labels={EPISODE_LABEL: "leaked", **exited})
+    build = leak(name=build_container_name("leaked"), labels=exited)
+    running = leak(labels={EPISODE_LABEL: "running", **owner_labels()})
+    foreign = leak(labels={EPISODE_LABEL: "elsewhere", OWNER_LABEL: "another-machine:1:1"})
+    bystander = leak(name=f"not-forager-{episode[:8]}", labels=exited)
+    try:
+        assert ours(removed()) == {episode: ("episode", "owner exited"), build: ("build", "owner exited")}
+        assert ours(removed("--older-than", "1h")) == {}, "young containers of live or unknown owners stay"
+        # These two take every Forager container on the engine, so compare ours only.
+        assert ours(removed("--older-than", "0s")) == {
+            running: ("episode", "older than 0:00:00"),
+            foreign: ("episode", "older than 0:00:00"),
         }
-        alive = {c.id for c in docker_client.containers.list(all=True)}
-        assert episode not in alive and build not in alive
-        assert bystander in alive, "gc must only touch Forager's containers"
+        again = leak(labels={EPISODE_LABEL: "running", **owner_labels()})
+        assert ours(removed("--all")) == {again: ("episode", "all")}
+        assert bystander in {c.id for c in docker_client.containers.list(all=True)}, "only Forager's"
     finally:
         for container in docker_client.containers.list(all=True, filters={"id": bystander}):
             container.remove(force=True)

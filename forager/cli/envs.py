@@ -29,32 +29,42 @@ def parse_duration(text: str) -> timedelta:
 @app.command()
 def gc(
     older_than: Annotated[
-        timedelta,
+        timedelta | None,
         typer.Option(
             "--older-than",
             parser=parse_duration,
             metavar="DURATION",
-            help="Only containers at least this old (e.g. 2h). Default: all.",
+            help="Also remove every container at least this old (e.g. 2h), whoever made it.",
         ),
-    ] = "0s",  # type: ignore[assignment]  # typer passes the default through the parser
+    ] = None,
+    everything: Annotated[
+        bool, typer.Option("--all", help="Remove every Forager container, running work included.")
+    ] = False,
     json: JsonOption = False,
 ) -> None:
-    """Remove the containers Forager made (episodes and builds), e.g. after a crashed worker.
+    """Remove containers (episodes, builds) left by Forager processes that have exited.
 
-    Without --older-than this includes the containers of builds and episodes still running on this
-    engine: give an age when other Forager processes may be at work.
+    Safe while other Forager processes work: their containers stay.
+    Containers of other machines sharing this engine: add --older-than once surely abandoned.
     """
-    removed = collect_garbage(connect(), older_than)
+    removed = collect_garbage(connect(), older_than=older_than, everything=everything)
     if json:
         print_json(
             [
-                {"id": r.id, "name": r.name, "kind": r.kind, "age_seconds": r.age.total_seconds()}
+                {
+                    "id": r.id,
+                    "name": r.name,
+                    "kind": r.kind,
+                    "age_seconds": r.age.total_seconds(),
+                    "reason": r.reason,
+                }
                 for r in removed
             ]
         )
         return
     for r in removed:
         console.print(
-            f"removed {r.name} ({r.kind}, {r.age.total_seconds() / 60:.0f} min old)", highlight=False
+            f"removed {r.name} ({r.kind}, {r.age.total_seconds() / 60:.0f} min old, {r.reason})",
+            highlight=False,
         )
     console.print(f"{len(removed)} container(s) removed", highlight=False)
