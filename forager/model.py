@@ -20,16 +20,20 @@ Every failure that reaches the caller is a :class:`ModelError`, whose ``kind`` t
 from __future__ import annotations
 
 import asyncio
+import ipaddress
 import json
 import logging
 import math
 import os
 import re
+import ssl
 import time
+import urllib.request
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from email.utils import parsedate_to_datetime
+from pathlib import Path
 from typing import Any, Literal, TypeVar
 from urllib.parse import urlsplit
 
@@ -43,6 +47,7 @@ from tenacity import (
     wait_random_exponential,
 )
 
+from images.proxy import resolve_ca_bundle
 from storage.errors import ForagerError
 
 log = logging.getLogger(__name__)
@@ -104,6 +109,10 @@ class ModelConfig:
     extra_body: Mapping[str, Any] = field(default_factory=dict)
     """Merged into every chat request last, so it can add server extras (vLLM's ``top_k``,
     ``chat_template_kwargs``) and override anything above (``tool_choice``)."""
+    ca_bundle: Path | None = None
+    """PEM file of the authorities to trust for an ``https`` server (a TLS-intercepting proxy's among
+    them); None: the first of ``SSL_CERT_FILE``, ``REQUESTS_CA_BUNDLE``, ``PIP_CERT`` naming a file, else
+    the system's bundle."""
     backoff: float = 1.0
     """Seconds scaling the exponential backoff: retry n waits a random time up to ``backoff * 2**(n-1)``
     (full jitter, at most 60 s), or longer when the server's ``Retry-After`` says so."""
@@ -153,6 +162,23 @@ class _Transient(Exception):
         super().__init__(cause)
         self.kind: ErrorKind = kind
         self.retry_after = retry_after
+
+
+def proxy_for(url: str) -> str | None:
+    """The proxy to reach ``url`` through: ``HTTP_PROXY``/``HTTPS_PROXY`` unless ``NO_PROXY`` exempts it.
+
+    A server on this machine is always reached directly, even when ``NO_PROXY`` forgets localhost:
+    a corporate proxy cannot reach the vLLM next to it.
+    """
+    parts = urlsplit(url)
+    host = parts.hostname or ""
+    try:
+        loopback = host == "localhost" or ipaddress.ip_address(host).is_loopback
+    except ValueError:  # a name, not an address
+        loopback = False
+    if loopback or urllib.request.proxy_bypass(host):
+        return None
+    return urllib.request.getproxies().get(parts.scheme)
 
 
 def normalize_base_url(url: str) -> str:
@@ -286,6 +312,8 @@ class ModelClient:
         self.config = config
         self.base_url = normalize_base_url(config.base_url)
         self._api_key = config.api_key if config.api_key is not None else _api_key_from_environment()
+        self._proxy = proxy_for(self.base_url)
+        self._ssl = self._tls()
         self._semaphore = asyncio.Semaphore(config.concurrency)
         self._session: aiohttp.ClientSession | None = None
         self._model = config.model
@@ -362,9 +390,14 @@ class ModelClient:
                 timeout=aiohttp.ClientTimeout(total=self.config.timeout),
                 # As many connections as requests in flight: a request never queues for a connection,
                 # which would eat into its timeout.
-                connector=aiohttp.TCPConnector(limit=self.config.concurrency),
+                connector=aiohttp.TCPConnector(limit=self.config.concurrency, ssl=self._ssl),
             )
         return self._session
+
+    def _tls(self) -> ssl.SSLContext | bool:
+        if not self.base_url.startswith("https:"):
+            return True  # aiohttp's default; no context to build
+        return ssl.create_default_context(cafile=resolve_ca_bundle(self.config.ca_bundle))
 
     async def _call(
         self, method: str, path: str, body: dict[str, Any] | None, parse: Callable[[Any], _T]
@@ -421,7 +454,7 @@ class ModelClient:
         async with self._semaphore:
             started = time.monotonic()
             try:
-                async with session.request(method, url, json=body) as response:
+                async with session.request(method, url, json=body, proxy=self._proxy) as response:
                     raw = await response.read()
             except TimeoutError as exc:  # before ClientError: aiohttp's timeouts are both
                 raise _Transient("unavailable", f"no answer within {self.config.timeout:g} s") from exc

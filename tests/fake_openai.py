@@ -22,6 +22,7 @@ from __future__ import annotations
 import asyncio
 import json
 import socket
+import ssl
 import threading
 import time
 import uuid
@@ -205,13 +206,20 @@ def malformed_tool_call() -> Responder:
 class FakeOpenAI:
     """The server; a context manager that starts it on a free port of 127.0.0.1 and stops it on exit.
 
-    What it saw, for assertions: ``requests`` (chat request bodies, in order), ``headers`` (their
-    headers, same order), ``model_requests`` (how many ``GET /v1/models``) and ``max_in_flight`` (most
-    chat requests being answered at once).
+    With ``tls`` (a server-side context) it speaks HTTPS. What it saw, for assertions: ``requests``
+    (chat request bodies, in order), ``headers`` (their headers, same order), ``model_requests`` (how
+    many ``GET /v1/models``) and ``max_in_flight`` (most chat requests being answered at once).
     """
 
-    def __init__(self, script: Iterable[Responder] = (), models: Iterable[str] = ("fake-model",)) -> None:
+    def __init__(
+        self,
+        script: Iterable[Responder] = (),
+        models: Iterable[str] = ("fake-model",),
+        *,
+        tls: ssl.SSLContext | None = None,
+    ) -> None:
         self.script: deque[Responder] = deque(script)
+        self.tls = tls
         self.models = list(models)
         self.requests: list[dict[str, Any]] = []
         self.headers: list[dict[str, str]] = []
@@ -225,7 +233,7 @@ class FakeOpenAI:
 
     @property
     def base_url(self) -> str:
-        return f"http://127.0.0.1:{self.port}/v1"
+        return f"{'https' if self.tls else 'http'}://127.0.0.1:{self.port}/v1"
 
     def __enter__(self) -> FakeOpenAI:
         self._thread.start()
@@ -250,7 +258,7 @@ class FakeOpenAI:
         sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
         sock.bind(("127.0.0.1", 0))
         self.port = sock.getsockname()[1]
-        await web.SockSite(self._runner, sock).start()
+        await web.SockSite(self._runner, sock, ssl_context=self.tls).start()
 
     async def _chat(self, request: web.Request) -> web.StreamResponse:
         try:

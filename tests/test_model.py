@@ -5,10 +5,13 @@ from __future__ import annotations
 import asyncio
 import json
 import socket
+import ssl
+import subprocess
 import time
 from collections.abc import Iterator
 from datetime import UTC, datetime
 from email.utils import format_datetime
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -20,6 +23,7 @@ from forager.model import (
     ModelError,
     normalize_base_url,
     parse_retry_after,
+    proxy_for,
     should_retry,
 )
 from storage.errors import ForagerError
@@ -412,3 +416,92 @@ def test_a_base_url_that_is_not_http_says_what_to_pass() -> None:
 def test_impossible_settings_are_refused() -> None:
     with pytest.raises(ForagerError, match="concurrency must be at least 1"):
         ModelConfig(base_url="http://127.0.0.1:8000", concurrency=0)
+
+
+# --- proxies and TLS --------------------------------------------------------------------------------
+
+
+def test_http_proxy_is_used_for_remote_servers(serve: Any, monkeypatch: pytest.MonkeyPatch) -> None:
+    # The fake server stands in for the proxy: only through it can a name that resolves nowhere answer.
+    server = serve(reply("via the proxy"))
+    monkeypatch.setenv("HTTP_PROXY", f"http://127.0.0.1:{server.port}")
+    monkeypatch.delenv("NO_PROXY", raising=False)
+    monkeypatch.delenv("no_proxy", raising=False)
+    assert complete(config(server, base_url="http://model.invalid/v1")).content == "via the proxy"
+    assert server.headers[0]["Host"] == "model.invalid"
+
+    monkeypatch.setenv("NO_PROXY", "model.invalid")
+    assert proxy_for("http://model.invalid/v1") is None
+
+
+def test_a_server_on_this_machine_is_reached_directly_despite_a_proxy(
+    serve: Any, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    with socket.socket() as dead:  # bound, never listening: a proxy there would refuse every request
+        dead.bind(("127.0.0.1", 0))
+        monkeypatch.setenv("HTTP_PROXY", f"http://127.0.0.1:{dead.getsockname()[1]}")
+        monkeypatch.delenv("NO_PROXY", raising=False)
+        monkeypatch.delenv("no_proxy", raising=False)
+        server = serve(reply("direct"))
+        assert complete(config(server)).content == "direct"
+        assert proxy_for("http://localhost:8000/v1") is None
+        assert proxy_for("http://[::1]:8000/v1") is None
+
+
+@pytest.fixture(scope="module")
+def certificates(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, ssl.SSLContext]:
+    """(a private CA's PEM, a server context with a certificate for 127.0.0.1 that CA signed)."""
+    folder = tmp_path_factory.mktemp("tls")
+
+    def openssl(*args: str) -> None:
+        subprocess.run(["openssl", *args], cwd=folder, check=True, capture_output=True)
+
+    openssl(
+        "req",
+        "-x509",
+        "-newkey",
+        "rsa:2048",
+        "-nodes",
+        "-keyout",
+        "ca.key",
+        "-out",
+        "ca.pem",
+        "-days",
+        "1",
+        "-subj",
+        "/CN=Forager test CA",
+    )
+    openssl(
+        "req",
+        "-newkey",
+        "rsa:2048",
+        "-nodes",
+        "-keyout",
+        "server.key",
+        "-out",
+        "server.csr",
+        "-subj",
+        "/CN=127.0.0.1",
+    )
+    (folder / "san.ext").write_text("subjectAltName = IP:127.0.0.1\n")
+    openssl("x509", "-req", "-in", "server.csr", "-CA", "ca.pem", "-CAkey", "ca.key", "-CAcreateserial",
+            "-out", "server.pem", "-days", "1", "-extfile", "san.ext")  # fmt: skip
+    context = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
+    context.load_cert_chain(folder / "server.pem", folder / "server.key")
+    return folder / "ca.pem", context
+
+
+def test_an_https_server_is_trusted_through_the_ca_bundle(
+    certificates: tuple[Path, ssl.SSLContext], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    ca, context = certificates
+    for name in ("SSL_CERT_FILE", "REQUESTS_CA_BUNDLE", "PIP_CERT"):
+        monkeypatch.delenv(name, raising=False)
+    with FakeOpenAI([reply("trusted"), reply("also trusted")], tls=context) as server:
+        assert complete(config(server, ca_bundle=ca)).content == "trusted"
+        monkeypatch.setenv("REQUESTS_CA_BUNDLE", str(ca))
+        assert complete(config(server)).content == "also trusted"
+        monkeypatch.delenv("REQUESTS_CA_BUNDLE")
+        refused = failure(config(server, max_retries=0))
+    assert refused.kind == "unavailable" and "certificate" in str(refused)
+    assert len(server.requests) == 2
