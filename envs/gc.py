@@ -33,9 +33,9 @@ def collect_garbage(
 
     By default those whose Forager process ran on this machine and has exited (killed, crashed, its
     machine's power cut), so it is safe while other Forager processes work. ``older_than`` also takes
-    every container at least that old, whoever made it: those of Forager processes on other machines
-    that share this engine, whose liveness cannot be checked from here. ``everything`` takes them all,
-    running work included.
+    those at least that old whose owner cannot be checked from here: made by Forager processes on
+    other machines sharing this engine, or by a Forager from before owners were recorded. A live
+    process's containers stay however old they are, unless ``everything``, which takes them all.
     """
     episodes = client.containers.list(all=True, filters={"label": EPISODE_LABEL})
     builds = [
@@ -48,11 +48,12 @@ def collect_garbage(
     for kind, containers in (("episode", episodes), ("build", builds)):
         for container in containers:
             age = now - _created(container)
+            owner = owner_state(container.labels)
             if everything:
                 reason = "all"
-            elif owner_state(container.labels) is Owner.EXITED:
+            elif owner is Owner.EXITED:
                 reason = "owner exited"
-            elif older_than is not None and age >= older_than:
+            elif owner is Owner.UNKNOWN and older_than is not None and age >= older_than:
                 reason = f"older than {older_than}"
             else:
                 continue

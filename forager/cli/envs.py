@@ -34,7 +34,7 @@ def gc(
             "--older-than",
             parser=parse_duration,
             metavar="DURATION",
-            help="Also remove every container at least this old (e.g. 2h), whoever made it.",
+            help="Also remove those at least this old (e.g. 2h) made from other machines.",
         ),
     ] = None,
     everything: Annotated[
@@ -44,7 +44,7 @@ def gc(
 ) -> None:
     """Remove containers (episodes, builds) left by Forager processes that have exited.
 
-    Safe while other Forager processes work: their containers stay.
+    Safe while other Forager processes on this machine work: their containers stay.
     Containers of other machines sharing this engine: add --older-than once surely abandoned.
     """
     removed = collect_garbage(connect(), older_than=older_than, everything=everything)
