@@ -16,9 +16,11 @@ import ast
 import difflib
 import functools
 import hashlib
+import itertools
 import json
 import random
 import time
+from collections import Counter, defaultdict
 from collections.abc import Collection
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -228,8 +230,32 @@ def _candidates(
         ):
             if executing := executing_tests(coverage, mutant, spans[mutant.function]):
                 found.append((mutant, executing))
-    rng.shuffle(found)
-    return found
+    rng.shuffle(found)  # the seeded tie-break below
+    return cheapest_first(found, passing)
+
+
+def cheapest_first(
+    candidates: list[tuple[Mutant, frozenset[str]]], passing: frozenset[str]
+) -> list[tuple[Mutant, frozenset[str]]]:
+    """``candidates`` (mutant, the tests executing it) in the order to validate them.
+
+    Validating a candidate runs the tests executing it, then every stable test of their files; so
+    functions whose tests are few and in small files cost least, and make tasks that grade fastest
+    and whose failing tests point somewhere. Functions take turns, cheapest first, so that the first
+    tasks come from as many functions as possible; a function's own candidates go cheapest first.
+    Equal costs keep the given order.
+    """
+    file_sizes = Counter(test.split("::", 1)[0] for test in passing)
+
+    def cost(candidate: tuple[Mutant, frozenset[str]]) -> int:
+        files = {test.split("::", 1)[0] for test in candidate[1]}
+        return len(candidate[1]) + sum(file_sizes[file] for file in files)
+
+    by_function: dict[tuple[str, str], list[tuple[Mutant, frozenset[str]]]] = defaultdict(list)
+    for candidate in sorted(candidates, key=cost):
+        by_function[candidate[0].path, candidate[0].function].append(candidate)
+    turns = itertools.zip_longest(*by_function.values())  # dicts keep insertion order: cheapest first
+    return [candidate for turn in turns for candidate in turn if candidate is not None]
 
 
 def executing_tests(coverage: Coverage, mutant: Mutant, span: FunctionSpan) -> frozenset[str]:

@@ -7,7 +7,7 @@ import random
 
 from envs.coverage import Coverage
 from envs.mutate import Mutant, functions, mutants
-from envs.mutate_fix import MIN_VALIDATION_TIMEOUT_S, executing_tests, validation_timeout
+from envs.mutate_fix import MIN_VALIDATION_TIMEOUT_S, cheapest_first, executing_tests, validation_timeout
 
 SOURCE = """\
 import math
@@ -104,3 +104,20 @@ def test_validation_timeout_follows_the_suite_so_an_endless_loop_costs_little() 
 def test_coverage_keeps_its_duration_through_json() -> None:
     measured = Coverage(COVERAGE.lines, seconds=12.5)
     assert Coverage.from_json(json.loads(json.dumps(measured.to_json()))) == measured
+
+
+def test_cheapest_candidates_first_functions_taking_turns() -> None:
+    big = frozenset(f"tests/test_big.py::t{n}" for n in range(50))
+    small = frozenset({"tests/test_small.py::a", "tests/test_small.py::b"})
+    passing = big | small
+    clamp = mutants_of("clamp", "return_value_removed")  # three, at lines 6, 8, 9
+    total = mutants_of("total", "parameter_removed")  # two
+    candidates = [
+        (clamp[0], frozenset({"tests/test_big.py::t0"})),  # 1 + 50
+        (clamp[1], frozenset({"tests/test_small.py::a"})),  # 1 + 2
+        (clamp[2], frozenset({"tests/test_big.py::t1", "tests/test_small.py::b"})),  # 2 + 52
+        (total[0], frozenset({"tests/test_small.py::a", "tests/test_small.py::b"})),  # 2 + 2
+        (total[1], frozenset({"tests/test_small.py::b"})),  # 1 + 2, a tie with clamp[1]: given order
+    ]
+    ordered = [mutant for mutant, _ in cheapest_first(candidates, passing)]
+    assert ordered == [clamp[1], total[1], clamp[0], total[0], clamp[2]]
