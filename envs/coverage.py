@@ -6,21 +6,24 @@ coverage and pytest-cov live in the base image outside every project's environme
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
-import json
+import sqlite3
+import tempfile
 import time
 from collections import defaultdict
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
 from envs.runtime import Runtime
 from images.base import BASE_VERSION, COVERAGE_DIR
 from storage.errors import ForagerError
 
-_REPORT = "/tmp/forager-coverage.json"
+_DATA_FILE = "/tmp/.forager-coverage"
 _RCFILE = "/tmp/forager-coveragerc"
-# relative_files: paths in the report are relative to the repository, as test ids are.
-_RC = "[run]\nrelative_files = True\n[json]\nshow_contexts = True\n"
+# relative_files: paths in the data are relative to the repository, as test ids are.
+_RC = "[run]\nrelative_files = True\n"
 
 
 class CoverageError(ForagerError):
@@ -58,23 +61,43 @@ class Coverage:
         return cls(lines, data["seconds"])
 
 
-def parse_report(report: dict) -> Coverage:
-    """Coverage from coverage.py's JSON report with contexts (``pytest-cov --cov-context=test``).
+def read_data_file(path: Path) -> Coverage:
+    """Coverage from coverage.py's SQLite data file, measured with ``pytest-cov --cov-context=test``.
 
     pytest-cov names contexts ``NODEID|setup``, ``NODEID|run`` and ``NODEID|teardown``; only ``run``
-    counts, since fixtures shared by many tests would otherwise tie every test to their lines.
+    counts, since fixtures shared by many tests would otherwise tie every test to their lines. The
+    data file is read directly rather than through ``coverage json``: that report holds every test id
+    once per line it ran, and for a suite of 60,000 tests it takes gigabytes to write.
     """
-    lines: dict[str, dict[int, frozenset[str]]] = {}
-    for path, data in report.get("files", {}).items():
-        by_line: dict[int, set[str]] = defaultdict(set)
-        for number, contexts in data.get("contexts", {}).items():
-            for context in contexts:
-                test, _, phase = context.rpartition("|")
-                if test and phase == "run":
-                    by_line[int(number)].add(test)
-        if by_line:
-            lines[path] = {n: frozenset(ids) for n, ids in by_line.items()}
-    return Coverage(lines)
+    try:
+        with contextlib.closing(sqlite3.connect(f"file:{path}?mode=ro", uri=True)) as database:
+            tests = {
+                context_id: context.rpartition("|")[0]
+                for context_id, context in database.execute("SELECT id, context FROM context")
+                if context.endswith("|run")
+            }
+            by_file: dict[str, dict[int, set[str]]] = defaultdict(lambda: defaultdict(set))
+            rows = database.execute(
+                "SELECT file.path, line_bits.context_id, line_bits.numbits "
+                "FROM line_bits JOIN file ON file.id = line_bits.file_id"
+            )
+            for file, context_id, numbits in rows:
+                if (test := tests.get(context_id)) is not None:
+                    by_line = by_file[file]
+                    for line in _numbits_to_lines(numbits):
+                        by_line[line].add(test)
+    except sqlite3.DatabaseError as exc:
+        raise CoverageError(f"the coverage data file cannot be read ({exc})") from exc
+    return Coverage(
+        {file: {n: frozenset(ids) for n, ids in lines.items()} for file, lines in by_file.items()}
+    )
+
+
+def _numbits_to_lines(numbits: bytes) -> list[int]:
+    """coverage.py's line set encoding: bit ``b`` of byte ``i`` set means line ``8 * i + b`` ran."""
+    return [
+        8 * index + bit for index, byte in enumerate(numbits) if byte for bit in range(8) if byte >> bit & 1
+    ]
 
 
 def measure(runtime: Runtime, test_command: str, timeout: float = 1800) -> Coverage:
@@ -86,17 +109,24 @@ def measure(runtime: Runtime, test_command: str, timeout: float = 1800) -> Cover
         )
     runtime.write_file(_RCFILE, _RC.encode())
     command = (
-        f"PYTHONPATH={COVERAGE_DIR} COVERAGE_RCFILE={_RCFILE} COVERAGE_FILE=/tmp/.forager-coverage "
-        f"{test_command} -p pytest_cov --cov=. "
-        f"--cov-context=test --cov-report=json:{_REPORT} -q -rN --color=no"
+        f"PYTHONPATH={COVERAGE_DIR} COVERAGE_RCFILE={_RCFILE} COVERAGE_FILE={_DATA_FILE} "
+        f"{test_command} -p pytest_cov --cov=. --cov-context=test --cov-report= -q -rN --color=no"
     )
     started = time.monotonic()
     observation = runtime.run(f"(cd {runtime.workdir} && {command})", timeout=timeout)
     seconds = time.monotonic() - started
     if observation.timed_out:
         raise CoverageError(f"the coverage run took longer than {timeout:.0f} s")
+    if observation.exit_code == 137:
+        raise CoverageError(
+            "the coverage run was killed (exit code 137), most likely for running out of memory: "
+            "give the environment more (envs.docker_runtime.Limits.memory)"
+        )
     try:
-        report = json.loads(runtime.read_file(_REPORT))
+        data = runtime.read_file(_DATA_FILE)
     except FileNotFoundError as exc:
-        raise CoverageError(f"the coverage run wrote no report: {observation.output[-500:]}") from exc
-    return dataclasses.replace(parse_report(report), seconds=seconds)
+        raise CoverageError(f"the coverage run wrote no data: {observation.output[-500:]}") from exc
+    with tempfile.TemporaryDirectory(prefix="forager-coverage-") as folder:
+        path = Path(folder) / "coverage.sqlite"
+        path.write_bytes(data)
+        return dataclasses.replace(read_data_file(path), seconds=seconds)

@@ -6,6 +6,7 @@ import json
 
 import pytest
 
+from envs.coverage import Coverage
 from envs.issue_import import import_instances
 from envs.mutate import OPERATORS
 from envs.mutate_fix import MutateOptions, generate, problem_statement
@@ -115,7 +116,11 @@ def test_every_operator_family_yields_verified_tasks(builder, store, docker_clie
     assert families == set(OPERATORS.values()), (
         f"families without a task: {set(OPERATORS.values()) - families}"
     )
-    assert (tmp_path / "cache" / "coverage.json").is_file(), "coverage is measured once and kept"
+    kept = Coverage.from_json(json.loads((tmp_path / "cache" / "coverage.json").read_text()))
+    by_line = kept.lines["src/stats/__init__.py"]  # relative paths, as test ids are
+    assert by_line[7] == {"tests/test_stats.py::test_clamp_low"}  # `return low`
+    assert by_line[6] == {f"tests/test_stats.py::test_clamp_{case}" for case in ("low", "high", "inside")}
+    assert 5 not in by_line, "a def line runs at import, in no test's run phase"
     unbroken_runs = 0
     for task in report.tasks:
         assert task.status == TaskStatus.VERIFIED and task.fail_to_pass and task.pass_to_pass
