@@ -48,7 +48,7 @@ def collect_garbage(
     for kind, containers in (("episode", episodes), ("build", builds)):
         for container in containers:
             age = now - _created(container)
-            owner = owner_state(container.labels)
+            owner = owner_state(container.labels or {})  # the engine answers null for no labels
             if everything:
                 reason = "all"
             elif owner is Owner.EXITED:
