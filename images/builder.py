@@ -346,6 +346,7 @@ class ImageBuilder:
             steps = self._run_steps(run, planned, plan, checkout.version)
             self._stage(spec, "collect", recipe.test_command)
             steps, test_command = self._collect(run, steps, recipe.test_command, checkout, plan)
+            steps = _keep_project_editable(run, steps)
             self._stage(spec, "commit", tag)
             if run("sanitize git history", _GIT_SANITIZE, {}) != 0:
                 raise _BuildFailed("install_failed", "could not sanitize the git history (see the log)")
@@ -666,6 +667,37 @@ class _Runner:
             if attempt < 4:
                 time.sleep(0.2)
         return True
+
+
+#: Exits 0 when the venv's copy of some distribution is the checkout itself, installed editable.
+_EDITABLE_CHECK = f"""python - <<'EOF'
+import importlib.metadata, json, sys
+for dist in importlib.metadata.distributions():
+    url = json.loads(dist.read_text("direct_url.json") or "{{}}")
+    if url.get("url") == "file://{REPO_DIR}" and url.get("dir_info", {{}}).get("editable"):
+        sys.exit(0)
+sys.exit(1)
+EOF"""
+
+
+def _keep_project_editable(run: _Runner, steps: list[RecipeStep]) -> list[RecipeStep]:
+    """``steps``, plus the project's editable install again when a later step replaced it.
+
+    A pinned requirements file (jinja2's ``requirements/dev.txt`` pins Jinja2 for Sphinx) installs a
+    released copy over the checkout; tests then import site-packages, and neither an agent's fix nor
+    an injected bug reaches them. ``--no-deps`` keeps the versions the other steps chose.
+    """
+    project = next((step for step in steps if step.required and " -e " in f" {step.run} "), None)
+    if project is None or run("is the project still installed editable?", _EDITABLE_CHECK, {}) == 0:
+        return steps
+    again = RecipeStep(
+        project.run.replace("uv pip install ", "uv pip install --no-deps ", 1),
+        "the project again, editable: a later step installed a released copy over it",
+        project.env,
+    )
+    if run(again.why, again.run, again.env) != 0:
+        raise _BuildFailed("install_failed", f"{again.why}, and that failed (see the log)")
+    return [*steps, again]
 
 
 #: What the build, the runtime and grading need from a base image, and the Debian package that has it.

@@ -89,6 +89,23 @@ def test_missing_test_dependency_is_repaired(builder: ImageBuilder, tmp_path):
     assert history.split() == [result.commit]
 
 
+def test_a_released_copy_installed_over_the_project_is_replaced_by_the_checkout(
+    builder: ImageBuilder, tmp_path
+):
+    # As jinja2's pinned requirements/dev.txt does: a requirement reinstalls the project from elsewhere.
+    released = {
+        f"released/{path}": text for path, text in python_project().items() if path != "tests/test_calc.py"
+    }
+    files = {**python_project(), **released, "requirements-dev.txt": "./released\n"}
+    write(tmp_path / "proj", files)
+    result = builder.build(parse_source(str(tmp_path / "proj")))
+    assert result.status == ImageStatus.READY, result.reason
+    steps = builder.store.get_image(result.tag).recipe["steps"]
+    assert steps[-1]["run"] == "uv pip install --no-deps -e '.[test]'"
+    imported = run_in(builder.client, result.tag, "python -c 'import calc; print(calc.__file__)'")
+    assert imported.strip() == "/repo/src/calc/__init__.py", "tests must import the checkout"
+
+
 def test_unittest_suite_in_a_flat_layout_with_unusual_file_names(builder: ImageBuilder, tmp_path):
     write(
         tmp_path / "flat",
