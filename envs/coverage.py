@@ -47,15 +47,30 @@ class Coverage:
         return frozenset(covering)
 
     def to_json(self) -> dict[str, Any]:
+        """A JSON-ready dict; test ids are listed once and named by their index, since a suite's
+        coverage names each test once per line it executed (millions of times for packaging's)."""
+        tests = sorted({test for by_line in self.lines.values() for ids in by_line.values() for test in ids})
+        index = {test: number for number, test in enumerate(tests)}
         lines = {
-            path: {str(n): sorted(ids) for n, ids in by_line.items()} for path, by_line in self.lines.items()
+            path: {str(n): sorted(index[test] for test in ids) for n, ids in by_line.items()}
+            for path, by_line in self.lines.items()
         }
-        return {"seconds": self.seconds, "lines": lines}
+        return {"seconds": self.seconds, "tests": tests, "lines": lines}
 
     @classmethod
     def from_json(cls, data: dict[str, Any]) -> Coverage:
+        tests: list[str] = data["tests"]
+        # Lines of one branch run in the same tests: one set serves them all.
+        shared: dict[tuple[int, ...], frozenset[str]] = {}
+
+        def ids(numbers: list[int]) -> frozenset[str]:
+            key = tuple(numbers)
+            if key not in shared:
+                shared[key] = frozenset(tests[number] for number in numbers)
+            return shared[key]
+
         lines = {
-            path: {int(n): frozenset(ids) for n, ids in by_line.items()}
+            path: {int(n): ids(numbers) for n, numbers in by_line.items()}
             for path, by_line in data["lines"].items()
         }
         return cls(lines, data["seconds"])

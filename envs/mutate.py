@@ -56,6 +56,9 @@ class Mutant:
     """The file's relative POSIX path, as given to :func:`mutants`."""
     function: str
     """The qualname of the mutated function."""
+    function_start: int
+    """The line of its ``def``: which definition, when several share the qualname (a property's
+    getter and setter)."""
     line: int
     """The first changed line (1-based, in ``original``)."""
     original: str
@@ -131,6 +134,7 @@ def mutants(
                         family=OPERATORS[name],
                         path=path,
                         function=qualname,
+                        function_start=func.lineno,
                         line=src.line_of(min(start for start, _, _ in candidate.edits)),
                         original=source,
                         mutated=mutated,

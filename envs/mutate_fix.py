@@ -15,6 +15,7 @@ from __future__ import annotations
 import ast
 import difflib
 import functools
+import gzip
 import hashlib
 import itertools
 import json
@@ -111,6 +112,13 @@ def generate(
     with DockerRuntime.start(client, image.tag, episode=f"mutate-{image.id}") as env:
         progress(ProgressEvent(subject, "coverage", "measuring which tests cover which lines"))
         coverage = _coverage(env, image, cache_dir)
+        if not any(path.endswith(".py") and not is_test_path(path) for path in coverage.lines):
+            raise ForagerError(
+                f"the tests of {image.tag} execute no file of the repository but themselves, so no bug "
+                "injected there can make one fail. If they import the project, they import an installed "
+                "copy, not the checkout: rebuild the image (`forager images build --rebuild SOURCE`), "
+                "which installs the checkout editable"
+            )
         progress(ProgressEvent(subject, "mutants", "generating"))
         candidates = _candidates(env, coverage, passing, options, rng)
         timeout = validation_timeout(coverage, options.test_timeout)
@@ -172,12 +180,16 @@ def problem_statement(function: str, path: str, failing: Collection[str]) -> str
 
 def _coverage(env: DockerRuntime, image: Image, cache_dir: Path) -> Coverage:
     """The image's coverage, measured on first use and kept next to the image's other artifacts."""
-    path = cache_dir / "coverage.json"
+    path = cache_dir / "coverage.json.gz"
     if path.is_file():
-        return Coverage.from_json(json.loads(path.read_text()))
+        with gzip.open(path, "rt") as kept:
+            return Coverage.from_json(json.load(kept))
     coverage = measure(env, image.test_command or "")
     cache_dir.mkdir(parents=True, exist_ok=True)
-    path.write_text(json.dumps(coverage.to_json()))
+    partial = path.with_name(path.name + ".part")
+    with gzip.open(partial, "wt") as kept:
+        json.dump(coverage.to_json(), kept)
+    partial.replace(path)  # an interrupted write leaves no cache that cannot be read
     return coverage
 
 
@@ -210,28 +222,45 @@ def _candidates(
             source = env.read_file(path).decode("utf-8")
         except (FileNotFoundError, IsADirectoryError, UnicodeDecodeError):
             continue
-        targets: dict[str, frozenset[str]] = {}
-        spans: dict[str, FunctionSpan] = {}
-        for span in functions(source):
-            covering = coverage.tests_covering(path, span.body_start, span.end)
-            # Every covering test must pass in the baseline: a mutant's failures are then its own.
-            if covering and covering <= passing:
-                targets[span.qualname] = covering
-                spans[span.qualname] = span
-        if not targets:
-            continue
-        for mutant in mutants(
-            path,
-            source,
-            targets=targets,
-            operators=options.operators,
-            rng=rng,
-            per_function=options.per_function,
-        ):
-            if executing := executing_tests(coverage, mutant, spans[mutant.function]):
-                found.append((mutant, executing))
+        found += file_candidates(path, source, coverage, passing, options, rng)
     rng.shuffle(found)  # the seeded tie-break below
     return cheapest_first(found, passing)
+
+
+def file_candidates(
+    path: str,
+    source: str,
+    coverage: Coverage,
+    passing: frozenset[str],
+    options: MutateOptions,
+    rng: random.Random,
+) -> list[tuple[Mutant, frozenset[str]]]:
+    """The mutants of ``source`` (the file at ``path``) worth validating, with the tests executing each.
+
+    A function is a target when tests execute its body and every one of them passes in the baseline:
+    a mutant's failures are then its own.
+    """
+    spans: dict[tuple[str, int], FunctionSpan] = {}
+    for span in functions(source):
+        covering = coverage.tests_covering(path, span.body_start, span.end)
+        if covering and covering <= passing:
+            spans[span.qualname, span.start] = span
+    if not spans:
+        return []
+    found: list[tuple[Mutant, frozenset[str]]] = []
+    for mutant in mutants(
+        path,
+        source,
+        targets={qualname for qualname, _ in spans},
+        operators=options.operators,
+        rng=rng,
+        per_function=options.per_function,
+    ):
+        # A definition sharing a target's qualname (a property's setter) is no target itself.
+        span = spans.get((mutant.function, mutant.function_start))
+        if span is not None and (executing := executing_tests(coverage, mutant, span)):
+            found.append((mutant, executing))
+    return found
 
 
 def cheapest_first(

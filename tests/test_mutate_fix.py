@@ -7,7 +7,14 @@ import random
 
 from envs.coverage import Coverage
 from envs.mutate import Mutant, functions, mutants
-from envs.mutate_fix import MIN_VALIDATION_TIMEOUT_S, cheapest_first, executing_tests, validation_timeout
+from envs.mutate_fix import (
+    MIN_VALIDATION_TIMEOUT_S,
+    MutateOptions,
+    cheapest_first,
+    executing_tests,
+    file_candidates,
+    validation_timeout,
+)
 
 SOURCE = """\
 import math
@@ -121,3 +128,39 @@ def test_cheapest_candidates_first_functions_taking_turns() -> None:
     ]
     ordered = [mutant for mutant, _ in cheapest_first(candidates, passing)]
     assert ordered == [clamp[1], total[1], clamp[0], total[0], clamp[2]]
+
+
+PROPERTY = """\
+class Box:
+    def __init__(self):
+        self._size = 0
+
+    @property
+    def size(self):
+        return self._size + 0
+
+    @size.setter
+    def size(self, value):
+        self._size = value - 0
+"""
+
+
+def property_candidates(passing: frozenset[str]) -> dict[int, frozenset[str]]:
+    coverage = Coverage(
+        {"box.py": {3: frozenset({"t::new"}), 7: frozenset({"t::get"}), 11: frozenset({"t::set"})}}
+    )
+    found = file_candidates(
+        "box.py", PROPERTY, coverage, passing, MutateOptions(per_function=20), random.Random(0)
+    )
+    assert all(mutant.function in ("Box.size", "Box.__init__") for mutant, _ in found)
+    return {mutant.line: tests for mutant, tests in found if mutant.function == "Box.size"}
+
+
+def test_a_property_getter_and_setter_are_told_apart_by_their_lines() -> None:
+    by_line = property_candidates(frozenset({"t::new", "t::get", "t::set"}))
+    assert by_line.get(7) == {"t::get"} and by_line.get(11) == {"t::set"}
+
+
+def test_a_setter_whose_test_fails_in_the_baseline_is_no_target_though_its_getter_is() -> None:
+    by_line = property_candidates(frozenset({"t::new", "t::get"}))
+    assert set(by_line) == {7}

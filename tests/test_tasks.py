@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import gzip
 import json
 
 import pytest
@@ -14,6 +15,7 @@ from envs.swebench import read_instances
 from envs.tasks import verify
 from images.sources import parse_source
 from storage import ImageStatus, TaskStatus
+from storage.errors import ForagerError
 from tests.repos import PYPROJECT, commit, make_repo
 
 pytestmark = pytest.mark.docker
@@ -116,7 +118,8 @@ def test_every_operator_family_yields_verified_tasks(builder, store, docker_clie
     assert families == set(OPERATORS.values()), (
         f"families without a task: {set(OPERATORS.values()) - families}"
     )
-    kept = Coverage.from_json(json.loads((tmp_path / "cache" / "coverage.json").read_text()))
+    with gzip.open(tmp_path / "cache" / "coverage.json.gz", "rt") as cached:
+        kept = Coverage.from_json(json.load(cached))
     by_line = kept.lines["src/stats/__init__.py"]  # relative paths, as test ids are
     assert by_line[7] == {"tests/test_stats.py::test_clamp_low"}  # `return low`
     assert by_line[6] == {f"tests/test_stats.py::test_clamp_{case}" for case in ("low", "high", "inside")}
@@ -140,6 +143,16 @@ def test_every_operator_family_yields_verified_tasks(builder, store, docker_clie
     again = generate(docker_client, store, image, options, cache_dir=tmp_path / "cache")
     assert [t.instance_id for t in again.tasks] == [t.instance_id for t in report.tasks]
     assert sum(s.candidates for s in again.stats.values()) == 0, "a second run validates nothing again"
+
+
+def test_tests_that_execute_no_repository_code_are_told_apart(builder, store, docker_client, tmp_path):
+    # What tests importing an installed copy of the project look like to coverage.
+    tests = "import json\n\n\ndef test_dumps():\n    assert json.dumps(1) == '1'\n"
+    make_repo(tmp_path / "stats", {**stats_project(), "tests/test_stats.py": tests})
+    built = builder.build(parse_source(str(tmp_path / "stats")))
+    assert built.status == ImageStatus.READY, built.reason
+    with pytest.raises(ForagerError, match="execute no file of the repository but themselves"):
+        generate(docker_client, store, store.get_image(built.tag), MutateOptions(), cache_dir=tmp_path / "c")
 
 
 def test_problem_statement_names_function_and_tests_not_the_mutation():
