@@ -1,8 +1,10 @@
-"""Importing SWE-bench instances as issue-fix tasks: an image at each ``base_commit``, then verified.
+"""Importing SWE-bench instances as tasks: an image at each ``base_commit``, then verified.
 
-An instance becomes a task only once its gold patch turns FAIL_TO_PASS green while PASS_TO_PASS stays
-green, and its unmodified start does not: a task stored ``verified`` has been graded both ways here.
-One that fails verification is stored ``invalid``, with the grades, so the failure can be looked at.
+An instance is an issue-fix task, or a mutate-fix task when it carries Forager's ``setup_patch`` (as
+``forager tasks export`` writes them). It becomes a task only once its gold patch turns FAIL_TO_PASS
+green while PASS_TO_PASS stays green, and its unmodified start does not: a task stored ``verified``
+has been graded both ways here. One that fails verification is stored ``invalid``, with the grades,
+so the failure can be looked at.
 """
 
 from __future__ import annotations
@@ -38,10 +40,14 @@ def import_instances(
     client: docker.DockerClient,
     instances: list[Instance],
     *,
-    source: str = DEFAULT_SOURCE,
+    source: str | None = None,
     progress: Progress = no_progress,
 ) -> list[ImportResult]:
-    """Build (or reuse) each instance's image, verify it, store it; one result per instance, in order."""
+    """Build (or reuse) each instance's image, verify it, store it; one result per instance, in order.
+
+    The image is built from ``source`` (``{repo}`` replaced) at ``base_commit`` when it is given; else
+    from the instance's ``image_source`` when it has one; else from :data:`DEFAULT_SOURCE`.
+    """
     results = []
     for instance in instances:
         progress(ProgressEvent(instance.instance_id, "import", instance.repo))
@@ -50,24 +56,32 @@ def import_instances(
 
 
 def _import(
-    builder: ImageBuilder, store: Store, client: docker.DockerClient, instance: Instance, source: str
+    builder: ImageBuilder, store: Store, client: docker.DockerClient, instance: Instance, source: str | None
 ) -> ImportResult:
     if store.get_task(instance.instance_id) is not None:
         return ImportResult(instance.instance_id, "skipped", "already in the store")
+    if source is None and instance.image_source:
+        text = instance.image_source
+    else:
+        text = f"{(source or DEFAULT_SOURCE).format(repo=instance.repo)}@{instance.base_commit}"
     try:
-        spec = parse_source(f"{source.format(repo=instance.repo)}@{instance.base_commit}")
+        spec = parse_source(text)
     except SourceError as exc:
         return ImportResult(instance.instance_id, "no_image", str(exc))
     built = builder.build(spec)
     image = store.get_image(built.tag) if built.tag else None
     if image is None or image.docker_id is None:
         return ImportResult(instance.instance_id, "no_image", f"{built.failure_class}: {built.reason}")
+    if not (built.commit or "").startswith(instance.base_commit):
+        # An sdist's commit is made from its content: another release of the same version differs.
+        reason = f"{text} is at commit {built.commit}, not at base_commit {instance.base_commit}"
+        return ImportResult(instance.instance_id, "no_image", reason)
     task = Task(
         instance_id=instance.instance_id,
-        kind=TaskKind.ISSUE_FIX,
+        kind=TaskKind.MUTATE_FIX if instance.setup_patch else TaskKind.ISSUE_FIX,
         image_id=image.id,
         status=TaskStatus.UNVERIFIED,
-        setup_patch="",
+        setup_patch=instance.setup_patch,
         gold_patch=instance.patch,
         test_patch=instance.test_patch,
         problem_statement=instance.problem_statement,

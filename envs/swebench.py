@@ -3,7 +3,8 @@
 One instance per line, an object with SWE-bench's field names (:data:`FIELDS`). SWE-bench stores
 ``FAIL_TO_PASS`` and ``PASS_TO_PASS`` as JSON-encoded strings (``"[\\"tests/test_x.py::test_y\\"]"``);
 derived datasets often store plain lists. :func:`read_instances` accepts both, :func:`write_instances`
-writes the strings, as SWE-bench does. Fields beyond :data:`FIELDS` are ignored.
+writes the strings, as SWE-bench does. Besides Forager's own :data:`EXTENSIONS`, other fields are
+ignored, as SWE-bench's tools ignore those.
 """
 
 from __future__ import annotations
@@ -37,6 +38,11 @@ FIELDS = (
     "PASS_TO_PASS",
     "environment_setup_commit",
 )
+#: Forager's fields, written only when set. ``setup_patch`` turns ``base_commit`` into a mutate-fix
+#: task's start (SWE-bench has no such step: its harness would start from the working code);
+#: ``image_source`` is what the image was built from (``pypi:NAME==VERSION``, a URL, a path), for
+#: repositories that ``repo`` alone does not locate.
+EXTENSIONS = ("setup_patch", "image_source")
 #: A line without one of these is malformed; the other fields default to "" (or no tests).
 REQUIRED = ("repo", "instance_id", "base_commit", "problem_statement", "FAIL_TO_PASS")
 _TEST_LISTS = ("FAIL_TO_PASS", "PASS_TO_PASS")
@@ -62,6 +68,8 @@ class Instance:
     FAIL_TO_PASS: tuple[str, ...]
     PASS_TO_PASS: tuple[str, ...] = ()
     environment_setup_commit: str = ""
+    setup_patch: str = ""
+    image_source: str = ""
 
     @classmethod
     def from_json(cls, record: Mapping[str, Any]) -> Instance:
@@ -74,7 +82,7 @@ class Instance:
                 neither a list of strings nor a JSON string encoding one. The message names the field.
         """
         values: dict[str, Any] = {}
-        for name in FIELDS:
+        for name in (*FIELDS, *EXTENSIONS):
             value = record.get(name)
             if value is None:
                 if name in REQUIRED:
@@ -84,8 +92,10 @@ class Instance:
         return cls(**values)
 
     def to_json(self) -> dict[str, str]:
-        """The JSONL object, fields in SWE-bench's order, test lists as JSON-encoded strings."""
+        """The JSONL object, fields in SWE-bench's order, test lists as JSON-encoded strings; then the
+        :data:`EXTENSIONS` that are set."""
         record = {name: getattr(self, name) for name in FIELDS}
+        record |= {name: value for name in EXTENSIONS if (value := getattr(self, name))}
         for name in _TEST_LISTS:
             record[name] = json.dumps(list(record[name]))
         return record

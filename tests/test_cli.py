@@ -1,7 +1,6 @@
 """The command line as a user meets it: the real ``forager`` entry point in a subprocess."""
 
 import json
-import os
 import subprocess
 import sys
 from pathlib import Path
@@ -12,18 +11,7 @@ from envs.gc import EPISODE_LABEL
 from forager.cli.envs import parse_duration
 from images.base import BASE_IMAGE
 from images.engine import OWNER_LABEL, build_container_name, owner_labels
-
-
-def forager(*args: str, home: Path, env: dict[str, str] | None = None) -> subprocess.CompletedProcess[str]:
-    environ = {k: v for k, v in os.environ.items() if k not in ("FORAGER_DB", "FORAGER_HOME")}
-    environ.update(env or {})
-    return subprocess.run(
-        [sys.executable, "-m", "forager", "--home", str(home), *args],
-        capture_output=True,
-        text=True,
-        env=environ,
-        timeout=120,
-    )
+from tests.cli import forager
 
 
 def test_help_lists_every_command_group(tmp_path: Path) -> None:

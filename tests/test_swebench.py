@@ -7,7 +7,15 @@ from pathlib import Path
 
 import pytest
 
-from envs.swebench import FIELDS, Instance, InstanceError, files_touched, read_instances, write_instances
+from envs.swebench import (
+    EXTENSIONS,
+    FIELDS,
+    Instance,
+    InstanceError,
+    files_touched,
+    read_instances,
+    write_instances,
+)
 from storage.errors import ForagerError
 
 # Shaped like a line of princeton-nlp/SWE-bench: test lists as JSON strings, every field present.
@@ -92,6 +100,14 @@ def test_round_trip_writes_swebench_fields_and_json_string_test_lists(tmp_path: 
     assert isinstance(first["FAIL_TO_PASS"], str) and isinstance(first["PASS_TO_PASS"], str)
     assert "🚀" in lines[0], "unicode is written as is, not escaped"
     assert not list(tmp_path.glob(".out.jsonl.*")), "no temporary file is left behind"
+
+
+def test_foragers_own_fields_follow_swebenchs_and_only_when_set(tmp_path: Path) -> None:
+    mutated = {**REAL_LINE, "setup_patch": "diff --git a/x b/x\n", "image_source": "pypi:six==1.17.0"}
+    (instance,) = read_instances(write_lines(tmp_path / "in.jsonl", mutated))
+    assert (instance.setup_patch, instance.image_source) == (mutated["setup_patch"], "pypi:six==1.17.0")
+    write_instances(tmp_path / "out.jsonl", [instance])
+    assert list(json.loads((tmp_path / "out.jsonl").read_text())) == [*FIELDS, *EXTENSIONS]
 
 
 def test_test_lists_may_be_plain_lists_and_optional_fields_may_be_missing(tmp_path: Path) -> None:

@@ -16,6 +16,7 @@ from envs.tasks import verify
 from images.sources import parse_source
 from storage import ImageStatus, TaskStatus
 from storage.errors import ForagerError
+from tests.cli import forager
 from tests.repos import PYPROJECT, commit, make_repo
 
 pytestmark = pytest.mark.docker
@@ -105,7 +106,9 @@ def stats_project() -> dict[str, str]:
     }
 
 
-def test_every_operator_family_yields_verified_tasks(builder, store, docker_client, tmp_path):
+def test_every_operator_family_yields_verified_tasks_that_export_and_import(
+    builder, store, docker_client, tmp_path
+):
     make_repo(tmp_path / "stats", stats_project())
     built = builder.build(parse_source(str(tmp_path / "stats")))
     assert built.status == ImageStatus.READY, built.reason
@@ -143,6 +146,24 @@ def test_every_operator_family_yields_verified_tasks(builder, store, docker_clie
     again = generate(docker_client, store, image, options, cache_dir=tmp_path / "cache")
     assert [t.instance_id for t in again.tasks] == [t.instance_id for t in report.tasks]
     assert sum(s.candidates for s in again.stats.values()) == 0, "a second run validates nothing again"
+
+    # Exported as SWE-bench JSONL, then imported as new instances: the same starts, verified again.
+    exported = forager("tasks", "export", "--kind", "mutate_fix", str(tmp_path / "out.jsonl"), home=tmp_path)
+    assert exported.returncode == 0, exported.stderr
+    lines = [json.loads(line) for line in (tmp_path / "out.jsonl").read_text().splitlines()]
+    assert len(lines) == len(report.tasks) and lines[0]["image_source"] == str(tmp_path / "stats")
+    original = {line["instance_id"]: line for line in lines[:2]}
+    copies = [{**line, "instance_id": f"copy-{line['instance_id']}"} for line in original.values()]
+    copies[1]["setup_patch"] = ""  # the working code as the start: it must not verify
+    (tmp_path / "copies.jsonl").write_text("".join(json.dumps(copy) + "\n" for copy in copies))
+    imported = forager("tasks", "import", "--json", str(tmp_path / "copies.jsonl"), home=tmp_path)
+    assert imported.returncode == 0, imported.stderr
+    assert [r["status"] for r in json.loads(imported.stdout)] == ["verified", "invalid"]
+    copy = store.get_task(copies[0]["instance_id"])
+    first = store.get_task(lines[0]["instance_id"])
+    assert (copy.kind, copy.image_id, copy.setup_patch, copy.gold_patch, copy.fail_to_pass) == (
+        first.kind, first.image_id, first.setup_patch, first.gold_patch, first.fail_to_pass
+    )  # fmt: skip
 
 
 def test_tests_that_execute_no_repository_code_are_told_apart(builder, store, docker_client, tmp_path):

@@ -86,12 +86,20 @@ def import_(
         Path, typer.Argument(metavar="FILE.jsonl", help="SWE-bench instances, one JSON per line.")
     ],
     source: Annotated[
-        str, typer.Option(help="Where to clone an instance's repo from; {repo} is its owner/name.")
-    ] = DEFAULT_SOURCE,
+        str | None,
+        typer.Option(
+            help="Where to clone an instance's repo from; {repo} is its owner/name. Default: the "
+            f"instance's image_source when it has one (as exported), else {DEFAULT_SOURCE}.",
+            show_default=False,
+        ),
+    ] = None,
     ca_bundle: CABundleOption = None,
     json: JsonOption = False,
 ) -> None:
-    """Import SWE-bench instances: build the image at each base_commit, verify the gold patch, store."""
+    """Import SWE-bench instances: build the image at each base_commit, verify the gold patch, store.
+
+    Instances exported by Forager with a setup_patch become mutate-fix tasks.
+    """
     instances = read_instances(path)
     store = open_store(ctx)
     client = connect(timeout=3600)
@@ -218,13 +226,17 @@ def show(
 def export(
     ctx: typer.Context,
     path: Annotated[Path, typer.Argument(metavar="FILE.jsonl")],
+    kind: Annotated[
+        TaskKind | None, typer.Option(help="Only tasks of this kind.", show_default=False)
+    ] = None,
 ) -> None:
-    """Write verified issue-fix tasks as SWE-bench JSONL.
+    """Write verified tasks as SWE-bench JSONL, which `forager tasks import` reads back.
 
-    Mutate-fix tasks are left out: their start is the base commit plus a setup patch, which the SWE-bench
-    format has no field for.
+    Every line has SWE-bench's fields, plus image_source (what the image was built from) and, for
+    mutate-fix tasks, setup_patch: the patch that makes the task's start from base_commit, which
+    SWE-bench's own harness does not apply (use --kind issue_fix for files meant for it).
     """
-    tasks = open_store(ctx).list_tasks(kind=TaskKind.ISSUE_FIX, status=TaskStatus.VERIFIED)
+    tasks = open_store(ctx).list_tasks(kind=kind, status=TaskStatus.VERIFIED)
     write_instances(path, [_instance(task) for task in tasks])
     console.print(f"{len(tasks)} task(s) written to {path}", highlight=False)
 
@@ -252,6 +264,8 @@ def _instance(task: Task) -> Instance:
         FAIL_TO_PASS=tuple(task.fail_to_pass),
         PASS_TO_PASS=tuple(task.pass_to_pass),
         environment_setup_commit=task.meta.get("environment_setup_commit", ""),
+        setup_patch=task.setup_patch,
+        image_source=task.image.repository.source,
     )
 
 
