@@ -86,6 +86,12 @@ def test_durations() -> None:
         parse_duration("two hours")
 
 
+def test_an_unknown_mutation_operator_is_refused_before_any_work(tmp_path: Path) -> None:
+    result = forager("tasks", "mutate", "--operators", "comparison_operator_replaced,typo", home=tmp_path)
+    assert result.returncode == 2
+    assert "unknown ['typo']" in result.stderr and "function_body_removed" in result.stderr
+
+
 @pytest.mark.docker
 def test_envs_gc_removes_what_exited_processes_left_and_by_age_or_all_the_rest(
     docker_client, tmp_path: Path

@@ -15,7 +15,6 @@ from envs.swebench import read_instances
 from envs.tasks import verify
 from images.sources import parse_source
 from storage import ImageStatus, TaskStatus
-from storage.errors import ForagerError
 from tests.cli import forager
 from tests.repos import PYPROJECT, commit, make_repo
 
@@ -166,14 +165,17 @@ def test_every_operator_family_yields_verified_tasks_that_export_and_import(
     )  # fmt: skip
 
 
-def test_tests_that_execute_no_repository_code_are_told_apart(builder, store, docker_client, tmp_path):
+def test_tests_that_execute_no_repository_code_are_told_apart(builder, tmp_path):
     # What tests importing an installed copy of the project look like to coverage.
     tests = "import json\n\n\ndef test_dumps():\n    assert json.dumps(1) == '1'\n"
     make_repo(tmp_path / "stats", {**stats_project(), "tests/test_stats.py": tests})
     built = builder.build(parse_source(str(tmp_path / "stats")))
     assert built.status == ImageStatus.READY, built.reason
-    with pytest.raises(ForagerError, match="execute no file of the repository but themselves"):
-        generate(docker_client, store, store.get_image(built.tag), MutateOptions(), cache_dir=tmp_path / "c")
+    result = forager("tasks", "mutate", "--json", home=tmp_path)
+    assert result.returncode == 1, "no image could give tasks"
+    (skipped,) = json.loads(result.stdout)
+    assert skipped["image"] == built.tag
+    assert "execute no file of the repository but themselves" in skipped["error"]
 
 
 def test_problem_statement_names_function_and_tests_not_the_mutation():

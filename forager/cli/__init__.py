@@ -19,6 +19,7 @@ app = typer.Typer(
     help="Turn Python repositories into executable Docker environments and farm agent trajectories.",
     no_args_is_help=True,
     pretty_exceptions_enable=False,
+    rich_markup_mode="markdown",
     add_completion=False,
     context_settings={"help_option_names": ["-h", "--help"]},
 )

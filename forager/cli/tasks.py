@@ -20,6 +20,7 @@ from forager.cli.images import CABundleOption
 from forager.cli.output import (
     JsonOption,
     console,
+    errors,
     find_image,
     find_task,
     image_dir,
@@ -53,19 +54,40 @@ def mutate(
     seed: Annotated[int, typer.Option(help="Random seed: the same seed picks the same mutants.")] = 0,
     json: JsonOption = False,
 ) -> None:
-    """Inject bugs into functions the tests cover; keep those the covering tests catch."""
+    """Inject bugs into functions the tests cover; keep those the covering tests catch.
+
+    An image that cannot give tasks (no stable passing test, tests that execute none of its code, a
+    coverage run that fails) is reported and skipped; the exit code is 1 when no image could.
+    """
     store = open_store(ctx)
     chosen = tuple(op.strip() for op in operators.split(",")) if operators else None
     options = MutateOptions(max_tasks=max_tasks, operators=chosen, seed=seed)
+    if chosen and (unknown := sorted(set(chosen) - set(OPERATORS))):
+        raise typer.BadParameter(
+            f"unknown {unknown}: choose from {', '.join(OPERATORS)}", param_hint="--operators"
+        )
     client = connect()
     reports: list[MutateReport] = []
+    skipped: dict[str, str] = {}
     with progress_display(transient=False) as progress:
         for image in _images(store, images):
             cache = image_dir(ctx, image)
-            reports.append(generate(client, store, image, options, cache_dir=cache, progress=progress))
+            try:
+                reports.append(generate(client, store, image, options, cache_dir=cache, progress=progress))
+            except ForagerError as exc:
+                skipped[image.tag] = str(exc)
     if json:
-        print_json([_report_json(report) for report in reports])
-        return
+        print_json([*map(_report_json, reports), *({"image": t, "error": e} for t, e in skipped.items())])
+    else:
+        if reports:
+            _print_reports(reports)
+        for tag, reason in skipped.items():
+            errors.print(f"{escape(tag)}: skipped: {escape(reason)}", highlight=False)
+    if not reports:
+        raise typer.Exit(1)
+
+
+def _print_reports(reports: list[MutateReport]) -> None:
     table = Table("image", "candidates", "validated", "yield", "tests run / task", box=None)
     for report in reports:
         candidates = sum(s.candidates for s in report.stats.values())
