@@ -163,6 +163,12 @@ def test_every_operator_family_yields_verified_tasks_that_export_and_import(
     assert (copy.kind, copy.image_id, copy.setup_patch, copy.gold_patch, copy.fail_to_pass) == (
         first.kind, first.image_id, first.setup_patch, first.gold_patch, first.fail_to_pass
     )  # fmt: skip
+    validated = forager("tasks", "validate", "--json", *(c["instance_id"] for c in copies), home=tmp_path)
+    assert validated.returncode == 1, "one of them does not verify"
+    assert [(v["task"], v["ok"], v["start"]["status"]) for v in json.loads(validated.stdout)] == [
+        (copies[0]["instance_id"], True, "unresolved"),
+        (copies[1]["instance_id"], False, "resolved"),
+    ]
 
 
 def test_tests_that_execute_no_repository_code_are_told_apart(builder, tmp_path):

@@ -15,7 +15,7 @@ from envs.mine import mine as mine_history
 from envs.mutate import OPERATORS
 from envs.mutate_fix import MutateOptions, MutateReport, generate
 from envs.swebench import Instance, read_instances, write_instances
-from envs.tasks import verify
+from envs.tasks import Verification, verify
 from forager.cli.images import CABundleOption
 from forager.cli.output import (
     JsonOption,
@@ -31,6 +31,7 @@ from forager.cli.output import (
 )
 from images.builder import BuildOptions, ImageBuilder
 from images.engine import connect
+from images.progress import ProgressEvent
 from images.proxy import NetworkSettings
 from images.sources import parse_source
 from storage import ForagerError, Image, ImageStatus, Store, Task, TaskKind, TaskStatus
@@ -179,25 +180,51 @@ def mine(
 
 @app.command()
 def validate(
-    ctx: typer.Context, ref: Annotated[str, typer.Argument(metavar="TASK")], json: JsonOption = False
+    ctx: typer.Context,
+    refs: Annotated[
+        list[str] | None,
+        typer.Argument(metavar="TASK...", help="Task ids or instance ids.", show_default=False),
+    ] = None,
+    all_: Annotated[bool, typer.Option("--all", help="Every verified task in the store.")] = False,
+    json: JsonOption = False,
 ) -> None:
-    """Grade a task's gold patch and its unmodified start again, in fresh environments."""
+    """Grade tasks' gold patches and unmodified starts again, in fresh environments.
+
+    A task verifies when its gold patch resolves it and its start does not. The exit code is 1 when
+    one does not; the store is left as it is.
+    """
     store = open_store(ctx)
-    task = find_task(store, ref)
-    verification = verify(connect(), task, task.image)
+    if all_ == bool(refs):
+        raise typer.BadParameter("name the tasks, or give --all", param_hint="TASK...")
+    tasks = (
+        store.list_tasks(status=TaskStatus.VERIFIED)
+        if all_
+        else [find_task(store, ref) for ref in refs or []]
+    )
+    client = connect()
+    results: list[tuple[Task, Verification]] = []
+    with progress_display() as progress:
+        for number, task in enumerate(tasks, 1):
+            progress(
+                ProgressEvent("validate", f"{number}/{len(tasks)}", task.instance_id, number - 1, len(tasks))
+            )
+            results.append((task, verify(client, task, task.image)))
     if json:
         print_json(
-            {
-                "ok": verification.ok,
-                "gold": verification.gold.to_json(),
-                "start": verification.start.to_json(),
-            }
+            [
+                {"task": t.instance_id, "ok": v.ok, "gold": v.gold.to_json(), "start": v.start.to_json()}
+                for t, v in results
+            ]
         )
     else:
-        console.print(
-            f"gold patch: {verification.gold.status}; unmodified start: {verification.start.status}"
-        )
-    if not verification.ok:
+        table = Table("task", "gold patch", "unmodified start", "verifies", box=None)
+        for task, verification in results:
+            ok = "yes" if verification.ok else "[red]no[/]"
+            table.add_row(escape(task.instance_id), verification.gold.status, verification.start.status, ok)
+        console.print(table)
+        failed = sum(not verification.ok for _, verification in results)
+        console.print(f"{len(results) - failed} of {len(results)} task(s) verify", highlight=False)
+    if not all(verification.ok for _, verification in results):
         raise typer.Exit(1)
 
 
