@@ -8,7 +8,7 @@ from typing import Annotated
 
 import typer
 from rich.markup import escape
-from rich.table import Table
+from rich.table import Column, Table
 
 from envs.issue_import import DEFAULT_SOURCE, import_instances
 from envs.mine import mine as mine_history
@@ -217,7 +217,7 @@ def validate(
             ]
         )
     else:
-        table = Table("task", "gold patch", "unmodified start", "verifies", box=None)
+        table = Table(Column("task", overflow="fold"), "gold patch", "unmodified start", "verifies", box=None)
         for task, verification in results:
             ok = "yes" if verification.ok else "[red]no[/]"
             table.add_row(escape(task.instance_id), verification.gold.status, verification.start.status, ok)
