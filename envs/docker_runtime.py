@@ -92,10 +92,10 @@ class DockerRuntime:
             "forager.created": datetime.now(UTC).isoformat(),
         }
         try:
-            container = client.containers.run(
+            # create, not run: run would try to pull an image it does not find, from a registry.
+            container = client.containers.create(
                 image,
                 ["sleep", "infinity"],
-                detach=True,
                 init=True,
                 network_mode="none",
                 working_dir=workdir,
@@ -114,6 +114,10 @@ class DockerRuntime:
             raise EnvironmentDied(f"could not start an environment from {image}: {exc}") from exc
         runtime = cls(client, container, workdir, limits)
         try:
+            try:
+                container.start()
+            except DockerException as exc:
+                raise EnvironmentDied(f"could not start an environment from {image}: {exc}") from exc
             runtime._shell = runtime._open_shell(workdir)
         except BaseException:
             runtime.close()

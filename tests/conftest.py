@@ -7,11 +7,13 @@ broken CI machine can never pass by skipping.
 
 from __future__ import annotations
 
+import contextlib
 import os
 from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
+from docker.errors import ImageNotFound
 
 POSTGRES_URL_ENV = "FORAGER_TEST_POSTGRES_URL"
 DEFAULT_POSTGRES_URL = "postgresql+psycopg://forager:forager@127.0.0.1:5432/forager_test"
@@ -87,5 +89,6 @@ def builder(docker_client, store, tmp_path: Path) -> Iterator[object]:
         container.remove(force=True)
     for image in store.list_images():
         if image.docker_id:
-            docker_client.images.remove(image.tag, force=True)
+            with contextlib.suppress(ImageNotFound):  # a test may have removed it
+                docker_client.images.remove(image.tag, force=True)
     assert not leftovers, "a build leaked containers"

@@ -21,6 +21,7 @@ from envs.runtime import EnvironmentDied
 from envs.tasks import prepare
 from images.base import BASE_IMAGE
 from images.builder import _tar_directory
+from storage.errors import ForagerError
 from tests.repos import CALC, make_repo, python_project
 from tools.calls import parse_cwm, parse_openai
 from tools.execute import execute
@@ -51,6 +52,11 @@ def env(docker_client, repo_image):
     runtime = DockerRuntime.start(docker_client, repo_image, limits=Limits(pids=256, output_bytes=8000))
     yield runtime
     runtime.close()
+
+
+def test_a_missing_image_is_named_and_never_pulled(docker_client) -> None:
+    with pytest.raises(ForagerError, match="image forager/no-such-image:x does not exist: build it"):
+        DockerRuntime.start(docker_client, "forager/no-such-image:x")
 
 
 def test_shell_state_persists_and_stdin_is_closed(env: DockerRuntime) -> None:

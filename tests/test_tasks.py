@@ -170,6 +170,10 @@ def test_every_operator_family_yields_verified_tasks_that_export_and_import(
         (copies[1]["instance_id"], False, "resolved"),
     ]
 
+    docker_client.images.remove(image.tag, force=True)  # a task whose image is gone is an error, not a crash
+    gone = forager("tasks", "validate", "--json", copies[0]["instance_id"], home=tmp_path)
+    assert gone.returncode == 1 and "does not exist" in json.loads(gone.stdout)[0]["error"]
+
 
 def test_tests_that_execute_no_repository_code_are_told_apart(builder, tmp_path):
     # What tests importing an installed copy of the project look like to coverage.

@@ -202,30 +202,42 @@ def validate(
         else [find_task(store, ref) for ref in refs or []]
     )
     client = connect()
-    results: list[tuple[Task, Verification]] = []
+    results: list[tuple[Task, Verification | str]] = []
     with progress_display() as progress:
         for number, task in enumerate(tasks, 1):
             progress(
                 ProgressEvent("validate", f"{number}/{len(tasks)}", task.instance_id, number - 1, len(tasks))
             )
-            results.append((task, verify(client, task, task.image)))
+            try:
+                results.append((task, verify(client, task, task.image)))
+            except ForagerError as exc:  # its image is gone, its environment cannot start: the next one
+                results.append((task, str(exc)))
     if json:
-        print_json(
-            [
-                {"task": t.instance_id, "ok": v.ok, "gold": v.gold.to_json(), "start": v.start.to_json()}
-                for t, v in results
-            ]
-        )
+        print_json([_verification_json(task, outcome) for task, outcome in results])
     else:
         table = Table(Column("task", overflow="fold"), "gold patch", "unmodified start", "verifies", box=None)
-        for task, verification in results:
-            ok = "yes" if verification.ok else "[red]no[/]"
-            table.add_row(escape(task.instance_id), verification.gold.status, verification.start.status, ok)
+        for task, outcome in results:
+            if isinstance(outcome, str):
+                table.add_row(escape(task.instance_id), "-", "-", f"[red]error:[/] {escape(outcome)}")
+            else:
+                verifies = "yes" if outcome.ok else "[red]no[/]"
+                table.add_row(escape(task.instance_id), outcome.gold.status, outcome.start.status, verifies)
         console.print(table)
-        failed = sum(not verification.ok for _, verification in results)
-        console.print(f"{len(results) - failed} of {len(results)} task(s) verify", highlight=False)
-    if not all(verification.ok for _, verification in results):
+        ok = sum(isinstance(outcome, Verification) and outcome.ok for _, outcome in results)
+        console.print(f"{ok} of {len(results)} task(s) verify", highlight=False)
+    if not all(isinstance(outcome, Verification) and outcome.ok for _, outcome in results):
         raise typer.Exit(1)
+
+
+def _verification_json(task: Task, outcome: Verification | str) -> dict[str, object]:
+    if isinstance(outcome, str):
+        return {"task": task.instance_id, "ok": False, "error": outcome}
+    return {
+        "task": task.instance_id,
+        "ok": outcome.ok,
+        "gold": outcome.gold.to_json(),
+        "start": outcome.start.to_json(),
+    }
 
 
 @app.command("list")
