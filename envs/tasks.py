@@ -64,15 +64,23 @@ class Verification:
 
 def verify(client: docker.DockerClient, task: Task, image: Image, *, timeout: float = 900) -> Verification:
     """Grade ``task``'s gold patch and its unmodified start, each in a fresh environment of ``image``."""
+    episode = f"verify-{task.instance_id}"
+    gold = grade_task(client, task, image, task.gold_patch, timeout=timeout, episode=episode)
+    start = grade_task(client, task, image, "", timeout=timeout, episode=episode)
+    return Verification(gold, start)
+
+
+def grade_task(
+    client: docker.DockerClient, task: Task, image: Image, patch: str, *, timeout: float, episode: str
+) -> Grade:
+    """Grade ``patch`` as a submission for ``task``, in a fresh environment of ``image`` in its starting
+    state: nothing an episode did to its own environment can sway the grade."""
     spec = TestSpec(
         test_command=image.test_command or "",
         fail_to_pass=tuple(task.fail_to_pass),
         pass_to_pass=tuple(task.pass_to_pass),
         test_patch=task.test_patch,
     )
-    grades = []
-    for patch in (task.gold_patch, ""):
-        with DockerRuntime.start(client, image.tag, episode=f"verify-{task.instance_id}") as env:
-            prepare(env, task.kind, task.setup_patch)
-            grades.append(grade(env, patch, spec, timeout=timeout))
-    return Verification(*grades)
+    with DockerRuntime.start(client, image.tag, episode=episode) as env:
+        prepare(env, task.kind, task.setup_patch)
+        return grade(env, patch, spec, timeout=timeout)

@@ -23,9 +23,9 @@ from typing import Any, Literal
 import docker
 
 from envs.docker_runtime import DockerRuntime, Limits
-from envs.grading import Grade, TestSpec, grade
+from envs.grading import Grade
 from envs.runtime import EnvironmentDied
-from envs.tasks import prepare
+from envs.tasks import grade_task, prepare
 from forager.model import Completion, ModelClient, ModelError
 from forager.prompts import Prompts
 from storage import Episode, EpisodeStatus, Image, Step, Task
@@ -347,15 +347,14 @@ class EpisodeRun:
         return episode, steps
 
     def _grade(self, patch: str) -> Grade:
-        spec = TestSpec(
-            test_command=self.image.test_command or "",
-            fail_to_pass=tuple(self.task.fail_to_pass),
-            pass_to_pass=tuple(self.task.pass_to_pass),
-            test_patch=self.task.test_patch,
+        return grade_task(
+            self.docker_client,
+            self.task,
+            self.image,
+            patch,
+            timeout=self.config.grade_timeout,
+            episode=f"{self.id}-grade",
         )
-        with DockerRuntime.start(self.docker_client, self.image.tag, episode=f"{self.id}-grade") as env:
-            prepare(env, self.task.kind, self.task.setup_patch)
-            return grade(env, patch, spec, timeout=self.config.grade_timeout)
 
 
 async def run_episode(
