@@ -18,6 +18,7 @@ import io
 import posixpath
 import secrets
 import select
+import shlex
 import socket
 import struct
 import tarfile
@@ -153,14 +154,18 @@ class DockerRuntime:
     def write_file(self, path: str, content: bytes) -> None:
         path = self._absolute(path)
         parent, name = posixpath.split(path)
-        done = self._run(f"mkdir -p -- {_quote(parent)}", self.limits.timeout, 4096)
+        # The file's mode, if it exists, in the same round trip: an edited script stays executable.
+        script = (
+            f"mkdir -p -- {shlex.quote(parent)} && {{ stat -c %a -- {shlex.quote(path)} 2>/dev/null || :; }}"
+        )
+        done = self._run(script, self.limits.timeout, 4096)
         if done.exit_code != 0:
             raise OSError(f"cannot create {parent}: {done.output.strip()}")
         archive = io.BytesIO()
         with tarfile.open(fileobj=archive, mode="w") as tar:
             info = tarfile.TarInfo(name)
             info.size = len(content)
-            info.mode = 0o644
+            info.mode = int(done.output.strip() or "644", 8)
             info.mtime = int(time.time())
             tar.addfile(info, io.BytesIO(content))
         try:
@@ -169,7 +174,10 @@ class DockerRuntime:
             raise self._died(exc) from exc
 
     def exists(self, path: str) -> bool:
-        return self._run(f"test -e {_quote(self._absolute(path))}", self.limits.timeout, 4096).exit_code == 0
+        return (
+            self._run(f"test -e {shlex.quote(self._absolute(path))}", self.limits.timeout, 4096).exit_code
+            == 0
+        )
 
     def diff(self, base: str = "HEAD") -> str:
         # A throwaway index, so new files are included without touching the index the agent sees. It is
@@ -179,9 +187,9 @@ class DockerRuntime:
         index = "/tmp/.forager-index"
         # A subshell, so that neither its `cd` nor its `exit` reaches the agent's shell.
         script = (
-            f"(cd {_quote(self._workdir)} && GIT_INDEX_FILE={index} git read-tree HEAD && "
+            f"(cd {shlex.quote(self._workdir)} && GIT_INDEX_FILE={index} git read-tree HEAD && "
             f"GIT_INDEX_FILE={index} git add -A . >/dev/null && "
-            f"GIT_INDEX_FILE={index} git -c core.quotepath=off diff --cached --binary {_quote(base)}; "
+            f"GIT_INDEX_FILE={index} git -c core.quotepath=off diff --cached --binary {shlex.quote(base)}; "
             f"status=$?; rm -f {index}; exit $status)"
         )
         done = self._run(script, self.limits.timeout, 256 * 2**20)
@@ -217,6 +225,7 @@ class DockerRuntime:
             output, elided, status = shell.run(command, timeout, limit)
         except _ShellGone:
             # `exit`, `exec`, or a kill from inside: a new shell in the last known directory.
+            shell.close()
             self._shell = self._open_shell(self._cwd)
             return Observation(
                 "", None, time.monotonic() - started,
@@ -319,7 +328,7 @@ class _Shell:
         # Pagers off, and nothing else: the environment must match the one the image's baseline ran in
         # (a TERM=dumb here once made termcolor's tests fail in episodes but pass in the baseline).
         boot = (
-            f"cd {_quote(cwd)} 2>/dev/null; test -f {_ENV_FILE} && . {_ENV_FILE} 2>/dev/null; "
+            f"cd {shlex.quote(cwd)} 2>/dev/null; test -f {_ENV_FILE} && . {_ENV_FILE} 2>/dev/null; "
             "export PAGER=cat GIT_PAGER=cat; echo $$"
         )
         output, _, status = shell.run(boot, 30.0, 4096)
@@ -465,7 +474,3 @@ def _dedicated_client(api: docker.APIClient) -> docker.APIClient:
         else False
     )
     return docker.APIClient(base_url=base_url, version=api.api_version, timeout=api.timeout, tls=tls)
-
-
-def _quote(text: str) -> str:
-    return "'" + text.replace("'", "'\"'\"'") + "'"

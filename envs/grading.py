@@ -291,8 +291,7 @@ def _grade(runtime: Runtime, patch: str, spec: TestSpec, timeout: float, log: _L
         log.add(f"restore the test files {list(spec.test_files)}", restored.output)
         return _error("test_setup", log, applied_with)
     if spec.test_patch.strip():
-        runtime.write_file(_TEST_PATCH, _patch_bytes(spec.test_patch))
-        applied = _shell(runtime, f"git apply --binary {_TEST_PATCH}")
+        applied = git_apply(runtime, spec.test_patch, _TEST_PATCH)
         if applied.exit_code != 0:
             log.add("apply the test patch", applied.output)
             return _error("test_setup", log, applied_with)
@@ -419,6 +418,12 @@ def _restore_script(paths: Iterable[str]) -> str:
             f"else rm -f -- {quoted} || exit 1; fi"
         )
     return "\n".join(steps) or "true"
+
+
+def git_apply(runtime: Runtime, patch: str, path: str) -> Observation:
+    """Write ``patch`` to ``path`` in ``runtime`` and ``git apply`` it to the repository, nothing else."""
+    runtime.write_file(path, _patch_bytes(patch))
+    return _shell(runtime, f"git apply --binary {shlex.quote(path)}")
 
 
 def _shell(runtime: Runtime, script: str, timeout: float | None = None) -> Observation:

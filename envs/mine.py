@@ -20,7 +20,6 @@ from __future__ import annotations
 
 import posixpath
 import re
-import shlex
 import tempfile
 from collections.abc import Mapping
 from dataclasses import dataclass
@@ -29,7 +28,7 @@ from pathlib import Path
 import git
 
 from envs.docker_runtime import DockerRuntime
-from envs.grading import is_test_path, run_tests
+from envs.grading import git_apply, is_test_path, run_tests
 from envs.runtime import Runtime
 from envs.tasks import verify
 from images.baseline import Baseline
@@ -448,9 +447,4 @@ def _run(env: Runtime, command: str, tests: list[str], timeout: float) -> tuple[
 
 def _apply(env: Runtime, patch: str, name: str) -> bool:
     """Apply ``patch`` to the environment's repository; False when ``git apply`` refuses it."""
-    path = f"{_WORKSPACE}/{name}.diff"
-    # The patch's bytes exactly as git printed them: GitPython decoded them with surrogateescape.
-    env.write_file(path, patch.encode("utf-8", "surrogateescape"))
-    # A subshell: the environment's shell stays where it was.
-    applied = env.run(f"(cd {shlex.quote(env.workdir)} && git apply --binary {path})")
-    return applied.exit_code == 0
+    return git_apply(env, patch, f"{_WORKSPACE}/{name}.diff").exit_code == 0

@@ -14,7 +14,7 @@ from dataclasses import dataclass
 import docker
 
 from envs.docker_runtime import DockerRuntime
-from envs.grading import Grade, TestSpec, grade
+from envs.grading import Grade, TestSpec, git_apply, grade
 from envs.runtime import Runtime
 from storage import Image, Task
 from storage.errors import ForagerError
@@ -36,8 +36,7 @@ class TaskSetupError(ForagerError):
 def prepare(runtime: Runtime, kind: str, setup_patch: str) -> None:
     """Bring ``runtime`` (fresh from the task's image) into the task's starting state."""
     if setup_patch:
-        runtime.write_file(_PATCH_FILE, setup_patch.encode())
-        applied = runtime.run(f"(cd {shlex.quote(runtime.workdir)} && git apply --binary {_PATCH_FILE})")
+        applied = git_apply(runtime, setup_patch, _PATCH_FILE)
         runtime.run(f"rm -f {_PATCH_FILE}")
         if applied.exit_code != 0:
             raise TaskSetupError(

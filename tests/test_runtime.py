@@ -183,6 +183,14 @@ def test_killed_host_process_leaves_only_what_gc_removes(docker_client, repo_ima
     assert not docker_client.containers.list(all=True, filters={"label": f"{EPISODE_LABEL}=crashed-worker"})
 
 
+def test_rewriting_a_file_keeps_its_mode_and_a_new_file_is_not_executable(env: DockerRuntime) -> None:
+    env.run("printf '#!/bin/sh\\necho old\\n' > run.sh && chmod 755 run.sh")
+    env.write_file("run.sh", b"#!/bin/sh\necho new\n")
+    assert env.run("./run.sh").output == "new\n"
+    env.write_file("fresh.sh", b"#!/bin/sh\n")
+    assert env.run("stat -c %a run.sh fresh.sh").output == "755\n644\n"
+
+
 def test_files_binary_spaces_dotdot_and_diff(env: DockerRuntime) -> None:
     env.write_file("docs/a file with spaces.txt", b"spaced\n")
     env.write_file("src/../blob.bin", bytes(range(256)))
