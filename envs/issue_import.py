@@ -14,11 +14,11 @@ from dataclasses import dataclass
 import docker
 
 from envs.swebench import Instance
-from envs.tasks import verify
+from envs.tasks import TaskSetupError, verify
 from images.builder import ImageBuilder
 from images.progress import Progress, ProgressEvent, no_progress
 from images.sources import SourceError, parse_source
-from storage import Store, Task, TaskKind, TaskStatus
+from storage import ForagerError, Store, Task, TaskKind, TaskStatus
 
 #: Where an instance's ``repo`` (``owner/name``) is cloned from; ``{repo}`` is replaced.
 DEFAULT_SOURCE = "https://github.com/{repo}"
@@ -30,7 +30,8 @@ class ImportResult:
 
     instance_id: str
     status: str
-    """``verified``, ``invalid`` (stored, did not verify), ``skipped`` (already stored) or ``no_image``."""
+    """``verified``, ``invalid`` (stored, did not verify), ``skipped`` (already stored), ``no_image``, or
+    ``error`` (grading failed for want of time or a working environment: not stored, a rerun tries again)."""
     reason: str
 
 
@@ -96,7 +97,22 @@ def _import(
             "environment_setup_commit": instance.environment_setup_commit,
         },
     )
-    verification = verify(client, task, image)
+    try:
+        verification = verify(client, task, image)
+    except TaskSetupError as exc:  # the instance's own setup patch: it will never apply
+        task.status = TaskStatus.INVALID
+        task.meta = {**task.meta, "verification": {"error": str(exc)}}
+        store.add_tasks([task])
+        return ImportResult(instance.instance_id, task.status.value, str(exc))
+    except ForagerError as exc:  # the environment, not the instance: nothing stored, a rerun tries again
+        return ImportResult(instance.instance_id, "error", str(exc))
+    grades = (verification.gold, verification.start)
+    # Out of time or memory, a dead environment: the machine's state, not the instance's (a test patch
+    # that does not apply, "test_setup", is the instance's and makes it invalid).
+    if failed := [g.infra_error for g in grades if g.infra_error and g.infra_error != "test_setup"]:
+        return ImportResult(
+            instance.instance_id, "error", f"grading failed ({', '.join(failed)}); not stored"
+        )
     task.status = TaskStatus.VERIFIED if verification.ok else TaskStatus.INVALID
     task.meta = {
         **task.meta,

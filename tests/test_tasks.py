@@ -215,8 +215,13 @@ def test_swe_bench_instance_of_a_fixture_repo_is_imported_and_verified(
         "PASS_TO_PASS": ["tests/test_stats.py::test_mean", "tests/test_stats.py::test_clamp_low"],
     }  # fmt: skip
     wrong = {**instance, "instance_id": "stats__stats-2", "patch": ""}
+    no_start = {
+        **instance,
+        "instance_id": "stats__stats-3",
+        "setup_patch": patch.replace("total", "sum") + "\n",
+    }
     jsonl = tmp_path / "instances.jsonl"
-    jsonl.write_text(json.dumps(instance) + "\n" + json.dumps(wrong) + "\n")
+    jsonl.write_text("".join(json.dumps(line) + "\n" for line in (instance, wrong, no_start)))
 
     results = import_instances(
         builder, store, docker_client, read_instances(jsonl), source=str(tmp_path / "repos" / "{repo}")
@@ -224,7 +229,9 @@ def test_swe_bench_instance_of_a_fixture_repo_is_imported_and_verified(
     assert [(r.instance_id, r.status) for r in results] == [
         ("stats__stats-1", "verified"),
         ("stats__stats-2", "invalid"),
+        ("stats__stats-3", "invalid"),  # its setup patch does not apply: the others are imported all the same
     ]
+    assert "setup patch does not apply" in results[2].reason
     task = store.get_task("stats__stats-1")
     assert task.image.repository.commit == base and task.test_patch.startswith("diff --git")
     again = import_instances(
