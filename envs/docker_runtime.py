@@ -30,7 +30,7 @@ import docker
 from docker.errors import APIError, DockerException, ImageNotFound, NotFound
 
 from envs.gc import EPISODE_LABEL
-from envs.runtime import EnvironmentDied, Observation
+from envs.runtime import DiffError, EnvironmentDied, Observation
 from images.engine import owner_labels
 from storage.errors import ForagerError
 
@@ -194,7 +194,7 @@ class DockerRuntime:
         )
         done = self._run(script, self.limits.timeout, 256 * 2**20)
         if done.exit_code != 0 or done.elided:
-            raise ForagerError(f"git diff against {base} failed in the environment: {done.output[-500:]}")
+            raise DiffError(f"git diff against {base} failed in the environment: {done.output[-500:]}")
         return done.output
 
     def close(self) -> None:

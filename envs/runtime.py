@@ -19,6 +19,10 @@ class EnvironmentDied(ForagerError):
     """
 
 
+class DiffError(ForagerError):
+    """The repository's diff cannot be taken: its git data was removed or broken (by the agent, as a rule)."""
+
+
 @dataclass(frozen=True)
 class Observation:
     """What one command produced, ready to show a model."""
@@ -61,7 +65,9 @@ class Runtime(Protocol):
         ...
 
     def diff(self, base: str = "HEAD") -> str:
-        """``git diff`` of the working tree against ``base``, new (untracked, not ignored) files included."""
+        """``git diff`` of the working tree against ``base``, new (untracked, not ignored) files included.
+
+        Raises :class:`DiffError` when git cannot say."""
         ...
 
     def close(self) -> None:

@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import shlex
 import time
 import uuid
 from collections.abc import Callable
@@ -24,11 +25,11 @@ import docker
 
 from envs.docker_runtime import DockerRuntime, Limits
 from envs.grading import Grade
-from envs.runtime import EnvironmentDied
+from envs.runtime import DiffError, EnvironmentDied
 from envs.tasks import grade_task, prepare
 from forager.model import Completion, ModelClient, ModelError
 from forager.prompts import Prompts
-from storage import Episode, EpisodeStatus, Image, Step, Task
+from storage import Episode, EpisodeStatus, ForagerError, Image, Step, Task
 from tools.calls import FormatError, ToolCall, parse_cwm, parse_openai, render_cwm
 from tools.definitions import cwm_tool_docs, openai_tools
 from tools.execute import ToolResult, execute
@@ -123,6 +124,8 @@ class EpisodeRun:
         self.completion_tokens = 0
         self.error: str | None = None
         self._format_errors = 0
+        self._base = "HEAD"
+        """The starting commit, once the environment is started: what the patch is taken against."""
         self._started = time.monotonic()
         self._started_at = datetime.now(UTC)
 
@@ -138,6 +141,11 @@ class EpisodeRun:
             limits=self.config.limits,
         )
         await asyncio.to_thread(prepare, self.env, self.task.kind, self.task.setup_patch)
+        # The diff is taken against the starting commit, not HEAD: work the model commits is still its work.
+        head = await asyncio.to_thread(self.env.run, f"git -C {shlex.quote(self.env.workdir)} rev-parse HEAD")
+        if head.exit_code != 0:
+            raise EnvironmentDied(f"the task's starting commit cannot be read: {head.output[-300:]}")
+        self._base = head.output.strip()
         system, user = self.config.prompts.render(
             workdir=self.env.workdir,
             tool_docs="\n" + cwm_tool_docs() if self.config.action_format == "cwm_text" else "",
@@ -155,7 +163,7 @@ class EpisodeRun:
         """Start, take turns until the episode ends (``on_step`` sees each), grade; the records to store."""
         try:
             await self.start()
-        except EnvironmentDied as exc:
+        except ForagerError as exc:  # a dead engine, a missing image, a setup patch that no longer applies
             self.exit_reason, self.error = "infra_error", str(exc)
         while not self.done:
             record = await self.step()
@@ -227,7 +235,7 @@ class EpisodeRun:
         if call is None:
             self._format_errors += 1
             record.observation = str(error)
-            self._observe(record.observation, completion)
+            self._observe(record.observation, completion, extra_ids)
             if self._format_errors >= self.config.max_format_errors:
                 self.exit_reason = "format_errors"
         else:
@@ -240,7 +248,7 @@ class EpisodeRun:
                 result = ToolResult(f"The environment failed: {exc}", ok=False)
             record.tool_seconds = time.monotonic() - started
             record.observation = _cap(result.output, self.config.observation_chars)
-            self._observe(record.observation, completion, call, extra_ids)
+            self._observe(record.observation, completion, extra_ids)
             if result.submitted:
                 self.exit_reason, self.patch = "submitted", result.patch
         self.steps.append(record)
@@ -248,23 +256,21 @@ class EpisodeRun:
 
     def _parse(self, completion: Completion) -> tuple[ToolCall | None, list[str], FormatError | None]:
         """(the call to execute, ids of extra calls not executed, the format error if none can be)."""
+        extra_ids = [c.get("id", "") for c in completion.tool_calls[1:]]
         try:
             if self.config.action_format == "function_calling":
                 if not completion.tool_calls:
                     raise FormatError("No tool call found: call exactly one of the tools in each reply.")
-                first, *extra = completion.tool_calls
-                return parse_openai([first]), [c.get("id", "") for c in extra], None
+                return parse_openai(completion.tool_calls[:1]), extra_ids, None
             return parse_cwm(completion.content or ""), [], None
         except FormatError as exc:
-            return None, [], exc
+            return None, extra_ids, exc
 
     def _execute(self, call: ToolCall) -> ToolResult:
         assert self.env is not None
-        return execute(call, self.env, timeout=self.config.command_timeout)
+        return execute(call, self.env, timeout=self.config.command_timeout, base=self._base)
 
-    def _observe(
-        self, text: str, completion: Completion, call: ToolCall | None = None, extra_ids: list[str] = ()
-    ) -> None:
+    def _observe(self, text: str, completion: Completion, extra_ids: list[str]) -> None:
         """Append the observation in the format's way: tool messages for every call id, or a user message."""
         if self.config.action_format == "function_calling" and completion.tool_calls:
             first_id = completion.tool_calls[0].get("id", "")
@@ -300,11 +306,16 @@ class EpisodeRun:
         if self.exit_reason != "infra_error":
             if self.patch is None and self.env is not None:
                 try:
-                    self.patch = await asyncio.to_thread(self.env.diff)
+                    self.patch = await asyncio.to_thread(self.env.diff, self._base)
+                except DiffError as exc:  # the model broke the repository's git data: nothing to grade
+                    self.error = str(exc)
                 except EnvironmentDied as exc:
                     self.exit_reason, self.error = "infra_error", str(exc)
             if self.exit_reason != "infra_error":
-                grade_result = await asyncio.to_thread(self._grade, self.patch or "")
+                try:
+                    grade_result = await asyncio.to_thread(self._grade, self.patch or "")
+                except ForagerError as exc:  # the grading environment could not be made
+                    self.exit_reason, self.error = "infra_error", str(exc)
         failed = self.exit_reason in ("infra_error", "model_error") or (
             grade_result is not None and grade_result.status == "error"
         )

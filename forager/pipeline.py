@@ -83,7 +83,7 @@ async def forage(
 
     async def one(task: Task) -> None:
         async with gate:
-            for _attempt in range(infra_retries + 1):
+            for attempt in range(infra_retries + 1):
                 episode, steps = await run_episode(
                     task, task.image, model, docker_client, config, model_name=model_name, policy=policy
                 )
@@ -93,7 +93,8 @@ async def forage(
                 if episode.exit_reason != "infra_error":
                     break
                 summary.failed += 1
-                report(f"(retrying {task.instance_id} after an infrastructure failure)")
+                if attempt < infra_retries:
+                    report(f"(retrying {task.instance_id} after an infrastructure failure)")
             summary.episodes += 1
             summary.exit_reasons[episode.exit_reason] += 1
             summary.resolved += bool(episode.resolved)

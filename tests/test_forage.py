@@ -22,7 +22,7 @@ from images.builder import BuildOptions, ImageBuilder
 from images.proxy import NetworkSettings
 from images.sources import parse_source
 from storage import ImageStatus, Store
-from tests.fake_openai import FakeOpenAI, context_overflow, malformed_tool_call, reply, status
+from tests.fake_openai import FakeOpenAI, context_overflow, malformed_tool_call, reply, status, tool_call
 from tests.repos import make_repo, python_project
 
 pytestmark = pytest.mark.docker
@@ -137,6 +137,44 @@ def test_faults_retried_and_clean_failures_lose_nothing(world, docker_client):
 
     episode, steps = asyncio.run(dead())
     assert episode.exit_reason == "model_error" and episode.status == "failed"
+
+
+def test_committed_work_counts_every_call_is_answered_and_a_broken_repository_is_survived(
+    world, docker_client
+):
+    _root, _store, tasks = world
+    task = tasks[0]
+    fix = f"git apply <<'FORAGER_PATCH' && git commit -qam fix\n{task.gold_patch}FORAGER_PATCH"
+    script = [
+        reply(
+            tool_calls=[
+                tool_call("bash", '{"command": "ls', id="a"),
+                tool_call("bash", {"command": "ls"}, id="b"),
+            ]
+        ),
+        reply(tool_calls=[tool_call("bash", {"command": fix})]),
+        reply(tool_calls=[tool_call("submit", {})]),
+    ]
+
+    async def go(server, config):
+        async with ModelClient(ModelConfig(base_url=server.base_url, model="fake", backoff=0.01)) as client:
+            return await run_episode(task, task.image, client, docker_client, config, model_name="fake")
+
+    with FakeOpenAI(script) as server:
+        episode, steps = asyncio.run(go(server, AgentConfig()))
+        answered = [m["tool_call_id"] for m in server.requests[1]["messages"] if m["role"] == "tool"]
+    assert answered == ["a", "b"], "OpenAI refuses a conversation with an unanswered tool call"
+    assert episode.exit_reason == "submitted" and episode.resolved, "the fix was committed, and still counts"
+    assert "+++ b/" in episode.final_patch
+
+    script = [
+        reply(tool_calls=[tool_call("bash", {"command": "rm -rf .git"})]),
+        reply(tool_calls=[tool_call("submit", {})]),
+    ]
+    with FakeOpenAI(script) as server:
+        episode, steps = asyncio.run(go(server, AgentConfig(max_turns=2)))
+    assert steps[1].observation.startswith("Cannot submit: the repository's changes cannot be read.")
+    assert (episode.exit_reason, episode.resolved) == ("max_turns", False)
 
 
 def test_python_api_steps_injects_and_closes(world, docker_client):

@@ -23,7 +23,7 @@ from dataclasses import dataclass
 
 from unidiff import PatchSet
 
-from envs.runtime import Runtime
+from envs.runtime import DiffError, Runtime
 from tools.calls import FormatError, ToolCall, check_arguments
 
 MAX_EDIT_BYTES = 5 * 1024 * 1024
@@ -227,7 +227,10 @@ def _create(path: str, content: str, runtime: Runtime) -> ToolResult:
 
 
 def _submit(runtime: Runtime, base: str) -> ToolResult:
-    patch = runtime.diff(base)
+    try:
+        patch = runtime.diff(base)
+    except DiffError as exc:
+        return ToolResult(f"Cannot submit: the repository's changes cannot be read. {exc}", ok=False)
     if not patch.strip():
         return ToolResult(
             "No changes to submit: the repository is identical to its starting state. Make your changes "
