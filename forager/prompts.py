@@ -39,12 +39,6 @@ class Prompts:
         return _fill(self.system, values, "system"), _fill(self.task, values, "task")
 
 
-def task_id(text: str) -> str | None:
-    """The task id a rendered task prompt names, if any."""
-    match = TASK_ID_LINE.search(text)
-    return match[1] if match else None
-
-
 def _fill(template: str, values: dict[str, str], which: str) -> str:
     try:
         return Template(template).substitute(values).strip() + "\n"

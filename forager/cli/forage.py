@@ -74,11 +74,13 @@ def forage(
     ] = None,
     concurrency: Annotated[int, typer.Option(min=1, help="Episodes at once.")] = 8,
     episodes_per_task: Annotated[int, typer.Option(min=1, help="Episodes wanted per task.")] = 1,
-    max_turns: Annotated[int, typer.Option(min=1)] = 128,
+    max_turns: Annotated[int, typer.Option(min=1, help="Turns one episode may take.")] = 128,
     max_tokens: Annotated[int | None, typer.Option(help="Token budget of one episode.")] = None,
     wall_clock: Annotated[float, typer.Option(help="Seconds one episode may take.")] = 3600,
     command_timeout: Annotated[float, typer.Option(help="Seconds one command may take.")] = 120,
-    temperature: Annotated[float | None, typer.Option()] = None,
+    temperature: Annotated[
+        float | None, typer.Option(help="Sampling temperature. Default: the server's.", show_default=False)
+    ] = None,
     system_prompt: Annotated[Path | None, typer.Option(help="A system prompt template file.")] = None,
     task_prompt: Annotated[Path | None, typer.Option(help="A task prompt template file.")] = None,
     json: JsonOption = False,
@@ -130,7 +132,7 @@ def episode_run(
     model: ModelOption,
     action_format: FormatOption = "function_calling",
     model_name: NameOption = None,
-    max_turns: Annotated[int, typer.Option(min=1)] = 128,
+    max_turns: Annotated[int, typer.Option(min=1, help="Turns one episode may take.")] = 128,
     verbose: Annotated[bool, typer.Option("--verbose", "-v", help="Print every turn.")] = False,
 ) -> None:
     """Run one episode of a task and store it."""
