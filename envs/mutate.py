@@ -61,6 +61,8 @@ class Mutant:
     getter and setter)."""
     line: int
     """The first changed line (1-based, in ``original``)."""
+    changed_lines: frozenset[int]
+    """Every line of ``original`` the change touches (an insertion: the line it lands in)."""
     original: str
     mutated: str
     description: str
@@ -135,7 +137,8 @@ def mutants(
                         path=path,
                         function=qualname,
                         function_start=func.lineno,
-                        line=src.line_of(min(start for start, _, _ in candidate.edits)),
+                        line=min(lines := src.lines_of(candidate.edits)),
+                        changed_lines=lines,
                         original=source,
                         mutated=mutated,
                         description=candidate.description,
@@ -208,6 +211,14 @@ class _Source:
 
     def line_of(self, offset: int) -> int:
         return bisect_right(self._line_starts, offset)
+
+    def lines_of(self, edits: Sequence[_Edit]) -> frozenset[int]:
+        """The lines ``edits`` replace or delete text in; an insertion counts the line it lands in."""
+        return frozenset(
+            line
+            for start, end, _ in edits
+            for line in range(self.line_of(start), self.line_of(max(start, end - 1)) + 1)
+        )
 
     def line_start(self, offset: int) -> int:
         return self._line_starts[self.line_of(offset) - 1]

@@ -13,7 +13,6 @@ the run without the bug depends only on the test files, so candidates sharing th
 from __future__ import annotations
 
 import ast
-import difflib
 import functools
 import gzip
 import hashlib
@@ -296,24 +295,12 @@ def executing_tests(coverage: Coverage, mutant: Mutant, span: FunctionSpan) -> f
     statement_lines = _statement_lines(mutant.original)
     body = {
         statement_lines.get(line, line)
-        for line in _changed_lines(mutant.original, mutant.mutated)
+        for line in mutant.changed_lines
         if span.body_start <= line <= span.end
     }
     if not body:
         return coverage.tests_covering(mutant.path, span.body_start, span.end)
     return frozenset().union(*(coverage.tests_covering(mutant.path, line, line) for line in body))
-
-
-def _changed_lines(original: str, mutated: str) -> set[int]:
-    """The lines of ``original`` (1-based) that ``mutated`` replaces or deletes."""
-    before, after = original.splitlines(), mutated.splitlines()
-    changed: set[int] = set()
-    matcher = difflib.SequenceMatcher(None, before, after, autojunk=False)
-    for tag, first, last, _, _ in matcher.get_opcodes():
-        if tag != "equal":
-            # An insertion replaces nothing: count the line it lands before.
-            changed.update(range(first + 1, max(last, first + 1) + 1))
-    return changed
 
 
 @functools.lru_cache(maxsize=4)  # the mutants of one file come one after another

@@ -79,6 +79,16 @@ def test_a_removed_return_is_validated_by_the_tests_reaching_it() -> None:
     assert by_line == {6: {LOW}, 8: {HIGH}, 9: {INSIDE}}
 
 
+def test_a_form_feed_does_not_shift_the_lines_looked_up() -> None:
+    # Python counts "\x0c" as whitespace, not as a line break (str.splitlines does not agree).
+    source = SOURCE.replace("import math\n\n", "import math\n\x0c\n", 1)
+    found = mutants(
+        "m.py", source, targets=["clamp"], operators=["return_value_removed"], rng=random.Random(0)
+    )
+    by_line = {m.line: executing_tests(COVERAGE, m, SPANS[m.function]) for m in found}
+    assert by_line == {6: {LOW}, 8: {HIGH}, 9: {INSIDE}}
+
+
 def test_a_change_inside_a_statement_spanning_lines_counts_its_first_line() -> None:
     (swapped,) = mutants_of("total", "call_arguments_swapped")
     assert swapped.line == 15  # `values,` inside the call that starts at line 14
