@@ -20,11 +20,12 @@ import time
 from collections import defaultdict
 from pathlib import Path
 
+from core.errors import ForagerError
 from envs.mutate import OPERATORS
 from envs.mutate_fix import MutateOptions, OperatorStats, generate
 from envs.tasks import verify
 from images.engine import connect
-from storage import ForagerError, ImageStatus, Store
+from storage import ImageStatus, Store
 
 
 def main() -> None:

@@ -16,9 +16,9 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from core.errors import ForagerError
 from envs.runtime import Runtime
 from images.base import BASE_VERSION, COVERAGE_DIR
-from storage.errors import ForagerError
 
 _DATA_FILE = "/tmp/.forager-coverage"
 _RCFILE = "/tmp/forager-coveragerc"

@@ -29,10 +29,10 @@ from datetime import UTC, datetime
 import docker
 from docker.errors import APIError, DockerException, ImageNotFound, NotFound
 
+from core.errors import ForagerError
 from envs.gc import EPISODE_LABEL
 from envs.runtime import DiffError, EnvironmentDied, Observation
 from images.engine import owner_labels
-from storage.errors import ForagerError
 
 #: Seconds a timed-out command's shell gets to report back after its processes were killed.
 _KILL_GRACE = 2.0

@@ -24,10 +24,10 @@ from dataclasses import asdict, dataclass
 from fnmatch import fnmatch
 from typing import Any, Literal
 
+from core.errors import ForagerError
 from envs.runtime import EnvironmentDied, Observation, Runtime
 from envs.swebench import InstanceError, files_touched
 from images.baseline import BaselineError, log_tail, parse_junit
-from storage.errors import ForagerError
 
 Status = Literal["resolved", "partial", "unresolved", "error"]
 #: A test's outcome in a graded run: pytest's, or ``missing`` when the report does not have the test.

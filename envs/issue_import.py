@@ -13,12 +13,13 @@ from dataclasses import dataclass
 
 import docker
 
+from core.errors import ForagerError
+from core.progress import Progress, ProgressEvent, no_progress
 from envs.swebench import Instance
 from envs.tasks import TaskSetupError, verify
 from images.builder import ImageBuilder
-from images.progress import Progress, ProgressEvent, no_progress
 from images.sources import SourceError, parse_source
-from storage import ForagerError, Store, Task, TaskKind, TaskStatus
+from storage import Store, Task, TaskKind, TaskStatus
 
 #: Where an instance's ``repo`` (``owner/name``) is cloned from; ``{repo}`` is replaced.
 DEFAULT_SOURCE = "https://github.com/{repo}"

@@ -27,16 +27,16 @@ from pathlib import Path
 
 import git
 
+from core.errors import ForagerError
+from core.progress import Progress, ProgressEvent, no_progress
 from envs.docker_runtime import DockerRuntime
 from envs.grading import git_apply, is_test_path, run_tests
 from envs.runtime import Runtime
 from envs.tasks import verify
 from images.baseline import Baseline
 from images.builder import BuildResult, ImageBuilder
-from images.progress import Progress, ProgressEvent, no_progress
 from images.sources import SourceSpec, fetch, parse_source
 from storage import ImageStatus, Store, Task, TaskKind, TaskStatus
-from storage.errors import ForagerError
 
 #: A gold patch larger than this is a feature or a refactoring, not a fix an agent can be graded on.
 MAX_GOLD_LINES = 2000

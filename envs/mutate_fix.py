@@ -27,14 +27,14 @@ from pathlib import Path
 
 import docker
 
+from core.errors import ForagerError
+from core.progress import Progress, ProgressEvent, no_progress
 from envs.coverage import Coverage, measure
 from envs.docker_runtime import DockerRuntime
 from envs.grading import is_test_path, run_tests
 from envs.mutate import OPERATORS, FunctionSpan, Mutant, functions, mutants, unified_diff
 from images.baseline import Baseline
-from images.progress import Progress, ProgressEvent, no_progress
 from storage import Image, Store, Task, TaskKind, TaskStatus
-from storage.errors import ForagerError
 
 #: The shortest validation timeout: starting the interpreter and importing the project can take this.
 MIN_VALIDATION_TIMEOUT_S = 60.0

@@ -9,7 +9,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Protocol
 
-from storage.errors import ForagerError
+from core.errors import ForagerError
 
 
 class EnvironmentDied(ForagerError):

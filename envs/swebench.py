@@ -21,7 +21,7 @@ from typing import Any
 from unidiff import PatchSet
 from unidiff.errors import UnidiffParseError
 
-from storage.errors import ForagerError
+from core.errors import ForagerError
 
 #: SWE-bench's fields, in its order.
 FIELDS = (

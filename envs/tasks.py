@@ -13,11 +13,11 @@ from dataclasses import dataclass
 
 import docker
 
+from core.errors import ForagerError
 from envs.docker_runtime import DockerRuntime
 from envs.grading import Grade, TestSpec, git_apply, grade
 from envs.runtime import Runtime
 from storage import Image, Task
-from storage.errors import ForagerError
 
 _PATCH_FILE = "/tmp/forager-setup.patch"
 # The single commit of a mutate-fix start has a fixed identity and date: the same task, the same commit.

@@ -1,6 +1,6 @@
 """Forager: repository images, tasks and agent trajectories for training code models."""
 
+from core.errors import ForagerError
 from forager.api import Episode
-from storage.errors import ForagerError
 
 __all__ = ["Episode", "ForagerError"]

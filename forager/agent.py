@@ -23,13 +23,14 @@ from typing import Any, Literal
 
 import docker
 
+from core.errors import ForagerError
 from envs.docker_runtime import DockerRuntime, Limits
 from envs.grading import Grade
 from envs.runtime import DiffError, EnvironmentDied
 from envs.tasks import grade_task, prepare
 from forager.model import Completion, ModelClient, ModelError
 from forager.prompts import Prompts
-from storage import Episode, EpisodeStatus, ForagerError, Image, Step, Task
+from storage import Episode, EpisodeStatus, Image, Step, Task
 from tools.calls import FormatError, ToolCall, parse_cwm, parse_openai, render_cwm
 from tools.definitions import cwm_tool_docs, openai_tools
 from tools.execute import ToolResult, execute

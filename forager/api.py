@@ -18,13 +18,14 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
+from core.errors import ForagerError
 from envs.runtime import Observation
 from forager.agent import ActionFormat, AgentConfig, EpisodeRun, StepRecord
 from forager.model import ModelClient, ModelConfig
 from forager.settings import DEFAULT_HOME, Settings
 from images.engine import connect
 from storage import Episode as EpisodeRecord
-from storage import ForagerError, Step, Store
+from storage import Step, Store
 from tools.calls import ToolCall
 
 

@@ -10,11 +10,12 @@ from typing import Literal
 import docker
 from docker.errors import DockerException
 
+from core.errors import ForagerError
 from forager.settings import Settings
 from images.base import BASE_IMAGE, find_base_image
 from images.engine import describe
 from images.proxy import CABundleError, count_certificates, resolve_ca_bundle
-from storage import ForagerError, Store
+from storage import Store
 
 #: Below this much free disk, builds start failing in confusing ways.
 LOW_DISK_BYTES = 10 * 2**30

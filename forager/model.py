@@ -47,8 +47,8 @@ from tenacity import (
     wait_random_exponential,
 )
 
+from core.errors import ForagerError
 from images.proxy import resolve_ca_bundle
-from storage.errors import ForagerError
 
 log = logging.getLogger(__name__)
 

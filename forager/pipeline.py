@@ -16,9 +16,9 @@ from dataclasses import dataclass, field
 
 import docker
 
+from core.progress import Progress, ProgressEvent, no_progress
 from forager.agent import AgentConfig, run_episode
 from forager.model import ModelClient
-from images.progress import Progress, ProgressEvent, no_progress
 from storage import EpisodeStatus, Store, Task
 
 

@@ -12,7 +12,7 @@ from importlib import resources
 from pathlib import Path
 from string import Template
 
-from storage.errors import ForagerError
+from core.errors import ForagerError
 
 #: The line of the task prompt that names the task; policy servers (oracle, replay) find tasks by it.
 TASK_ID_LINE = re.compile(r"^Task id: (\S+)$", re.MULTILINE)

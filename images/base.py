@@ -20,10 +20,10 @@ from pathlib import Path
 import docker
 from docker.errors import APIError, ImageNotFound
 
+from core.errors import ForagerError
+from core.progress import Progress, ProgressEvent, no_progress
 from images.engine import CLEAR_OWNER, EngineError, build_container_name, exec_logged, owner_labels
-from images.progress import Progress, ProgressEvent, no_progress
 from images.proxy import NetworkSettings
-from storage.errors import ForagerError
 
 SUITE = "bookworm"
 MINBASE_IMAGE = f"forager/debian:{SUITE}-minbase"

@@ -15,7 +15,7 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any, Literal, get_args
 
-from storage.errors import ForagerError
+from core.errors import ForagerError
 
 #: xfail counts as skipped and a non-strict xpass as passed, as pytest's JUnit report has them; a strict
 #: xpass is reported as a failure.

@@ -29,6 +29,8 @@ from docker.types import Mount
 from requests.exceptions import ConnectionError as RequestsConnectionError
 from requests.exceptions import ReadTimeout
 
+from core.errors import ForagerError
+from core.progress import Progress, ProgressEvent, no_progress
 from images.base import BASE_IMAGE
 from images.baseline import (
     Baseline,
@@ -42,14 +44,12 @@ from images.baseline import (
 )
 from images.detect import InstallPlan, detect, explicit_test_files
 from images.engine import CLEAR_OWNER, build_container_name, exec_logged, owner_labels
-from images.progress import Progress, ProgressEvent, no_progress
 from images.proxy import NetworkSettings
 from images.pypi import default_index_url
 from images.recipe import IMAGE_ENV, REPO_DIR, VENV_DIR, InstallRecipe, RecipeStep
 from images.repair import Repair, diagnose
 from images.sources import Checkout, SourceError, SourceSpec, fetch
 from storage import Image, ImageStatus, Store
-from storage.errors import ForagerError
 
 #: Bump when the same plan would turn into different steps: it changes every image tag.
 BUILDER_VERSION = "1"

@@ -11,7 +11,7 @@ from pathlib import Path
 import docker
 from docker.errors import DockerException
 
-from storage.errors import ForagerError
+from core.errors import ForagerError
 
 #: Build containers are found by this name prefix, not by a label: ``docker commit`` copies a
 #: container's labels into the image, and every container made from it would inherit them.

@@ -16,7 +16,7 @@ from typing import Any
 
 from docker.types import Mount
 
-from storage.errors import ForagerError
+from core.errors import ForagerError
 
 #: A tmpfs in every build container: mount points created inside it never reach a committed image.
 CONTAINER_SECRETS_DIR = "/run/forager"

@@ -24,7 +24,7 @@ from urllib.parse import urldefrag, urljoin
 from packaging.utils import canonicalize_name
 from packaging.version import InvalidVersion, Version
 
-from storage.errors import ForagerError
+from core.errors import ForagerError
 
 _SDIST_SUFFIXES = (".tar.gz", ".zip", ".tar.bz2", ".tgz")
 _JSON_ACCEPT = "application/vnd.pypi.simple.v1+json, text/html;q=0.1"

@@ -19,8 +19,8 @@ from typing import Literal
 import git
 from packaging.version import InvalidVersion, Version
 
+from core.errors import ForagerError
 from images.pypi import PackageIndexError, cached_sdist, download, find_sdist
-from storage.errors import ForagerError
 
 _GIT_URL = re.compile(r"^(https?|git|ssh|file)://|^[\w.-]+@[\w.-]+:")
 _FIXED_IDENTITY = {

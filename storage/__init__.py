@@ -1,10 +1,10 @@
 """Forager's SQL-indexed store of repositories, images, tasks, episodes and their steps.
 
 ``Store`` is the only code that speaks SQL; the models are plain typed SQLAlchemy classes. This package
-imports no other Forager package, so every other one may import it (``ForagerError`` lives here too).
+imports no other Forager package, so every other one may import it.
 """
 
-from storage.errors import ForagerError, SchemaError, StoreError
+from storage.errors import SchemaError, StoreError
 from storage.models import (
     Base,
     Episode,
@@ -23,7 +23,6 @@ __all__ = [
     "Base",
     "Episode",
     "EpisodeStatus",
-    "ForagerError",
     "Image",
     "ImageStatus",
     "Repository",

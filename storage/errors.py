@@ -1,17 +1,6 @@
-"""The error type every user-facing Forager failure derives from, and the store's own errors.
+"""The store's own errors, derived from the ``ForagerError`` every user-facing failure derives from."""
 
-They live in ``storage`` because ``storage`` is the bottom of the package order: every other Forager
-package may import them, and it imports none of them.
-"""
-
-
-class ForagerError(Exception):
-    """A failure the user can act on. Its message says what went wrong and what to do about it.
-
-    The CLI prints the message on one line and exits non-zero; no traceback is shown.
-    """
-
-    exit_code: int = 1
+from core.errors import ForagerError
 
 
 class StoreError(ForagerError):

@@ -16,6 +16,7 @@ from typing import Any
 
 import pytest
 
+from core.errors import ForagerError
 from forager.model import (
     Completion,
     ModelClient,
@@ -26,7 +27,6 @@ from forager.model import (
     proxy_for,
     should_retry,
 )
-from storage.errors import ForagerError
 from tests.fake_openai import (
     CONTEXT_OVERFLOW_BODIES,
     FakeOpenAI,

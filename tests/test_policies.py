@@ -22,12 +22,12 @@ from typing import Any
 import pytest
 from unidiff import PatchSet
 
+from core.errors import ForagerError
 from envs.runtime import Observation
 from forager.policies.oracle import oracle_action, oracle_app
 from forager.policies.replay import replay_app
 from forager.policies.server import start_in_thread
 from forager.prompts import Prompts
-from storage.errors import ForagerError
 from storage.models import Episode, EpisodeStatus, Image, ImageStatus, Step, Task, TaskKind
 from storage.store import Store
 from tools.calls import ToolCall, parse_cwm, parse_openai, render_cwm

@@ -14,6 +14,7 @@ from pathlib import Path
 
 import pytest
 
+from core.errors import ForagerError
 from envs.docker_runtime import DockerRuntime, Limits
 from envs.gc import EPISODE_LABEL
 from envs.mutate import unified_diff
@@ -21,7 +22,6 @@ from envs.runtime import EnvironmentDied
 from envs.tasks import prepare
 from images.base import BASE_IMAGE
 from images.builder import _tar_directory
-from storage.errors import ForagerError
 from tests.repos import CALC, make_repo, python_project
 from tools.calls import parse_cwm, parse_openai
 from tools.execute import execute

@@ -7,6 +7,7 @@ from pathlib import Path
 
 import pytest
 
+from core.errors import ForagerError
 from envs.swebench import (
     EXTENSIONS,
     FIELDS,
@@ -16,7 +17,6 @@ from envs.swebench import (
     read_instances,
     write_instances,
 )
-from storage.errors import ForagerError
 
 # Shaped like a line of princeton-nlp/SWE-bench: test lists as JSON strings, every field present.
 REAL_LINE = {

@@ -26,7 +26,7 @@ import json
 import re
 from dataclasses import dataclass
 
-from storage.errors import ForagerError
+from core.errors import ForagerError
 from tools.definitions import TOOLS, TOOLS_BY_NAME, Tool, cwm_block
 
 

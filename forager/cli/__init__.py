@@ -9,10 +9,10 @@ from typing import Annotated
 
 import typer
 
+from core.errors import ForagerError
 from forager.cli import db, doctor, envs, forage, images, tasks
 from forager.cli.output import error
 from forager.settings import DEFAULT_HOME, Settings
-from storage.errors import ForagerError
 
 app = typer.Typer(
     name="forager",

@@ -12,6 +12,7 @@ import typer
 from rich.markup import escape
 from rich.table import Table
 
+from core.errors import ForagerError
 from envs.mutate_fix import MutateOptions, generate
 from forager.agent import ActionFormat, AgentConfig, EpisodeRun, StepRecord
 from forager.cli.output import (
@@ -32,7 +33,7 @@ from images.builder import BuildOptions, ImageBuilder
 from images.engine import connect
 from images.proxy import NetworkSettings
 from images.sources import parse_source
-from storage import ForagerError, ImageStatus, Store, Task, TaskKind, TaskStatus
+from storage import ImageStatus, Store, Task, TaskKind, TaskStatus
 from tools.calls import ToolCall
 
 episode_app = typer.Typer(

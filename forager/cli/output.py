@@ -15,9 +15,10 @@ from rich.markup import escape
 from rich.progress import Progress as RichProgress
 from rich.progress import SpinnerColumn, TextColumn, TimeElapsedColumn
 
+from core.errors import ForagerError
+from core.progress import Progress, ProgressEvent
 from forager.settings import Settings
-from images.progress import Progress, ProgressEvent
-from storage import Episode, ForagerError, Image, Store, Task
+from storage import Episode, Image, Store, Task
 
 console = Console()
 errors = Console(stderr=True)

@@ -10,6 +10,8 @@ import typer
 from rich.markup import escape
 from rich.table import Column, Table
 
+from core.errors import ForagerError
+from core.progress import ProgressEvent
 from envs.issue_import import DEFAULT_SOURCE, import_instances
 from envs.mine import mine as mine_history
 from envs.mutate import OPERATORS
@@ -31,10 +33,9 @@ from forager.cli.output import (
 )
 from images.builder import BuildOptions, ImageBuilder
 from images.engine import connect
-from images.progress import ProgressEvent
 from images.proxy import NetworkSettings
 from images.sources import parse_source
-from storage import ForagerError, Image, ImageStatus, Store, Task, TaskKind, TaskStatus
+from storage import Image, ImageStatus, Store, Task, TaskKind, TaskStatus
 
 app = typer.Typer(
     help="Generate, import, mine and verify mutate-fix and issue-fix tasks.", no_args_is_help=True

@@ -26,8 +26,8 @@ from typing import Any, NamedTuple
 
 from aiohttp import web
 
+from core.errors import ForagerError
 from forager.prompts import TASK_ID_LINE
-from storage.errors import ForagerError
 from tools.calls import ToolCall, render_cwm
 
 #: Rough characters per token, for the ``usage`` a client expects (no tokenizer is involved).
