@@ -94,8 +94,13 @@ def parse_source(text: str) -> SourceSpec:
 
 def read_source_file(path: Path) -> list[SourceSpec]:
     """Sources from a file: one per line (``#`` comments) or SWE-bench JSONL (``repo``, ``base_commit``)."""
+    try:
+        text = path.read_text(encoding="utf-8")
+    except (OSError, UnicodeDecodeError) as exc:
+        reason = exc.strerror if isinstance(exc, OSError) and exc.strerror else str(exc)
+        raise SourceError(f"cannot read the source list {path}: {reason}") from exc
     specs = []
-    for number, raw in enumerate(path.read_text().splitlines(), 1):
+    for number, raw in enumerate(text.splitlines(), 1):
         line = re.sub(r"(^|\s)#.*$", "", raw).strip()
         if not line:
             continue

@@ -538,6 +538,18 @@ def test_comparison_operator_replaced() -> None:
     }
 
 
+
+
+def test_comparison_operator_replaced_greater_unequal_and_identity() -> None:
+    # The operators the test above does not hold: a swapped row of the replacement table fails here.
+    source = "def f(a, b, c):\n    return a > b and b >= c and a != c and a is b\n"
+    ret = "return a > b and b >= c and a != c and a is b"
+    assert texts(source, "comparison_operator_replaced") == {
+        source.replace(ret, ret.replace("a > b", "a >= b")),
+        source.replace(ret, ret.replace("b >= c", "b > c")),
+        source.replace(ret, ret.replace("a != c", "a == c")),
+        source.replace(ret, ret.replace("a is b", "a is not b")),
+    }
 # --- mutants(): selection, filtering, scope ------------------------------------------------------------
 
 

@@ -7,6 +7,7 @@ import git
 import pytest
 
 from images.sources import BUILD_ARTEFACTS, SourceError, fetch, parse_source, read_source_file
+from tests.cli import forager
 from tests.repos import commit, make_repo, python_project, write
 
 
@@ -143,3 +144,17 @@ def test_unreachable_index_is_a_clear_source_error(tmp_path: Path) -> None:
             sdist_cache=tmp_path,
             index_url="http://127.0.0.1:9/simple",
         )
+
+
+@pytest.mark.parametrize("kind", ["missing", "directory", "binary"])
+def test_unreadable_source_list_is_one_error_line_from_the_cli(tmp_path: Path, kind: str) -> None:
+    listing = tmp_path / "sources.txt"
+    if kind == "directory":
+        listing.mkdir()
+    elif kind == "binary":
+        listing.write_bytes(b"\xff\xfe\x00broken")
+    result = forager("images", "build", "--from-file", str(listing), home=tmp_path / "home")
+    assert result.returncode == 1 and "Traceback" not in result.stderr, result.stderr
+    lines = result.stderr.strip().splitlines()
+    assert len(lines) == 1 and lines[0].startswith("error: cannot read the source list"), result.stderr
+    assert str(listing) in lines[0]
