@@ -42,10 +42,11 @@ from images.baseline import (
     merge_runs,
     parse_junit,
 )
-from images.detect import InstallPlan, detect, explicit_test_files
+from images.detect import InstallPlan, detect
 from images.engine import CLEAR_OWNER, build_container_name, exec_logged, owner_labels
 from images.proxy import NetworkSettings
 from images.pypi import default_index_url
+from images.readers.pytest_config import explicit_test_files
 from images.recipe import IMAGE_ENV, REPO_DIR, VENV_DIR, InstallRecipe, RecipeStep
 from images.repair import Repair, diagnose
 from images.sources import Checkout, SourceError, SourceSpec, fetch

@@ -18,6 +18,7 @@ from dataclasses import dataclass
 from typing import Literal
 
 from images.import_map import DISTRIBUTIONS, distribution_for
+from images.pytest_plugins import FIXTURE_PLUGINS, MARKER_PLUGINS, ini_plugin, option_plugin
 
 RepairKind = Literal["install", "env", "drop_extra", "relax_pins", "no_build_isolation", "no_editable"]
 
@@ -74,189 +75,6 @@ def _rule(pattern: str, handler: Handler) -> Rule:
 
 # -- lookup tables --------------------------------------------------------------------------------------
 
-#: Fixture -> the plugin that provides it. Built-in fixtures and the project's own are absent: a
-#: missing one of those is not fixed by installing anything.
-FIXTURE_PLUGINS: Mapping[str, str] = {
-    "mocker": "pytest-mock",
-    "class_mocker": "pytest-mock",
-    "module_mocker": "pytest-mock",
-    "package_mocker": "pytest-mock",
-    "session_mocker": "pytest-mock",
-    "benchmark": "pytest-benchmark",
-    "httpserver": "pytest-httpserver",
-    "freezer": "pytest-freezer",
-    "aiohttp_client": "pytest-aiohttp",
-    "aiohttp_server": "pytest-aiohttp",
-    "aiohttp_raw_server": "pytest-aiohttp",
-    "aiohttp_unused_port": "pytest-aiohttp",
-    "loop": "pytest-aiohttp",
-    "event_loop": "pytest-asyncio",
-    "event_loop_policy": "pytest-asyncio",
-    "unused_tcp_port": "pytest-asyncio",
-    "unused_tcp_port_factory": "pytest-asyncio",
-    "anyio_backend": "anyio",
-    "nursery": "pytest-trio",
-    "autojump_clock": "pytest-trio",
-    "io_loop": "pytest-tornado",
-    "datadir": "pytest-datadir",
-    "shared_datadir": "pytest-datadir",
-    "original_datadir": "pytest-datadir",
-    "snapshot": "syrupy",
-    "requests_mock": "requests-mock",
-    "respx_mock": "respx",
-    "httpx_mock": "pytest-httpx",
-    "celery_app": "celery[pytest]",
-    "celery_worker": "celery[pytest]",
-    "celery_config": "celery[pytest]",
-    "celery_session_app": "celery[pytest]",
-    "celery_session_worker": "celery[pytest]",
-    "django_db": "pytest-django",
-    "db": "pytest-django",
-    "transactional_db": "pytest-django",
-    "django_db_setup": "pytest-django",
-    "django_db_blocker": "pytest-django",
-    "django_user_model": "pytest-django",
-    "django_assert_num_queries": "pytest-django",
-    "admin_client": "pytest-django",
-    "admin_user": "pytest-django",
-    "client": "pytest-django",
-    "async_client": "pytest-django",
-    "rf": "pytest-django",
-    "settings": "pytest-django",
-    "mailoutbox": "pytest-django",
-    "qtbot": "pytest-qt",
-    "qapp": "pytest-qt",
-    "lazy_fixture": "pytest-lazy-fixture",
-    "fs": "pyfakefs",
-    "time_machine": "time-machine",
-    "faker": "Faker",
-    "xprocess": "pytest-xprocess",
-    "httpbin": "pytest-httpbin",
-    "socket_disabled": "pytest-socket",
-    "socket_enabled": "pytest-socket",
-    "vcr": "pytest-recording",
-    "vcr_config": "pytest-recording",
-    "postgresql": "pytest-postgresql",
-    "postgresql_proc": "pytest-postgresql",
-    "redisdb": "pytest-redis",
-    "docker_ip": "pytest-docker",
-    "docker_services": "pytest-docker",
-    "subtests": "pytest-subtests",
-    "cov": "pytest-cov",
-    "selenium": "pytest-selenium",
-}
-
-#: Command-line option (full match) -> the plugin that adds it.
-OPTION_PLUGINS: tuple[tuple[re.Pattern[str], str], ...] = tuple(
-    (re.compile(option), plugin)
-    for option, plugin in (
-        (r"--(?:no-)?cov(?:-.+)?", "pytest-cov"),
-        (r"--timeout(?:[-_]method)?|--session-timeout", "pytest-timeout"),
-        (r"-n\w*|--numprocesses|--maxprocesses|--dist|--tx|--max-worker-restart", "pytest-xdist"),
-        (r"--reruns(?:-delay)?|--only-rerun|--rerun-except", "pytest-rerunfailures"),
-        (r"--benchmark-.+", "pytest-benchmark"),
-        (r"--mypy.*", "pytest-mypy"),
-        (r"--html|--self-contained-html|--css", "pytest-html"),
-        (r"--ds|--dc|--reuse-db|--create-db|--no-migrations|--nomigrations|--migrations", "pytest-django"),
-        (r"--randomly-.+", "pytest-randomly"),
-        (r"--hypothesis-.+", "hypothesis"),
-        (r"--snapshot-.+", "syrupy"),
-        (r"--asyncio-mode", "pytest-asyncio"),
-        (r"--flake8", "pytest-flake8"),
-        (r"--doctest-plus|--doctest-rst|--text-file-format", "pytest-doctestplus"),
-        (r"--record-mode|--block-network|--allowed-hosts", "pytest-recording"),
-        (r"--disable-socket|--allow-hosts|--allow-unix-socket", "pytest-socket"),
-        (r"--count|--repeat-scope", "pytest-repeat"),
-        (r"--json-report.*", "pytest-json-report"),
-        (r"--alluredir|--clean-alluredir", "allure-pytest"),
-        (r"--instafail", "pytest-instafail"),
-        (r"--mpl.*", "pytest-mpl"),
-        (r"--remote-data", "pytest-remotedata"),
-        (r"--nbval.*", "nbval"),
-        (r"--testmon.*", "pytest-testmon"),
-        (r"--forked", "pytest-forked"),
-        (r"--black", "pytest-black"),
-        (r"--isort", "pytest-isort"),
-        (r"--pylint", "pytest-pylint"),
-        (r"--ruff(?:-format)?", "pytest-ruff"),
-    )
-)
-
-#: Marker -> the plugin that registers it.
-MARKER_PLUGINS: Mapping[str, str] = {
-    "asyncio": "pytest-asyncio",
-    "trio": "pytest-trio",
-    "anyio": "anyio",
-    "gen_test": "pytest-tornado",
-    "django_db": "pytest-django",
-    "urls": "pytest-django",
-    "ignore_template_errors": "pytest-django",
-    "timeout": "pytest-timeout",
-    "benchmark": "pytest-benchmark",
-    "flaky": "pytest-rerunfailures",
-    "order": "pytest-order",
-    "run": "pytest-ordering",
-    "dependency": "pytest-dependency",
-    "vcr": "pytest-recording",
-    "default_cassette": "pytest-recording",
-    "block_network": "pytest-recording",
-    "httpx_mock": "pytest-httpx",
-    "respx": "respx",
-    "freeze_time": "pytest-freezer",
-    "xdist_group": "pytest-xdist",
-    "repeat": "pytest-repeat",
-    "mpl_image_compare": "pytest-mpl",
-    "remote_data": "pytest-remotedata",
-    "enable_socket": "pytest-socket",
-    "disable_socket": "pytest-socket",
-    "allow_hosts": "pytest-socket",
-    "celery": "celery[pytest]",
-    "datafiles": "pytest-datafiles",
-    "qt_no_exception_capture": "pytest-qt",
-    "qt_log_level_fail": "pytest-qt",
-    "qt_log_ignore": "pytest-qt",
-    "httpserver_listen_address": "pytest-httpserver",
-}
-
-#: Configuration (ini) option -> the plugin that reads it.
-INI_PLUGINS: Mapping[str, str] = {
-    "asyncio_mode": "pytest-asyncio",
-    "asyncio_default_fixture_loop_scope": "pytest-asyncio",
-    "asyncio_default_test_loop_scope": "pytest-asyncio",
-    "timeout": "pytest-timeout",
-    "timeout_method": "pytest-timeout",
-    "timeout_func_only": "pytest-timeout",
-    "session_timeout": "pytest-timeout",
-    "env": "pytest-env",
-    "env_files": "pytest-dotenv",
-    "env_override_existing_values": "pytest-dotenv",
-    "DJANGO_SETTINGS_MODULE": "pytest-django",
-    "DJANGO_CONFIGURATION": "pytest-django",
-    "django_find_project": "pytest-django",
-    "FAIL_INVALID_TEMPLATE_VARS": "pytest-django",
-    "mock_use_standalone_module": "pytest-mock",
-    "mock_traceback_monkeypatch": "pytest-mock",
-    "qt_api": "pytest-qt",
-    "qt_log_level_fail": "pytest-qt",
-    "looponfailroots": "pytest-xdist",
-    "rsyncdirs": "pytest-xdist",
-    "rsyncignore": "pytest-xdist",
-    "reruns": "pytest-rerunfailures",
-    "reruns_delay": "pytest-rerunfailures",
-    "flake8-ignore": "pytest-flake8",
-    "flake8-max-line-length": "pytest-flake8",
-    "doctest_plus": "pytest-doctestplus",
-    "doctest_rst": "pytest-doctestplus",
-    "text_file_format": "pytest-doctestplus",
-    "remote_data_strict": "pytest-remotedata",
-    "mpl-baseline-path": "pytest-mpl",
-    "mpl-results-path": "pytest-mpl",
-    "bdd_features_base_dir": "pytest-bdd",
-    "base_url": "pytest-base-url",
-    "render_collapsed": "pytest-html",
-    "python_paths": "pytest-pythonpath",
-}
-
 #: Top-level names that are the project's own or its tests', never a distribution to install.
 _LOCAL_MODULES = frozenset({"test", "tests", "testing", "conftest", "src"})
 
@@ -272,6 +90,11 @@ def _install(requirement: str) -> Handler:
 def _install_from(table: Mapping[str, str]) -> Handler:
     """Install what ``table`` says provides the match's ``name`` (nothing if it is not there)."""
     return lambda match, ctx: [("install", table[match["name"]])] if match["name"] in table else []
+
+
+def _install_ini_plugin(match: re.Match[str], ctx: _Context) -> list[tuple[RepairKind, str]]:
+    plugin = ini_plugin(match["name"])
+    return [("install", plugin)] if plugin else []
 
 
 def _pretend_version(variable: str) -> Handler:
@@ -407,13 +230,8 @@ def _relax(match: re.Match[str], ctx: _Context) -> list[tuple[RepairKind, str]]:
 
 def _options(match: re.Match[str], ctx: _Context) -> list[tuple[RepairKind, str]]:
     """Unrecognized command-line options: install the plugins that add them."""
-    options = [token.split("=", 1)[0] for token in match["arguments"].split() if token.startswith("-")]
-    return [
-        ("install", plugin)
-        for option in options
-        for pattern, plugin in OPTION_PLUGINS
-        if pattern.fullmatch(option)
-    ]
+    plugins = (option_plugin(token) for token in match["arguments"].split() if token.startswith("-"))
+    return [("install", plugin) for plugin in plugins if plugin]
 
 
 def _required_plugins(match: re.Match[str], ctx: _Context) -> list[tuple[RepairKind, str]]:
@@ -470,7 +288,7 @@ RULES: tuple[Rule, ...] = (
     _rule(r"async def functions are not natively supported", _install("pytest-asyncio")),
     _rule(r"'(?P<name>\w+)' not found in `markers` configuration option", _install_from(MARKER_PLUGINS)),
     _rule(r"Unknown pytest\.mark\.(?P<name>\w+)", _install_from(MARKER_PLUGINS)),
-    _rule(r"Unknown config option: (?P<name>\S+)", _install_from(INI_PLUGINS)),
+    _rule(r"Unknown config option: (?P<name>\S+)", _install_ini_plugin),
     # A warning rather than a failure, so last: an extra the project does not have.
     _rule(r"does not provide the extra '(?P<extra>[^']+)'", _drop_extra),
     _rule(r"does not have an extra named `(?P<extra>[^`]+)`", _drop_extra),

@@ -6,7 +6,8 @@ from pathlib import Path
 
 import pytest
 
-from images.detect import InstallPlan, detect, explicit_test_files
+from images.detect import InstallPlan, detect
+from images.readers.pytest_config import explicit_test_files
 from tests.repos import write as make
 
 
