@@ -264,8 +264,10 @@ def _request(url: str, body: bytes | None = None) -> tuple[int, dict[str, Any]]:
         return error.code, json.load(error)
 
 
-def _complete(base_url: str, messages: list[dict], function_calling: bool) -> tuple[int, dict[str, Any]]:
-    body: dict[str, Any] = {"model": "any", "messages": messages}
+def _complete(
+    base_url: str, messages: list[dict], function_calling: bool, model: str = "oracle"
+) -> tuple[int, dict[str, Any]]:
+    body: dict[str, Any] = {"model": model, "messages": messages}
     if function_calling:
         body["tools"] = openai_tools()
     return _request(f"{base_url}/chat/completions", json.dumps(body).encode())
@@ -355,21 +357,6 @@ def test_a_server_starts_on_loopback_and_stops(store: Store) -> None:
     stop()
     with pytest.raises(urllib.error.URLError):
         _OPENER.open(f"{base_url}/models", timeout=5)
-
-
-def test_bad_requests_are_400_with_an_openai_error_body(serve_oracle: str, calc: tuple[Task, Path]) -> None:
-    url = f"{serve_oracle}/chat/completions"
-    messages = _prompt("calc-1")
-    cases = [
-        (b"not json", "not JSON"),
-        (json.dumps({"messages": "hello"}).encode(), "`messages` must be a list"),
-        (json.dumps({"messages": messages, "stream": True}).encode(), "does not stream"),
-    ]
-    for body, expected in cases:
-        status, reply = _request(url, body)
-        assert status == 400
-        assert expected in reply["error"]["message"]
-        assert reply["error"]["type"] == "invalid_request_error"
 
 
 @pytest.mark.parametrize("function_calling", [True, False])
@@ -551,7 +538,7 @@ def test_replay_answers_the_recorded_actions_in_order_then_submits(store: Store,
             messages = _prompt("calc-1")
             replies = []
             for _ in range(6):
-                status, reply = _complete(base_url, messages, function_calling)
+                status, reply = _complete(base_url, messages, function_calling, "replay")
                 replies.append((status, reply))
                 message = (
                     reply["choices"][0]["message"] if status == 200 else {"role": "assistant", "content": ""}
@@ -588,7 +575,7 @@ def test_replay_answers_the_recorded_actions_in_order_then_submits(store: Store,
 def test_replay_refuses_another_task_and_an_unknown_episode(store: Store, episode: Episode) -> None:
     base_url, stop = start_in_thread(replay_app(store, episode.id))
     try:
-        status, reply = _complete(base_url, _prompt("other-9"), True)
+        status, reply = _complete(base_url, _prompt("other-9"), True, "replay")
     finally:
         stop()
     assert status == 400

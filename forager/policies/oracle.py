@@ -35,14 +35,14 @@ from unidiff.errors import UnidiffParseError
 from unidiff.patch import Hunk
 
 from envs.grading import GradingError, pytest_base
-from forager.policies.server import (
+from forager.policies.conversation import (
     Action,
     PolicyError,
     conversation_task_id,
     observations,
-    policy_app,
     turn_number,
 )
+from forager.policies.server import policy_app
 from storage.models import Task
 from storage.store import Store
 from tools.calls import ToolCall, render_cwm

@@ -14,7 +14,8 @@ from typing import Any
 from aiohttp import web
 
 from core.errors import ForagerError
-from forager.policies.server import Action, PolicyError, conversation_task_id, policy_app, turn_number
+from forager.policies.conversation import Action, PolicyError, conversation_task_id, turn_number
+from forager.policies.server import policy_app
 from storage.models import Episode
 from storage.store import Store
 from tools.calls import FormatError, ToolCall, parse_cwm
