@@ -19,7 +19,7 @@ import docker
 from core.progress import Progress, ProgressEvent, no_progress
 from forager.agent import AgentConfig, run_episode
 from forager.model import ModelClient
-from storage import EpisodeStatus, Store, Task
+from storage import EpisodeFilter, EpisodeStatus, Store, Task
 
 
 @dataclass
@@ -60,13 +60,16 @@ async def forage(
     gate = asyncio.Semaphore(concurrency)
     queue: list[Task] = []
     for task in tasks:
-        done = [
-            e
-            for e in store.list_episodes(task_id=task.id, model=model_name, status=EpisodeStatus.COMPLETED)
-            if e.action_format == config.action_format
-        ]
-        summary.skipped += min(len(done), episodes_per_task)
-        queue += [task] * max(0, episodes_per_task - len(done))
+        done = store.count_episodes(
+            EpisodeFilter(
+                task_id=task.id,
+                model=model_name,
+                status=EpisodeStatus.COMPLETED,
+                action_format=config.action_format,
+            )
+        )
+        summary.skipped += min(done, episodes_per_task)
+        queue += [task] * max(0, episodes_per_task - done)
     total = len(queue)
 
     def report(message: str) -> None:

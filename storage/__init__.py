@@ -17,12 +17,16 @@ from storage.models import (
     TaskKind,
     TaskStatus,
 )
+from storage.queries import EpisodeFilter
+from storage.stats import GroupStats, StoreStats
 from storage.store import Store
 
 __all__ = [
     "Base",
     "Episode",
+    "EpisodeFilter",
     "EpisodeStatus",
+    "GroupStats",
     "Image",
     "ImageStatus",
     "Repository",
@@ -30,6 +34,7 @@ __all__ = [
     "Step",
     "Store",
     "StoreError",
+    "StoreStats",
     "Task",
     "TaskKind",
     "TaskStatus",

@@ -1,7 +1,9 @@
 """The stored records: repositories, their images, tasks on an image, episodes on a task, and steps.
 
-Plain SQLAlchemy 2.0 typed ORM classes. Everything that filters (repository name, kind, status, resolved,
-model, creation time) has an index. Large text is zlib-compressed in the row (``CompressedText``), JSON is
+Plain SQLAlchemy 2.0 typed ORM classes. Everything that filters (repository name, kind, operator, status,
+resolved, model, exit reason, creation time) has an index; episodes have composite indexes ending in
+(created_at, id), the order listings page through, so that a filtered page reads only its own rows. Large
+text is zlib-compressed in the row (``CompressedText``, ``CompressedJSON``), JSON that SQL filters on is
 JSONB on PostgreSQL, and timestamps are timezone-aware UTC.
 
 Changing a model means writing a migration: see ``storage/migrations/__init__.py``.
@@ -14,10 +16,10 @@ from datetime import datetime
 from enum import StrEnum
 from typing import Any, ClassVar
 
-from sqlalchemy import BigInteger, Enum, ForeignKey, Integer, MetaData, Text, UniqueConstraint
-from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column, relationship
+from sqlalchemy import BigInteger, Enum, ForeignKey, Index, Integer, MetaData, Text, UniqueConstraint
+from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column, relationship, validates
 
-from storage.types import CompressedText, PortableJSON, UTCDateTime, utcnow
+from storage.types import CompressedJSON, CompressedText, PortableJSON, UTCDateTime, utcnow
 
 # Deterministic constraint and index names, so that migrations can address them by name on every backend
 # (SQLite batch migrations must name a constraint to drop it; unnamed ones get backend-chosen names).
@@ -167,10 +169,19 @@ class Task(Base):
     #: Provenance: mutation operator, file, function, line, source instance id ... The attribute cannot be
     #: called ``metadata``, which declarative classes reserve.
     meta: Mapped[dict[str, Any]] = mapped_column(PortableJSON, default=dict)
+    #: The mutation operator of a mutate-fix task (``meta["operator"]``, kept in step with it), a column
+    #: so that episodes can be filtered and counted by operator through an index; None for other tasks.
+    operator: Mapped[str | None] = mapped_column(index=True)
     created_at: Mapped[datetime] = mapped_column(default=utcnow, index=True)
 
     image: Mapped[Image] = relationship(back_populates="tasks")
     episodes: Mapped[list[Episode]] = relationship(back_populates="task")
+
+    @validates("meta")
+    def _operator_from_meta(self, _key: str, meta: dict[str, Any] | None) -> dict[str, Any] | None:
+        operator = (meta or {}).get("operator")
+        self.operator = operator if isinstance(operator, str) else None
+        return meta
 
     def __repr__(self) -> str:
         return f"<Task {self.id} {self.instance_id!r} {self.kind} {self.status} image={self.image_id}>"
@@ -180,12 +191,22 @@ class Episode(Base):
     """One attempt of a model (or policy) at a task, and its outcome. Its trajectory is ``steps``."""
 
     __tablename__ = "episodes"
+    # Listings page through episodes in (created_at, id) order: each filter people use leads an index
+    # that continues in that order, so a page is a range scan of its own rows, without a sort.
+    __table_args__ = (
+        Index("ix_episodes_created_at_id", "created_at", "id"),
+        Index("ix_episodes_task_id_created_at", "task_id", "created_at", "id"),
+        Index("ix_episodes_model_created_at", "model", "created_at", "id"),
+        Index("ix_episodes_model_resolved_created_at", "model", "resolved", "created_at", "id"),
+        Index("ix_episodes_resolved_created_at", "resolved", "created_at", "id"),
+        Index("ix_episodes_exit_reason_created_at", "exit_reason", "created_at", "id"),
+    )
 
     # Generated client-side in __init__ rather than by the database, so distributed workers can name an
     # episode (logs, artifacts) before it is inserted.
     id: Mapped[str] = mapped_column(primary_key=True)
-    task_id: Mapped[int] = mapped_column(ForeignKey("tasks.id"), index=True)
-    model: Mapped[str] = mapped_column(index=True)
+    task_id: Mapped[int] = mapped_column(ForeignKey("tasks.id"))
+    model: Mapped[str]
     #: The policy behind the model endpoint when it is not a plain model (``oracle``, ``replay`` ...).
     policy: Mapped[str | None]
     #: How actions are written: OpenAI tool calls or the CWM text format.
@@ -195,7 +216,7 @@ class Episode(Base):
     #: ``context_overflow``, ``format_errors``, ``model_error``, ``infra_error`` ...
     exit_reason: Mapped[str]
     #: Whether the final patch fixes the task; None when it was not graded.
-    resolved: Mapped[bool | None] = mapped_column(index=True)
+    resolved: Mapped[bool | None]
     reward: Mapped[float | None]
     prompt_tokens: Mapped[int] = mapped_column(default=0)
     completion_tokens: Mapped[int] = mapped_column(default=0)
@@ -205,9 +226,15 @@ class Episode(Base):
     grade: Mapped[dict[str, Any] | None] = mapped_column(PortableJSON)
     #: What the episode ran with: sampling parameters, budgets.
     config: Mapped[dict[str, Any]] = mapped_column(PortableJSON, default=dict)
+    #: The conversation's opening messages, as the model saw them (see ``forager.conversation``).
+    system_prompt: Mapped[str | None] = mapped_column(CompressedText)
+    task_prompt: Mapped[str | None] = mapped_column(CompressedText)
+    #: The OpenAI tool schemas offered with every request; None when none were (the CWM text format
+    #: describes its tools in the system prompt).
+    tools: Mapped[list[dict[str, Any]] | None] = mapped_column(CompressedJSON)
     started_at: Mapped[datetime]
     finished_at: Mapped[datetime]
-    created_at: Mapped[datetime] = mapped_column(default=utcnow, index=True)
+    created_at: Mapped[datetime] = mapped_column(default=utcnow)
 
     task: Mapped[Task] = relationship(back_populates="episodes")
     # passive_deletes: the database's ON DELETE CASCADE removes the steps, without loading them first.
@@ -238,7 +265,8 @@ class Step(Base):
     # 64-bit on PostgreSQL: steps are the largest table (billions of rows at farming scale). SQLite keeps
     # INTEGER, the only type that makes a primary key an auto-incrementing rowid (and it is 64-bit there).
     id: Mapped[int] = mapped_column(BigInteger().with_variant(Integer, "sqlite"), primary_key=True)
-    episode_id: Mapped[str] = mapped_column(ForeignKey("episodes.id", ondelete="CASCADE"), index=True)
+    # Looked up through the (episode_id, index) unique constraint's index: no index of its own.
+    episode_id: Mapped[str] = mapped_column(ForeignKey("episodes.id", ondelete="CASCADE"))
     #: Position in the episode, from 0.
     index: Mapped[int]
     #: The model's text besides the action, if any.
@@ -246,6 +274,10 @@ class Step(Base):
     #: ``{"tool": name, "arguments": {...}}``, or the raw unparsed text when the model's output was malformed.
     action: Mapped[dict[str, Any] | str] = mapped_column(PortableJSON)
     observation: Mapped[str] = mapped_column(CompressedText)
+    #: The assistant message exactly as the model sent it and as it was appended to the conversation
+    #: (role, content, tool_calls with their ids and raw argument text); None for steps stored before
+    #: Forager recorded it.
+    message: Mapped[dict[str, Any] | None] = mapped_column(CompressedJSON)
     model_seconds: Mapped[float] = mapped_column(default=0.0)
     tool_seconds: Mapped[float] = mapped_column(default=0.0)
     prompt_tokens: Mapped[int | None]

@@ -8,30 +8,33 @@ back. Sessions use ``expire_on_commit=False`` so that returned objects keep thei
 from __future__ import annotations
 
 import hashlib
-import random
-import re
-import sqlite3
 import threading
-import time
 from collections import Counter
 from collections.abc import Iterable, Iterator, Sequence
 from contextlib import contextmanager
-from pathlib import Path
+from datetime import datetime
 from types import TracebackType
-from typing import Any
 
 import sqlalchemy as sa
 from alembic import command
 from alembic.runtime.migration import MigrationContext
 from sqlalchemy import exc as sa_exc
-from sqlalchemy.orm import Session, joinedload, selectinload, sessionmaker
+from sqlalchemy.orm import Session, joinedload, sessionmaker
 
+from storage import queries, stats
+from storage.engine import (
+    BEGIN_MODE,
+    FOREIGN_KEYS,
+    SQLITE_BUSY_TIMEOUT_MS,
+    create_engine,
+    describe_error,
+    parse_url,
+)
 from storage.errors import SchemaError, StoreError
 from storage.migrations import alembic_config, script_directory
 from storage.models import (
     Base,
     Episode,
-    EpisodeStatus,
     Image,
     ImageStatus,
     Repository,
@@ -40,15 +43,10 @@ from storage.models import (
     TaskKind,
     TaskStatus,
 )
+from storage.queries import EpisodeFilter
+from storage.stats import StoreStats
 
-#: How long a SQLite writer waits for another process's write to finish before giving up.
-SQLITE_BUSY_TIMEOUT_MS = 30_000
-#: How long to wait for a PostgreSQL server to answer, unless the URL sets ``connect_timeout``.
-POSTGRES_CONNECT_TIMEOUT_S = 10
-
-# Execution options read by the SQLite "begin" listener (see _configure_sqlite).
-_BEGIN_MODE = "forager_sqlite_begin"
-_FOREIGN_KEYS = "forager_sqlite_foreign_keys"
+__all__ = ["SQLITE_BUSY_TIMEOUT_MS", "Store"]
 
 # Alembic's ``context`` and ``op`` are process-wide proxies: two migrations running at once in one process
 # would share them (and each other's connection), so schema checks in a process take turns.
@@ -71,15 +69,15 @@ class Store:
     """
 
     def __init__(self, url: str, *, upgrade: bool = False) -> None:
-        self._url = _parse_url(url)
+        self._url = parse_url(url)
         self._backend = self._url.get_backend_name()
-        self._engine = _create_engine(self._url)
+        self._engine = create_engine(self._url)
         self._sessions = sessionmaker(self._engine, expire_on_commit=False)
         # On SQLite a writing transaction takes the write lock when it begins (BEGIN IMMEDIATE), waiting up
         # to busy_timeout for it. A deferred one that read first and then writes fails at once with
         # "database is locked" if another process committed in between, which busy_timeout cannot cure.
         self._write_sessions = sessionmaker(
-            self._engine.execution_options(**{_BEGIN_MODE: "IMMEDIATE"}), expire_on_commit=False
+            self._engine.execution_options(**{BEGIN_MODE: "IMMEDIATE"}), expire_on_commit=False
         )
         self._scripts = script_directory()
         try:
@@ -146,12 +144,19 @@ class Store:
         self._check_schema(upgrade=True)
 
     def counts(self) -> dict[str, int]:
-        """Rows per table, in dependency order (repositories first, steps last)."""
+        """Rows per table, in dependency order (repositories first, steps last).
+
+        Steps, by far the largest table, are not counted but summed from ``Episode.n_steps``, which
+        ``save_episode`` sets: a scan of the episodes instead of one of every step.
+        """
         with self._read() as session:
-            return {
+            counts = {
                 table.name: session.scalar(sa.select(sa.func.count()).select_from(table)) or 0
                 for table in Base.metadata.sorted_tables
+                if table.name != Step.__tablename__
             }
+            counts[Step.__tablename__] = session.scalar(sa.select(sa.func.sum(Episode.n_steps))) or 0
+            return counts
 
     def _check_schema(self, *, upgrade: bool) -> None:
         """Bring an empty database to head, accept one at head, and refuse anything else unless upgrading.
@@ -167,7 +172,7 @@ class Store:
             # SQLite: take the write lock up front (serializing concurrent openers), and turn foreign keys
             # off, as SQLite's migration guide requires: batch migrations rebuild a table by dropping it,
             # and with foreign keys on, that drop would first delete (ON DELETE CASCADE) its children.
-            connection.execution_options(**{_BEGIN_MODE: "IMMEDIATE", _FOREIGN_KEYS: False})
+            connection.execution_options(**{BEGIN_MODE: "IMMEDIATE", FOREIGN_KEYS: False})
             with connection.begin():
                 self._lock(connection, "schema")
                 current = MigrationContext.configure(connection).get_current_revision()
@@ -352,32 +357,72 @@ class Store:
         return episode
 
     def get_episode(self, episode_id: str) -> Episode | None:
-        """The episode with this id, with ``task`` and ``steps`` (in order) loaded; None if there is none."""
+        """The episode with this id, with ``steps`` (in order), ``task``, ``task.image`` and
+        ``task.image.repository`` loaded as ``iter_episodes`` loads them; None if there is none."""
         with self._read() as session:
-            return session.scalars(
-                _episodes().options(selectinload(Episode.steps)).where(Episode.id == episode_id)
-            ).one_or_none()
+            query = sa.select(Episode).where(Episode.id == episode_id)
+            return session.scalars(query.options(*queries.loaded(with_steps=True))).one_or_none()
 
     def list_episodes(
-        self,
-        task_id: int | None = None,
-        model: str | None = None,
-        status: EpisodeStatus | str | None = None,
-        resolved: bool | None = None,
+        self, filter: EpisodeFilter | None = None, *, limit: int = 100, after: str | None = None
     ) -> list[Episode]:
-        """Episodes in creation order, with ``task`` loaded but not ``steps`` (use ``get_episode``); filtered
-        by task, model, status and resolved (``resolved=None`` does not filter)."""
-        query = _episodes().order_by(Episode.created_at, Episode.id)
-        if task_id is not None:
-            query = query.where(Episode.task_id == task_id)
-        if model is not None:
-            query = query.where(Episode.model == model)
-        if status is not None:
-            query = query.where(Episode.status == status)
-        if resolved is not None:
-            query = query.where(Episode.resolved == resolved)
+        """One page of episodes in (created_at, id) order: up to ``limit`` of those ``filter`` selects.
+
+        ``after`` is the id of the last episode of the previous page (keyset pagination: every page costs
+        the same, and episodes stored meanwhile do not shift the pages). ``task``, ``task.image`` and
+        ``task.image.repository`` are loaded, not ``steps`` (use ``get_episode`` or ``iter_episodes``).
+        Raises ``StoreError`` if there is no episode ``after``.
+        """
         with self._read() as session:
+            key = self._key(session, after) if after is not None else None
+            query = queries.page(filter, key, limit).options(*queries.loaded(with_steps=False))
             return list(session.scalars(query))
+
+    def iter_episodes(
+        self, filter: EpisodeFilter | None = None, *, batch_size: int = 200, with_steps: bool = True
+    ) -> Iterator[Episode]:
+        """Every episode ``filter`` selects, in (created_at, id) order, read ``batch_size`` at a time.
+
+        Memory stays that of one batch whatever the store's size: each batch is read in its own short
+        transaction and the store keeps no reference to what it yielded. Each episode comes with
+        ``task``, ``task.image`` and ``task.image.repository`` loaded, and its ``steps`` in order when
+        ``with_steps``. Episodes stored while iterating are yielded if they sort after the current batch.
+        """
+        if batch_size < 1:
+            raise ValueError(f"batch_size must be at least 1, not {batch_size}")
+        key: tuple[datetime, str] | None = None
+        options = queries.loaded(with_steps=with_steps)
+        while True:
+            with self._read() as session:
+                batch = list(session.scalars(queries.page(filter, key, batch_size).options(*options)))
+            yield from batch
+            if len(batch) < batch_size:
+                return
+            key = (batch[-1].created_at, batch[-1].id)
+            del batch
+
+    def count_episodes(self, filter: EpisodeFilter | None = None) -> int:
+        """How many episodes ``filter`` selects (an index scan of them, not a read)."""
+        with self._read() as session:
+            query = sa.select(sa.func.count()).select_from(Episode).where(*queries.conditions(filter))
+            return session.scalar(query) or 0
+
+    def stats(self, filter: EpisodeFilter | None = None) -> StoreStats:
+        """Counts, resolve rates, turns and tokens (p50, p90) and exit reasons of the episodes ``filter``
+        selects: in total, and per repository, task origin (mutate-fix operator, or issue-fix source) and
+        model. Computed in the database."""
+        with self._read() as session:
+            return stats.compute(session, filter)
+
+    def _key(self, session: Session, episode_id: str) -> tuple[datetime, str]:
+        """The (created_at, id) paging key of a stored episode."""
+        created_at = session.scalar(sa.select(Episode.created_at).where(Episode.id == episode_id))
+        if created_at is None:
+            raise StoreError(
+                f"no episode {episode_id!r} to list after in {self.url}: pass the id of the last episode of "
+                "the previous page"
+            )
+        return created_at, episode_id
 
     # ---- internals ----------------------------------------------------------------------------------
 
@@ -402,44 +447,7 @@ class Store:
         except sa_exc.DBAPIError as exc:
             if isinstance(exc, sa_exc.ProgrammingError):
                 raise
-            raise self._describe(exc) from exc
-
-    def _describe(self, exc: sa_exc.DBAPIError) -> StoreError:
-        message = str(exc.orig).strip()
-        detail = message.splitlines()[0] if message else type(exc.orig).__name__
-        if isinstance(exc, sa_exc.IntegrityError):
-            return StoreError(
-                f"database {self.url} rejected the change ({detail}): it conflicts with stored data or "
-                "refers to a missing record"
-            )
-        if self._backend == "sqlite":
-            path = self._url.database
-            if "not a database" in detail or "malformed" in detail:
-                return StoreError(
-                    f"{path} is not a SQLite database or is corrupt: "
-                    "move it aside or choose another with --db"
-                )
-            if "locked" in detail:
-                return StoreError(
-                    f"SQLite database {path} stayed locked by another process for "
-                    f"{SQLITE_BUSY_TIMEOUT_MS // 1000} s: retry, or use PostgreSQL for many workers"
-                )
-            if "unable to open" in detail:
-                return StoreError(
-                    f"cannot open SQLite database {path} ({detail}): check the path and its permissions, "
-                    "or choose another with --db"
-                )
-        elif isinstance(exc, sa_exc.OperationalError | sa_exc.InterfaceError) and _is_connection_failure(exc):
-            reason = _connection_failure_reason(detail)
-            if "authentication" in reason or "does not exist" in reason:
-                return StoreError(
-                    f"cannot connect to database {self.url}: {reason}. "
-                    "Check the user, password and database name in --db / FORAGER_DB"
-                )
-            return StoreError(
-                f"cannot reach database {self.url}: {reason}. Is the server running? Check --db / FORAGER_DB"
-            )
-        return StoreError(f"database {self.url} failed: {detail}")
+            raise describe_error(self._url, exc) from exc
 
 
 def _images() -> sa.Select[tuple[Image]]:
@@ -449,132 +457,3 @@ def _images() -> sa.Select[tuple[Image]]:
 def _tasks() -> sa.Select[tuple[Task]]:
     return sa.select(Task).options(joinedload(Task.image).joinedload(Image.repository))
 
-
-def _episodes() -> sa.Select[tuple[Episode]]:
-    return sa.select(Episode).options(joinedload(Episode.task))
-
-
-def _mask_unparsed(url: str) -> str:
-    """Mask the password of a URL that SQLAlchemy cannot parse (so cannot mask itself)."""
-    return re.sub(r"(://[^:/@]*:)[^@]*@", r"\1***@", url)
-
-
-def _parse_url(url: str) -> sa.URL:
-    """Parse a database URL; a plain ``postgresql://`` (or ``postgres://``) means the psycopg 3 driver."""
-    try:
-        parsed = sa.make_url(url)
-    except sa_exc.ArgumentError:
-        raise StoreError(
-            f"invalid database URL {_mask_unparsed(url)!r}: use sqlite:///PATH or "
-            "postgresql://USER:PASSWORD@HOST/DB (--db / FORAGER_DB)"
-        ) from None
-    if parsed.drivername in ("postgresql", "postgres"):
-        parsed = parsed.set(drivername="postgresql+psycopg")
-    if parsed.get_backend_name() not in ("sqlite", "postgresql"):
-        raise StoreError(
-            f"unsupported database URL {parsed.render_as_string(hide_password=True)!r}: Forager stores to "
-            "sqlite:///PATH or postgresql://USER:PASSWORD@HOST/DB (--db / FORAGER_DB)"
-        )
-    return parsed
-
-
-def _create_engine(url: sa.URL) -> sa.Engine:
-    connect_args: dict[str, Any] = {}
-    if url.get_backend_name() == "sqlite":
-        _make_parent_directory(url)
-    elif "connect_timeout" not in url.query:
-        # libpq waits forever by default for a host that drops packets.
-        connect_args["connect_timeout"] = POSTGRES_CONNECT_TIMEOUT_S
-    try:
-        # pre_ping: long-running workers outlive PostgreSQL restarts and idle-connection reaping.
-        engine = sa.create_engine(
-            url, connect_args=connect_args, pool_pre_ping=url.get_backend_name() == "postgresql"
-        )
-    except sa_exc.NoSuchModuleError:
-        raise StoreError(
-            f"unknown database driver in {url.render_as_string(hide_password=True)!r}: use sqlite:///PATH "
-            "or postgresql://USER:PASSWORD@HOST/DB (--db / FORAGER_DB)"
-        ) from None
-    except ImportError:
-        if url.get_driver_name() == "psycopg":
-            raise StoreError("PostgreSQL needs the psycopg driver: pip install 'forager[postgres]'") from None
-        raise StoreError(
-            f"the {url.get_driver_name()} database driver is not installed: install it, or use a "
-            "postgresql:// URL with psycopg (pip install 'forager[postgres]')"
-        ) from None
-    if url.get_backend_name() == "sqlite":
-        _configure_sqlite(engine)
-    return engine
-
-
-def _make_parent_directory(url: sa.URL) -> None:
-    database = url.database
-    if not database or database == ":memory:" or url.query.get("uri"):
-        return
-    try:
-        Path(database).parent.mkdir(parents=True, exist_ok=True)
-    except OSError as exc:
-        raise StoreError(
-            f"cannot create the directory of SQLite database {database} ({exc.strerror}): "
-            "choose another path with --db"
-        ) from None
-
-
-def _configure_sqlite(engine: sa.Engine) -> None:
-    """Set up every SQLite connection: WAL, a busy timeout, foreign keys, and real transactions."""
-
-    @sa.event.listens_for(engine, "connect")
-    def _on_connect(dbapi_connection: Any, _record: Any) -> None:
-        # Take transaction control away from the sqlite3 module, which does not BEGIN before SELECT or DDL
-        # (so migrations would not be atomic and reads not repeatable); _on_begin issues BEGIN instead.
-        dbapi_connection.isolation_level = None
-        cursor = dbapi_connection.cursor()
-        # Wait for another process's write lock instead of failing with "database is locked" at once.
-        cursor.execute(f"PRAGMA busy_timeout={SQLITE_BUSY_TIMEOUT_MS}")
-        _use_wal(cursor)
-        cursor.close()
-
-    @sa.event.listens_for(engine, "begin")
-    def _on_begin(connection: sa.Connection) -> None:
-        options = connection.get_execution_options()
-        # Set per transaction rather than per connection: the pragma is ignored inside a transaction, and
-        # a pooled connection must not stay without foreign keys after a migration turned them off.
-        foreign_keys = "ON" if options.get(_FOREIGN_KEYS, True) else "OFF"
-        connection.exec_driver_sql(f"PRAGMA foreign_keys={foreign_keys}")
-        connection.exec_driver_sql(f"BEGIN {options.get(_BEGIN_MODE, 'DEFERRED')}")
-
-
-def _use_wal(cursor: Any) -> None:
-    """Put the database in WAL mode, where readers and the writer do not block each other.
-
-    The mode is stored in the database file, so only the first connection changes it. That change needs
-    the database to itself and SQLite fails it at once, without waiting out the busy timeout, when other
-    processes opening a new database at the same moment hold it too; so retry until one of them wins.
-    """
-    deadline = time.monotonic() + SQLITE_BUSY_TIMEOUT_MS / 1000
-    while True:
-        try:
-            if cursor.execute("PRAGMA journal_mode").fetchone()[0] != "wal":
-                # An in-memory database answers "memory" and stays so; that is fine.
-                cursor.execute("PRAGMA journal_mode=WAL")
-            return
-        except sqlite3.OperationalError as exc:
-            if "locked" not in str(exc) or time.monotonic() > deadline:
-                raise
-            time.sleep(random.uniform(0.01, 0.05))
-
-
-def _is_connection_failure(exc: sa_exc.DBAPIError) -> bool:
-    """Whether a PostgreSQL error means the server could not be reached or refused the connection.
-
-    psycopg reports failures to connect without an SQLSTATE, and a connection lost later as class 08.
-    """
-    sqlstate = getattr(exc.orig, "sqlstate", None)
-    return exc.connection_invalidated or sqlstate is None or sqlstate.startswith("08")
-
-
-def _connection_failure_reason(detail: str) -> str:
-    """The cause in libpq's message, e.g. 'connection refused' out of 'connection failed: connection to
-    server at "127.0.0.1", port 1 failed: Connection refused'."""
-    reason = detail.rsplit("failed: ", 1)[-1].removeprefix("FATAL:").strip()
-    return reason[:1].lower() + reason[1:]

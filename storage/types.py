@@ -1,9 +1,11 @@
-"""Column types the models share: compressed text, portable JSON and timezone-aware UTC timestamps."""
+"""Column types the models share: compressed text and JSON, portable JSON, timezone-aware UTC timestamps."""
 
 from __future__ import annotations
 
+import json
 import zlib
 from datetime import UTC, datetime
+from typing import Any
 
 from sqlalchemy import JSON, DateTime, Dialect, LargeBinary
 from sqlalchemy.dialects.postgresql import JSONB
@@ -44,6 +46,29 @@ class CompressedText(TypeDecorator[str]):
         if value is None:
             return None
         return zlib.decompress(value).decode("utf-8", "surrogatepass")
+
+
+class CompressedJSON(TypeDecorator[Any]):
+    """JSON stored zlib-compressed in a binary column: model messages, tool schemas.
+
+    For JSON nobody filters on in SQL and that repeats a lot (the same tool schemas in every episode,
+    code in every message), where ``CompressedText``'s reasons apply. Strings inside round-trip as
+    ``CompressedText`` does, lone surrogates included.
+    """
+
+    impl = LargeBinary
+    cache_ok = True
+
+    def process_bind_param(self, value: Any, dialect: Dialect) -> bytes | None:
+        if value is None:
+            return None
+        text = json.dumps(value, ensure_ascii=False, separators=(",", ":"))
+        return zlib.compress(text.encode("utf-8", "surrogatepass"), CompressedText.level)
+
+    def process_result_value(self, value: bytes | None, dialect: Dialect) -> Any:
+        if value is None:
+            return None
+        return json.loads(zlib.decompress(value).decode("utf-8", "surrogatepass"))
 
 
 class UTCDateTime(TypeDecorator[datetime]):

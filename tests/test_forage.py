@@ -21,7 +21,7 @@ from forager.policies.server import start_in_thread
 from images.builder import BuildOptions, ImageBuilder
 from images.proxy import NetworkSettings
 from images.sources import parse_source
-from storage import ImageStatus, Store
+from storage import EpisodeFilter, ImageStatus, Store
 from tests.fake_openai import FakeOpenAI, context_overflow, malformed_tool_call, reply, status, tool_call
 from tests.repos import make_repo, python_project
 
@@ -78,14 +78,15 @@ def test_oracle_episodes_are_foraged_resolved_and_stored(world, docker_client, a
         stop()
     unresolved = [
         (e.exit_reason, [(s.action, s.observation[:300]) for s in store.get_episode(e.id).steps[:7]])
-        for e in store.list_episodes(model="oracle", resolved=False)
-        if e.action_format == action_format
+        for e in store.iter_episodes(
+            EpisodeFilter(model="oracle", resolved=False, action_format=action_format), with_steps=False
+        )
     ]
     assert (first.episodes, first.resolved, first.failed) == (len(tasks), len(tasks), 0), unresolved
     assert first.exit_reasons == {"submitted": len(tasks)}
     assert (again.episodes, again.skipped) == (0, len(tasks)), "a re-run skips what is done"
     for task in tasks:
-        (episode,) = [e for e in store.list_episodes(task_id=task.id) if e.action_format == action_format]
+        (episode,) = store.list_episodes(EpisodeFilter(task_id=task.id, action_format=action_format))
         stored = store.get_episode(episode.id)
         assert stored.resolved and stored.reward == 1.0 and stored.exit_reason == "submitted"
         assert stored.steps[-1].action == {"tool": "submit", "arguments": {}}

@@ -1,0 +1,126 @@
+"""Which episodes a listing, an iteration or the statistics cover: ``EpisodeFilter`` and its SQL.
+
+Episodes are read in (created_at, id) order, a page at a time: a page starts after the (created_at, id)
+of the last row of the previous one (keyset pagination), so reading page 1,000 costs what page 1 does,
+and rows inserted meanwhile neither shift nor repeat rows. Each filter on an episode column leads an
+index that continues in that order (see ``storage.models.Episode``); filters on the task (repository,
+kind, operator) select task ids first, through the tasks' own indexes.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, fields
+from datetime import datetime
+from typing import Any
+
+import sqlalchemy as sa
+from sqlalchemy.orm import defer, selectinload
+from sqlalchemy.sql.base import ExecutableOption
+
+from storage.models import Episode, EpisodeStatus, Image, Repository, Task, TaskKind
+
+
+@dataclass(frozen=True)
+class EpisodeFilter:
+    """The episodes to cover; a field left None does not filter.
+
+    ``since`` and ``until`` bound ``Episode.created_at`` (since inclusive, until exclusive) and must be
+    timezone-aware. ``repository`` is a repository name as stored (``attrs``, ``owner/name``);
+    ``operator`` a mutate-fix operator (``Task.operator``).
+    """
+
+    model: str | None = None
+    resolved: bool | None = None
+    exit_reason: str | None = None
+    repository: str | None = None
+    task_kind: str | None = None
+    operator: str | None = None
+    since: datetime | None = None
+    until: datetime | None = None
+    task_id: int | None = None
+    status: str | None = None
+    action_format: str | None = None
+
+    def __post_init__(self) -> None:
+        for name, enum in (("task_kind", TaskKind), ("status", EpisodeStatus)):
+            value = getattr(self, name)
+            if value is not None and value not in {member.value for member in enum}:
+                choices = ", ".join(member.value for member in enum)
+                raise ValueError(f"unknown {name} {value!r}: use one of {choices}")
+        for name in ("since", "until"):
+            value = getattr(self, name)
+            if value is not None and value.tzinfo is None:
+                raise ValueError(f"{name}={value!r} has no time zone: use an aware datetime (UTC)")
+
+    def to_json(self) -> dict[str, Any]:
+        """The fields that filter, for reports (datetimes as ISO 8601)."""
+        shown = {}
+        for field in fields(self):
+            value = getattr(self, field.name)
+            if value is not None:
+                shown[field.name] = value.isoformat() if isinstance(value, datetime) else value
+        return shown
+
+
+def conditions(selection: EpisodeFilter | None) -> list[sa.ColumnElement[bool]]:
+    """The WHERE clauses over ``Episode`` that ``selection`` means."""
+    if selection is None:
+        return []
+    where: list[sa.ColumnElement[bool]] = []
+    for column, value in (
+        (Episode.model, selection.model),
+        (Episode.exit_reason, selection.exit_reason),
+        (Episode.task_id, selection.task_id),
+        (Episode.status, selection.status),
+        (Episode.action_format, selection.action_format),
+    ):
+        if value is not None:
+            where.append(column == value)
+    if selection.resolved is not None:
+        where.append(Episode.resolved.is_(selection.resolved))
+    if selection.since is not None:
+        where.append(Episode.created_at >= selection.since)
+    if selection.until is not None:
+        where.append(Episode.created_at < selection.until)
+    on_task: list[sa.ColumnElement[bool]] = []
+    if selection.task_kind is not None:
+        on_task.append(Task.kind == selection.task_kind)
+    if selection.operator is not None:
+        on_task.append(Task.operator == selection.operator)
+    if selection.repository is not None:
+        images = sa.select(Image.id).join(Image.repository).where(Repository.name == selection.repository)
+        on_task.append(Task.image_id.in_(images))
+    if on_task:
+        where.append(Episode.task_id.in_(sa.select(Task.id).where(*on_task)))
+    return where
+
+
+def page(
+    selection: EpisodeFilter | None, after: tuple[datetime, str] | None, limit: int
+) -> sa.Select[tuple[Episode]]:
+    """Up to ``limit`` episodes in (created_at, id) order, after the key ``after`` (exclusive)."""
+    query = sa.select(Episode).where(*conditions(selection))
+    if after is not None:
+        query = query.where(sa.tuple_(Episode.created_at, Episode.id) > sa.tuple_(*after))
+    return query.order_by(Episode.created_at, Episode.id).limit(limit)
+
+
+def loaded(*, with_steps: bool) -> list[ExecutableOption]:
+    """What a page loads besides the episodes: the task, its image and repository, and the steps.
+
+    Each is one more query per page (``IN`` over the page's keys), so a task shared by many episodes of
+    the page is read once. The image's bulky columns (test baseline, flaky tests, build log) are not
+    loaded; touching them on a listed episode raises rather than querying behind the caller's back.
+    """
+    image = selectinload(Episode.task).selectinload(Task.image)
+    options: list[ExecutableOption] = [
+        image.options(
+            defer(Image.baseline, raiseload=True),
+            defer(Image.flaky, raiseload=True),
+            defer(Image.log_tail, raiseload=True),
+            selectinload(Image.repository),
+        )
+    ]
+    if with_steps:
+        options.append(selectinload(Episode.steps))
+    return options
