@@ -17,7 +17,8 @@ import asyncio
 import time
 from pathlib import Path
 
-from envs.gc import EPISODE_LABEL
+from envs.backend import EPISODE_LABEL
+from envs.docker_backend import DockerBackend
 from forager.agent import AgentConfig, EpisodeRun
 from forager.model import ModelClient, ModelConfig
 from forager.policies.oracle import oracle_app
@@ -87,7 +88,7 @@ async def _run(tasks, base_url: str, docker_client, action_format: str, concurre
 
 async def run_episode_with_records(task, client, docker_client, config):
     """run_episode, keeping the in-memory step records (they carry the turn timings)."""
-    run = EpisodeRun(task, task.image, client, docker_client, config, model_name="oracle")
+    run = EpisodeRun(task, task.image, client, DockerBackend(docker_client), config, model_name="oracle")
     try:
         episode, _ = await run.play()
         return episode, run.steps

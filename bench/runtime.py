@@ -15,8 +15,8 @@ import statistics
 import time
 from concurrent.futures import ThreadPoolExecutor
 
+from envs.backend import EPISODE_LABEL
 from envs.docker_runtime import DockerRuntime
-from envs.gc import EPISODE_LABEL
 from images.base import BASE_IMAGE
 from images.engine import connect
 from tools.calls import ToolCall

@@ -21,6 +21,7 @@ from collections import defaultdict
 from pathlib import Path
 
 from core.errors import ForagerError
+from envs.docker_backend import DockerBackend
 from envs.mutate import OPERATORS
 from envs.mutate_fix import MutateOptions, OperatorStats, generate
 from envs.tasks import verify
@@ -38,7 +39,7 @@ def main() -> None:
     parser.add_argument("--verify", type=int, default=20, help="tasks to grade again, both ways, at the end")
     args = parser.parse_args()
     store = Store(f"sqlite:///{(args.home / 'forager.db').resolve()}")
-    client = connect()
+    backend = DockerBackend(connect())
     totals: dict[str, OperatorStats] = defaultdict(OperatorStats)
     full_suite = 0
     coverage_runs = 0
@@ -48,7 +49,7 @@ def main() -> None:
         cache = args.home / "bench-tasks" / image.tag.replace("/", "_").replace(":", "_")
         try:
             report = generate(
-                client, store, image, MutateOptions(max_tasks=args.max, seed=args.seed), cache_dir=cache
+                backend, store, image, MutateOptions(max_tasks=args.max, seed=args.seed), cache_dir=cache
             )
         except ForagerError as exc:  # no coverage, a dead environment: that image only
             print(f"{image.repository.name}: skipped ({exc})")
@@ -93,7 +94,7 @@ def main() -> None:
         )
     print(f"wall time: {time.monotonic() - started:.0f} s")
     sample = random.Random(args.seed).sample(store.list_tasks(), min(args.verify, len(store.list_tasks())))
-    verified = sum(verify(client, task, task.image).ok for task in sample)
+    verified = sum(verify(backend, task, task.image).ok for task in sample)
     print(f"graded again: {verified}/{len(sample)} resolve with the gold patch and not without it")
     store.close()
 

@@ -23,14 +23,13 @@ import socket
 import struct
 import tarfile
 import time
-from dataclasses import dataclass
 from datetime import UTC, datetime
 
 import docker
 from docker.errors import APIError, DockerException, ImageNotFound, NotFound
 
 from core.errors import ForagerError
-from envs.gc import EPISODE_LABEL
+from envs.backend import EPISODE_LABEL, Limits, lifetime_seconds
 from envs.runtime import DiffError, EnvironmentDied, Observation
 from images.engine import owner_labels
 
@@ -42,19 +41,6 @@ _STATE_CHECKS = 5
 _ENV_FILE = "/tmp/.forager-env"
 #: Linux capabilities an episode keeps: enough for root to own and change its files, nothing more.
 _CAPABILITIES = ["CHOWN", "DAC_OVERRIDE", "FOWNER", "FSETID", "KILL", "SETGID", "SETUID"]
-
-
-@dataclass(frozen=True)
-class Limits:
-    """Resources of one episode container."""
-
-    memory: str = "2g"
-    cpus: float = 1.0
-    pids: int = 512
-    output_bytes: int = 32_000
-    """Most bytes of one command's output kept (half from the start, half from the end)."""
-    timeout: float = 120.0
-    """Default seconds a command may run."""
 
 
 class DockerRuntime:
@@ -84,8 +70,14 @@ class DockerRuntime:
         episode: str | None = None,
         workdir: str = "/repo",
         limits: Limits | None = None,
+        lifetime: float | None = None,
     ) -> DockerRuntime:
-        """Start a container from ``image`` (no network, limits, labelled) with a shell in ``workdir``."""
+        """Start a container from ``image`` (no network, limits, labelled) with a shell in ``workdir``.
+
+        The container's main process ends after ``lifetime`` seconds (see ``envs.backend``), so a
+        container whose owner was killed before it could remove it stops by itself, as a pod does at its
+        ``activeDeadlineSeconds``.
+        """
         limits = limits or Limits()
         labels = {
             **owner_labels(),
@@ -96,7 +88,7 @@ class DockerRuntime:
             # create, not run: run would try to pull an image it does not find, from a registry.
             container = client.containers.create(
                 image,
-                ["sleep", "infinity"],
+                ["sleep", str(lifetime_seconds(lifetime))],
                 init=True,
                 network_mode="none",
                 working_dir=workdir,

@@ -11,10 +11,9 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-import docker
-
 from core.errors import ForagerError
 from core.progress import Progress, ProgressEvent, no_progress
+from envs.backend import Backend
 from envs.swebench import Instance
 from envs.tasks import TaskSetupError, verify
 from images.builder import ImageBuilder
@@ -39,7 +38,7 @@ class ImportResult:
 def import_instances(
     builder: ImageBuilder,
     store: Store,
-    client: docker.DockerClient,
+    backend: Backend,
     instances: list[Instance],
     *,
     source: str | None = None,
@@ -53,12 +52,12 @@ def import_instances(
     results = []
     for instance in instances:
         progress(ProgressEvent(instance.instance_id, "import", instance.repo))
-        results.append(_import(builder, store, client, instance, source))
+        results.append(_import(builder, store, backend, instance, source))
     return results
 
 
 def _import(
-    builder: ImageBuilder, store: Store, client: docker.DockerClient, instance: Instance, source: str | None
+    builder: ImageBuilder, store: Store, backend: Backend, instance: Instance, source: str | None
 ) -> ImportResult:
     if store.get_task(instance.instance_id) is not None:
         return ImportResult(instance.instance_id, "skipped", "already in the store")
@@ -99,7 +98,7 @@ def _import(
         },
     )
     try:
-        verification = verify(client, task, image)
+        verification = verify(backend, task, image)
     except TaskSetupError as exc:  # the instance's own setup patch: it will never apply
         task.status = TaskStatus.INVALID
         task.meta = {**task.meta, "verification": {"error": str(exc)}}

@@ -29,7 +29,7 @@ import git
 
 from core.errors import ForagerError
 from core.progress import Progress, ProgressEvent, no_progress
-from envs.docker_runtime import DockerRuntime
+from envs.backend import Backend
 from envs.grading import git_apply, is_test_path, run_tests
 from envs.runtime import Runtime
 from envs.tasks import verify
@@ -240,6 +240,7 @@ def _exists(commit: git.Commit, path: str) -> bool:
 
 def mine(
     builder: ImageBuilder,
+    backend: Backend,
     store: Store,
     spec: SourceSpec,
     *,
@@ -251,7 +252,8 @@ def mine(
     """Mine up to ``max_tasks`` verified issue-fix tasks from the history of ``spec``; see the module doc.
 
     ``spec`` is a git URL or a local git repository; its ref (default: HEAD) is where the walk of
-    ``max_commits`` commits starts. ``store`` must be the builder's store: tasks point at its images.
+    ``max_commits`` commits starts. ``store`` must be the builder's store: tasks point at its images;
+    environments run on ``backend``.
     For each candidate, newest first:
 
     1. the instance id ``NAME.SHA12`` already stored: the task counts, nothing is done (a run resumes);
@@ -295,7 +297,7 @@ def mine(
                 spec.name, "validate", f"{len(tasks)} tasks, {candidate.sha[:12]}", number, len(candidates)
             )
         )
-        outcome = _mine_one(builder, store, spec, candidate, test_timeout, builds)
+        outcome = _mine_one(builder, backend, store, spec, candidate, test_timeout, builds)
         if isinstance(outcome, str):
             skipped.append(Skipped(candidate.sha, outcome))
             continue
@@ -337,6 +339,7 @@ def _list_candidates(home: Path, spec: SourceSpec, max_commits: int) -> list[Can
 
 def _mine_one(
     builder: ImageBuilder,
+    backend: Backend,
     store: Store,
     spec: SourceSpec,
     candidate: Candidate,
@@ -350,7 +353,7 @@ def _mine_one(
     if built.status != ImageStatus.READY or image is None or not image.test_command:
         return f"the image of the parent commit failed to build ({built.failure_class}): {built.reason}"
     baseline = Baseline.from_json({"outcomes": image.baseline, "flaky": image.flaky})
-    with DockerRuntime.start(builder.client, image.tag, episode=f"mine-{candidate.sha[:12]}") as env:
+    with backend.start(image.tag, episode=f"mine-{candidate.sha[:12]}") as env:
         verdict = _validate(env, image.test_command, baseline, candidate, test_timeout)
     if isinstance(verdict, str):
         return verdict
@@ -373,7 +376,7 @@ def _mine_one(
             "pass_to_pass_from": verdict.pass_to_pass_from,
         },
     )
-    verification = verify(builder.client, task, image, timeout=test_timeout)
+    verification = verify(backend, task, image, timeout=test_timeout)
     if not verification.ok:
         return (
             f"the real grader disagrees: gold patch {verification.gold.status}, "

@@ -25,14 +25,13 @@ from collections.abc import Collection
 from dataclasses import dataclass, field
 from pathlib import Path
 
-import docker
-
 from core.errors import ForagerError
 from core.progress import Progress, ProgressEvent, no_progress
+from envs.backend import Backend
 from envs.coverage import Coverage, measure
-from envs.docker_runtime import DockerRuntime
 from envs.grading import is_test_path, run_tests
 from envs.mutate import OPERATORS, FunctionSpan, Mutant, functions, mutants, unified_diff
+from envs.runtime import Runtime
 from images.baseline import Baseline
 from storage import Image, Store, Task, TaskKind, TaskStatus
 
@@ -82,7 +81,7 @@ class MutateReport:
 
 
 def generate(
-    client: docker.DockerClient,
+    backend: Backend,
     store: Store,
     image: Image,
     options: MutateOptions,
@@ -108,7 +107,7 @@ def generate(
     tasks: list[Task] = []
     rejected = _load_rejected(cache_dir)
     unbroken = _UnbrokenRuns()
-    with DockerRuntime.start(client, image.tag, episode=f"mutate-{image.id}") as env:
+    with backend.start(image.tag, episode=f"mutate-{image.id}") as env:
         progress(ProgressEvent(subject, "coverage", "measuring which tests cover which lines"))
         coverage = _coverage(env, image, cache_dir)
         if not any(path.endswith(".py") and not is_test_path(path) for path in coverage.lines):
@@ -177,7 +176,7 @@ def problem_statement(function: str, path: str, failing: Collection[str]) -> str
     )
 
 
-def _coverage(env: DockerRuntime, image: Image, cache_dir: Path) -> Coverage:
+def _coverage(env: Runtime, image: Image, cache_dir: Path) -> Coverage:
     """The image's coverage, measured on first use and kept next to the image's other artifacts."""
     path = cache_dir / "coverage.json.gz"
     if path.is_file():
@@ -206,7 +205,7 @@ def _save_rejected(cache_dir: Path, rejected: set[str]) -> None:
 
 
 def _candidates(
-    env: DockerRuntime,
+    env: Runtime,
     coverage: Coverage,
     passing: frozenset[str],
     options: MutateOptions,
@@ -329,7 +328,7 @@ class _UnbrokenRuns:
         self._outcomes: dict[tuple[str, ...], bool] = {}
 
     def all_pass(
-        self, env: DockerRuntime, test_command: str, tests: list[str], timeout: float
+        self, env: Runtime, test_command: str, tests: list[str], timeout: float
     ) -> tuple[bool, int]:
         """(whether every test passed, test executions this call ran)."""
         key = tuple(sorted(tests))
@@ -341,7 +340,7 @@ class _UnbrokenRuns:
 
 
 def _validate(
-    env: DockerRuntime,
+    env: Runtime,
     test_command: str,
     mutant: Mutant,
     covering: frozenset[str],

@@ -11,10 +11,8 @@ from __future__ import annotations
 import shlex
 from dataclasses import dataclass
 
-import docker
-
 from core.errors import ForagerError
-from envs.docker_runtime import DockerRuntime
+from envs.backend import Backend
 from envs.grading import Grade, TestSpec, git_apply, grade
 from envs.runtime import Runtime
 from storage import Image, Task
@@ -61,16 +59,16 @@ class Verification:
         return self.gold.resolved and self.start.status == "unresolved"
 
 
-def verify(client: docker.DockerClient, task: Task, image: Image, *, timeout: float = 900) -> Verification:
+def verify(backend: Backend, task: Task, image: Image, *, timeout: float = 900) -> Verification:
     """Grade ``task``'s gold patch and its unmodified start, each in a fresh environment of ``image``."""
     episode = f"verify-{task.instance_id}"
-    gold = grade_task(client, task, image, task.gold_patch, timeout=timeout, episode=episode)
-    start = grade_task(client, task, image, "", timeout=timeout, episode=episode)
+    gold = grade_task(backend, task, image, task.gold_patch, timeout=timeout, episode=episode)
+    start = grade_task(backend, task, image, "", timeout=timeout, episode=episode)
     return Verification(gold, start)
 
 
 def grade_task(
-    client: docker.DockerClient, task: Task, image: Image, patch: str, *, timeout: float, episode: str
+    backend: Backend, task: Task, image: Image, patch: str, *, timeout: float, episode: str
 ) -> Grade:
     """Grade ``patch`` as a submission for ``task``, in a fresh environment of ``image`` in its starting
     state: nothing an episode did to its own environment can sway the grade."""
@@ -80,6 +78,7 @@ def grade_task(
         pass_to_pass=tuple(task.pass_to_pass),
         test_patch=task.test_patch,
     )
-    with DockerRuntime.start(client, image.tag, episode=episode) as env:
+    # The grading run is bounded by ``timeout``: the environment need not outlive it (plus a margin).
+    with backend.start(image.tag, episode=episode, lifetime=timeout) as env:
         prepare(env, task.kind, task.setup_patch)
         return grade(env, patch, spec, timeout=timeout)

@@ -21,12 +21,10 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any, Literal
 
-import docker
-
 from core.errors import ForagerError
-from envs.docker_runtime import DockerRuntime, Limits
+from envs.backend import Backend, Limits
 from envs.grading import Grade
-from envs.runtime import DiffError, EnvironmentDied
+from envs.runtime import DiffError, EnvironmentDied, Runtime
 from envs.tasks import grade_task, prepare
 from forager.model import Completion, ModelClient, ModelError
 from forager.prompts import Prompts
@@ -102,7 +100,7 @@ class EpisodeRun:
         task: Task,
         image: Image,
         model: ModelClient,
-        docker_client: docker.DockerClient,
+        backend: Backend,
         config: AgentConfig,
         *,
         model_name: str,
@@ -111,14 +109,14 @@ class EpisodeRun:
         self.task = task
         self.image = image
         self.model = model
-        self.docker_client = docker_client
+        self.backend = backend
         self.config = config
         self.model_name = model_name
         self.policy = policy
         self.id = uuid.uuid4().hex
         self.steps: list[StepRecord] = []
         self.messages: list[dict[str, Any]] = []
-        self.env: DockerRuntime | None = None
+        self.env: Runtime | None = None
         self.exit_reason: ExitReason | None = None
         self.patch: str | None = None
         self.prompt_tokens = 0
@@ -135,11 +133,13 @@ class EpisodeRun:
     async def start(self) -> None:
         """Start the environment in the task's starting state and write the opening messages."""
         self.env = await asyncio.to_thread(
-            DockerRuntime.start,
-            self.docker_client,
+            self.backend.start,
             self.image.tag,
             episode=self.id,
             limits=self.config.limits,
+            # Outlives the episode's wall clock by the time grading may take: even a worker killed with
+            # no gc to follow leaves nothing running for long.
+            lifetime=self.config.wall_clock + self.config.grade_timeout,
         )
         await asyncio.to_thread(prepare, self.env, self.task.kind, self.task.setup_patch)
         # The diff is taken against the starting commit, not HEAD: work the model commits is still its work.
@@ -360,7 +360,7 @@ class EpisodeRun:
 
     def _grade(self, patch: str) -> Grade:
         return grade_task(
-            self.docker_client,
+            self.backend,
             self.task,
             self.image,
             patch,
@@ -373,14 +373,14 @@ async def run_episode(
     task: Task,
     image: Image,
     model: ModelClient,
-    docker_client: docker.DockerClient,
+    backend: Backend,
     config: AgentConfig,
     *,
     model_name: str,
     policy: str | None = None,
 ) -> tuple[Episode, list[Step]]:
     """Run one episode to its end and return its records; the environment is always removed."""
-    run = EpisodeRun(task, image, model, docker_client, config, model_name=model_name, policy=policy)
+    run = EpisodeRun(task, image, model, backend, config, model_name=model_name, policy=policy)
     try:
         return await run.play()
     finally:

@@ -19,11 +19,11 @@ from pathlib import Path
 from typing import Any
 
 from core.errors import ForagerError
-from envs.runtime import Observation
+from envs.backend import Backend, make_backend
+from envs.runtime import Observation, Runtime
 from forager.agent import ActionFormat, AgentConfig, EpisodeRun, StepRecord
 from forager.model import ModelClient, ModelConfig
 from forager.settings import DEFAULT_HOME, Settings
-from images.engine import connect
 from storage import Episode as EpisodeRecord
 from storage import Step, Store
 from tools.calls import ToolCall
@@ -51,9 +51,14 @@ class Episode:
         model_name: str | None = None,
         db: str | None = None,
         home: Path = DEFAULT_HOME,
+        backend: Backend | str = "docker",
         **config: Any,
     ) -> Episode:
-        """Start an episode of a stored task against the server at ``model`` (an OpenAI-compatible URL)."""
+        """Start an episode of a stored task against the server at ``model`` (an OpenAI-compatible URL).
+
+        ``backend`` is where the environment runs: a :class:`envs.backend.Backend`, or the name of one
+        (``docker``, the local engine; ``kubernetes``, the cluster of the current kubeconfig).
+        """
         store = Store(Settings(home=home, db=db).db_url)
         task = store.get_task(task_id)
         if task is None:
@@ -63,7 +68,10 @@ class Episode:
         loop.run_until_complete(client.__aenter__())
         name = model_name or loop.run_until_complete(client.models())[0]
         agent = AgentConfig(action_format=format, **config)
-        run = EpisodeRun(task, task.image, client, connect(), agent, model_name=name)
+        run = EpisodeRun(
+            task, task.image, client, make_backend(backend) if isinstance(backend, str) else backend, agent,
+            model_name=name,
+        )
         episode = cls(run, client, loop, store)
         try:
             loop.run_until_complete(run.start())
@@ -78,9 +86,14 @@ class Episode:
         return self._run.messages
 
     @property
+    def runtime(self) -> Runtime | None:
+        """The running environment (None once closed)."""
+        return self._run.env
+
+    @property
     def container(self) -> Any:
-        """The Docker container of the environment (``docker exec -it <container.id> bash`` to look in)."""
-        return self._run.env.container if self._run.env else None
+        """On Docker, the environment's container (``docker exec -it <container.id> bash`` to look in)."""
+        return getattr(self._run.env, "container", None)
 
     @property
     def done(self) -> bool:

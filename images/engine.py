@@ -52,13 +52,18 @@ def owner_state(labels: dict[str, str]) -> Owner:
 
 
 def _start_time(pid: int) -> str | None:
-    """The start time of process ``pid`` (field 22 of /proc/PID/stat), or None if there is none."""
+    """The start time of process ``pid`` (field 22 of /proc/PID/stat), or None if it is not running.
+
+    A zombie (state ``Z``: killed, not yet reaped by its parent) still has its stat file and start time,
+    but it will never remove its containers again: it counts as not running.
+    """
     try:
         stat = Path(f"/proc/{pid}/stat").read_text()
     except OSError:
         return None
     # The command name (field 2) is in parentheses and may hold spaces: count fields after it.
-    return stat.rpartition(")")[2].split()[19]
+    fields = stat.rpartition(")")[2].split()
+    return None if fields[0] in ("Z", "X") else fields[19]
 
 
 class EngineError(ForagerError):

@@ -7,7 +7,7 @@ from pathlib import Path
 
 import pytest
 
-from envs.gc import EPISODE_LABEL
+from envs.backend import EPISODE_LABEL
 from forager.cli.envs import parse_duration
 from images.base import BASE_IMAGE
 from images.engine import OWNER_LABEL, build_container_name, owner_labels

@@ -10,6 +10,7 @@ from pathlib import Path
 import git
 import pytest
 
+from envs.docker_backend import DockerBackend
 from envs.docker_runtime import DockerRuntime
 from envs.grading import TestSpec, grade
 from envs.mine import (
@@ -246,10 +247,10 @@ def test_sources_without_history_are_refused(tmp_path: Path) -> None:
     store = Store(f"sqlite:///{tmp_path / 'forager.db'}")
     builder = ImageBuilder(None, store, tmp_path / "home")  # refused before any build: no engine needed
     with pytest.raises(MineError, match="sdist has no history"):
-        mine(builder, store, parse_source("pypi:attrs==23.1.0"), max_tasks=1)
+        mine(builder, DockerBackend(builder.client), store, parse_source("pypi:attrs==23.1.0"), max_tasks=1)
     plain = write(tmp_path / "plain", python_project())
     with pytest.raises(MineError, match="not a git repository"):
-        mine(builder, store, parse_source(str(plain)), max_tasks=1)
+        mine(builder, DockerBackend(builder.client), store, parse_source(str(plain)), max_tasks=1)
     store.close()
 
 
@@ -296,7 +297,14 @@ def mined(docker_client, tmp_path_factory: pytest.TempPathFactory) -> Iterator[M
     options = BuildOptions(network=NetworkSettings.from_environment(), test_timeout=120, timeout=600)
     builder = ImageBuilder(docker_client, store, tmp_path / "home", options)
     try:
-        report = mine(builder, store, parse_source(history.repo.working_dir), max_tasks=5, test_timeout=120)
+        report = mine(
+            builder,
+            DockerBackend(builder.client),
+            store,
+            parse_source(history.repo.working_dir),
+            max_tasks=5,
+            test_timeout=120,
+        )
         yield Mined(history, rejected, builder, store, report)
     finally:
         for image in store.list_images():
@@ -375,6 +383,7 @@ def test_a_second_run_stores_nothing_new_and_builds_nothing(mined: Mined, docker
     images = {image.id for image in docker_client.images.list()}
     again = mine(
         mined.builder,
+        DockerBackend(mined.builder.client),
         mined.store,
         parse_source(mined.history.repo.working_dir),
         max_tasks=5,

@@ -15,8 +15,8 @@ from pathlib import Path
 import pytest
 
 from core.errors import ForagerError
+from envs.backend import EPISODE_LABEL
 from envs.docker_runtime import DockerRuntime, Limits
-from envs.gc import EPISODE_LABEL
 from envs.mutate import unified_diff
 from envs.runtime import EnvironmentDied
 from envs.tasks import prepare

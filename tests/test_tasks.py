@@ -8,6 +8,7 @@ import json
 import pytest
 
 from envs.coverage import Coverage
+from envs.docker_backend import DockerBackend
 from envs.issue_import import import_instances
 from envs.mutate import OPERATORS
 from envs.mutate_fix import MutateOptions, generate, problem_statement
@@ -114,7 +115,7 @@ def test_every_operator_family_yields_verified_tasks_that_export_and_import(
     image = store.get_image(built.tag)
 
     options = MutateOptions(max_tasks=100, per_function=2, seed=7)
-    report = generate(docker_client, store, image, options, cache_dir=tmp_path / "cache")
+    report = generate(DockerBackend(docker_client), store, image, options, cache_dir=tmp_path / "cache")
 
     families = {task.meta["family"] for task in report.tasks}
     assert families == set(OPERATORS.values()), (
@@ -139,10 +140,10 @@ def test_every_operator_family_yields_verified_tasks_that_export_and_import(
         assert task.meta["description"] not in task.problem_statement
     assert unbroken_runs == 1, "one test file: the unbroken code is run once"
     for task in report.tasks[:4]:  # grading is the slow part: a sample, across operators
-        verification = verify(docker_client, task, image)
+        verification = verify(DockerBackend(docker_client), task, image)
         assert verification.ok, (task.instance_id, verification.gold.status, verification.start.status)
 
-    again = generate(docker_client, store, image, options, cache_dir=tmp_path / "cache")
+    again = generate(DockerBackend(docker_client), store, image, options, cache_dir=tmp_path / "cache")
     assert [t.instance_id for t in again.tasks] == [t.instance_id for t in report.tasks]
     assert sum(s.candidates for s in again.stats.values()) == 0, "a second run validates nothing again"
 
@@ -224,7 +225,11 @@ def test_swe_bench_instance_of_a_fixture_repo_is_imported_and_verified(
     jsonl.write_text("".join(json.dumps(line) + "\n" for line in (instance, wrong, no_start)))
 
     results = import_instances(
-        builder, store, docker_client, read_instances(jsonl), source=str(tmp_path / "repos" / "{repo}")
+        builder,
+        store,
+        DockerBackend(docker_client),
+        read_instances(jsonl),
+        source=str(tmp_path / "repos" / "{repo}"),
     )
     assert [(r.instance_id, r.status) for r in results] == [
         ("stats__stats-1", "verified"),
@@ -235,6 +240,10 @@ def test_swe_bench_instance_of_a_fixture_repo_is_imported_and_verified(
     task = store.get_task("stats__stats-1")
     assert task.image.repository.commit == base and task.test_patch.startswith("diff --git")
     again = import_instances(
-        builder, store, docker_client, read_instances(jsonl), source=str(tmp_path / "repos" / "{repo}")
+        builder,
+        store,
+        DockerBackend(docker_client),
+        read_instances(jsonl),
+        source=str(tmp_path / "repos" / "{repo}"),
     )
     assert {r.status for r in again} == {"skipped"}

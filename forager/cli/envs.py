@@ -2,17 +2,18 @@
 
 from __future__ import annotations
 
+import contextlib
 import re
 from datetime import timedelta
 from typing import Annotated
 
 import typer
 
-from envs.gc import collect_garbage
-from forager.cli.output import JsonOption, console, print_json
-from images.engine import connect
+from forager.cli.output import BackendOption, JsonOption, console, open_backend, print_json
 
-app = typer.Typer(help="Running episode environments: inspect and clean up containers.", no_args_is_help=True)
+app = typer.Typer(
+    help="Running episode environments: clean up containers and pods.", no_args_is_help=True
+)
 
 _DURATION = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*([smhd]?)\s*$")
 _UNIT_SECONDS = {"": 1, "s": 1, "m": 60, "h": 3600, "d": 86400}
@@ -40,14 +41,16 @@ def gc(
     everything: Annotated[
         bool, typer.Option("--all", help="Remove every Forager container, running work included.")
     ] = False,
+    backend: BackendOption = "docker",
     json: JsonOption = False,
 ) -> None:
-    """Remove containers (episodes, builds) left by Forager processes that have exited.
+    """Remove environments (containers or pods; build containers) left by Forager processes that exited.
 
     Safe while other Forager processes on this machine work: their containers stay.
     Containers of other machines sharing this engine: add --older-than once surely abandoned.
     """
-    removed = collect_garbage(connect(), older_than=older_than, everything=everything)
+    with contextlib.closing(open_backend(backend)) as where:
+        removed = where.collect_garbage(older_than=older_than, everything=everything)
     if json:
         print_json(
             [

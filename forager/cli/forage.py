@@ -13,14 +13,17 @@ from rich.markup import escape
 from rich.table import Table
 
 from core.errors import ForagerError
+from envs.backend import Backend
 from envs.mutate_fix import MutateOptions, generate
 from forager.agent import ActionFormat, AgentConfig, EpisodeRun, StepRecord
 from forager.cli.output import (
+    BackendOption,
     JsonOption,
     console,
     find_episode,
     find_image,
     find_task,
+    open_backend,
     open_store,
     print_json,
     progress_display,
@@ -84,18 +87,19 @@ def forage(
     ] = None,
     system_prompt: Annotated[Path | None, typer.Option(help="A system prompt template file.")] = None,
     task_prompt: Annotated[Path | None, typer.Option(help="A task prompt template file.")] = None,
+    backend: BackendOption = "docker",
     json: JsonOption = False,
 ) -> None:
     """Run episodes of verified tasks against a served model; store every one, graded (resumable)."""
     store = open_store(ctx)
+    where = open_backend(backend)
     if source:
-        tasks = _tasks_from_sources(ctx, store, source, tasks_per_image)
+        tasks = _tasks_from_sources(ctx, store, where, source, tasks_per_image)
     else:
         tasks = _select_tasks(store, kind, image, task)
     config = _agent_config(
         action_format, max_turns, max_tokens, wall_clock, command_timeout, system_prompt, task_prompt
     )
-    docker_client = connect()
 
     async def go():
         async with ModelClient(
@@ -104,7 +108,7 @@ def forage(
             name = model_name or (await client.models())[0]
             with progress_display(transient=False) as progress:
                 return await run_forage(
-                    store, tasks, client, docker_client, config, model_name=name,
+                    store, tasks, client, where, config, model_name=name,
                     episodes_per_task=episodes_per_task, concurrency=concurrency, progress=progress,
                 )  # fmt: skip
 
@@ -135,6 +139,7 @@ def episode_run(
     model_name: NameOption = None,
     max_turns: Annotated[int, typer.Option(min=1, help="Turns one episode may take.")] = 128,
     verbose: Annotated[bool, typer.Option("--verbose", "-v", help="Print every turn.")] = False,
+    backend: BackendOption = "docker",
 ) -> None:
     """Run one episode of a task and store it."""
     store = open_store(ctx)
@@ -144,7 +149,7 @@ def episode_run(
     async def go():
         async with ModelClient(ModelConfig(base_url=model, model=model_name)) as client:
             name = model_name or (await client.models())[0]
-            run = EpisodeRun(task, task.image, client, connect(), config, model_name=name)
+            run = EpisodeRun(task, task.image, client, open_backend(backend), config, model_name=name)
             try:
                 return await run.play(print_step if verbose else None)
             finally:
@@ -188,7 +193,11 @@ def episode_show(
 
 
 @episode_app.command("replay")
-def episode_replay(ctx: typer.Context, episode_id: Annotated[str, typer.Argument(metavar="EPISODE")]) -> None:
+def episode_replay(
+    ctx: typer.Context,
+    episode_id: Annotated[str, typer.Argument(metavar="EPISODE")],
+    backend: BackendOption = "docker",
+) -> None:
     """Re-execute a stored episode's actions in a fresh environment; report where observations diverge.
 
     A determinism check of the environment: durations and memory addresses are masked before comparing.
@@ -200,7 +209,7 @@ def episode_replay(ctx: typer.Context, episode_id: Annotated[str, typer.Argument
 
     async def go() -> list[tuple[int, str, str]]:
         # No model: every action comes from the record (EpisodeRun.inject never asks one).
-        run = EpisodeRun(task, task.image, None, connect(), config, model_name=episode.model)  # type: ignore[arg-type]
+        run = EpisodeRun(task, task.image, None, open_backend(backend), config, model_name=episode.model)  # type: ignore[arg-type]
         diverged = []
         try:
             await run.start()
@@ -291,7 +300,9 @@ def _agent_config(
     )  # fmt: skip
 
 
-def _tasks_from_sources(ctx: typer.Context, store: Store, sources: list[str], per_image: int) -> list[Task]:
+def _tasks_from_sources(
+    ctx: typer.Context, store: Store, backend: Backend, sources: list[str], per_image: int
+) -> list[Task]:
     """Build the sources' images and generate mutate-fix tasks in the ready ones (both are cached)."""
     client = connect(timeout=3600)
     with progress_display(transient=False) as progress:
@@ -313,7 +324,7 @@ def _tasks_from_sources(ctx: typer.Context, store: Store, sources: list[str], pe
             image = find_image(store, result.tag)
             cache = settings(ctx).home / "images" / image.tag.removeprefix("forager/").replace(":", "/")
             report = generate(
-                client, store, image, MutateOptions(max_tasks=per_image), cache_dir=cache, progress=progress
+                backend, store, image, MutateOptions(max_tasks=per_image), cache_dir=cache, progress=progress
             )
             tasks += [find_task(store, str(t.id)) for t in report.tasks]
     if not tasks:

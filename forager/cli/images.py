@@ -12,7 +12,7 @@ from docker.errors import ImageNotFound
 from rich.markup import escape
 from rich.table import Table
 
-from envs.gc import collect_garbage
+from envs.backend import make_backend
 from forager.cli.output import (
     JsonOption,
     console,
@@ -195,7 +195,7 @@ def rm(ctx: typer.Context, refs: Annotated[list[str], typer.Argument(metavar="RE
 def prune(ctx: typer.Context) -> None:
     """Remove what interrupted builds left: build containers, dangling image layers, scratch folders."""
     client = connect()
-    containers = [r for r in collect_garbage(client) if r.kind == "build"]
+    containers = [r for r in make_backend("docker", client=client).collect_garbage() if r.kind == "build"]
     reclaimed = client.images.prune(filters={"dangling": True}).get("SpaceReclaimed") or 0
     scratch = settings(ctx).home / "tmp"
     folders = list(scratch.iterdir()) if scratch.is_dir() else []

@@ -17,6 +17,7 @@ from rich.progress import SpinnerColumn, TextColumn, TimeElapsedColumn
 
 from core.errors import ForagerError
 from core.progress import Progress, ProgressEvent
+from envs.backend import Backend, make_backend
 from forager.settings import Settings
 from storage import Episode, Image, Store, Task
 
@@ -24,6 +25,16 @@ console = Console()
 errors = Console(stderr=True)
 
 JsonOption = Annotated[bool, typer.Option("--json", help="Print machine-readable JSON.")]
+BackendOption = Annotated[
+    str,
+    typer.Option(
+        "--backend",
+        envvar="FORAGER_BACKEND",
+        metavar="docker|kubernetes",
+        help="Where environments run: docker (the local engine) or kubernetes (pods of the cluster the "
+        "current kubeconfig, or the in-cluster service account, names).",
+    ),
+]
 
 
 def settings(ctx: typer.Context) -> Settings:
@@ -34,6 +45,11 @@ def settings(ctx: typer.Context) -> Settings:
 def open_store(ctx: typer.Context, *, upgrade: bool = False) -> Store:
     """The store named by ``--db`` (default: SQLite in ``--home``)."""
     return Store(settings(ctx).db_url, upgrade=upgrade)
+
+
+def open_backend(kind: str) -> Backend:
+    """The backend ``--backend`` names (its client connects here: a dead service is one error line)."""
+    return make_backend(kind)
 
 
 def print_json(data: Any) -> None:

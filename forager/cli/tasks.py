@@ -20,12 +20,14 @@ from envs.swebench import Instance, read_instances, write_instances
 from envs.tasks import Verification, verify
 from forager.cli.images import CABundleOption
 from forager.cli.output import (
+    BackendOption,
     JsonOption,
     console,
     errors,
     find_image,
     find_task,
     image_dir,
+    open_backend,
     open_store,
     print_json,
     progress_display,
@@ -54,6 +56,7 @@ def mutate(
         str | None, typer.Option(help=f"Comma-separated operators (default all): {', '.join(OPERATORS)}.")
     ] = None,
     seed: Annotated[int, typer.Option(help="Random seed: the same seed picks the same mutants.")] = 0,
+    backend: BackendOption = "docker",
     json: JsonOption = False,
 ) -> None:
     """Inject bugs into functions the tests cover; keep those the covering tests catch.
@@ -68,14 +71,14 @@ def mutate(
         raise typer.BadParameter(
             f"unknown {unknown}: choose from {', '.join(OPERATORS)}", param_hint="--operators"
         )
-    client = connect()
+    where = open_backend(backend)
     reports: list[MutateReport] = []
     skipped: dict[str, str] = {}
     with progress_display(transient=False) as progress:
         for image in _images(store, images):
             cache = image_dir(ctx, image)
             try:
-                reports.append(generate(client, store, image, options, cache_dir=cache, progress=progress))
+                reports.append(generate(where, store, image, options, cache_dir=cache, progress=progress))
             except ForagerError as exc:
                 skipped[image.tag] = str(exc)
     if json:
@@ -118,6 +121,7 @@ def import_(
         ),
     ] = None,
     ca_bundle: CABundleOption = None,
+    backend: BackendOption = "docker",
     json: JsonOption = False,
 ) -> None:
     """Import SWE-bench instances: build the image at each base_commit, verify the gold patch, store.
@@ -130,7 +134,9 @@ def import_(
     options = BuildOptions(network=NetworkSettings.from_environment(ca_bundle))
     with progress_display(transient=False) as progress:
         builder = ImageBuilder(client, store, settings(ctx).home, options, progress)
-        results = import_instances(builder, store, client, instances, source=source, progress=progress)
+        results = import_instances(
+            builder, store, open_backend(backend), instances, source=source, progress=progress
+        )
     if json:
         print_json([result.__dict__ for result in results])
         return
@@ -149,6 +155,7 @@ def mine(
     max_tasks: Annotated[int, typer.Option("--max", min=1, help="Tasks to make at most.")] = 10,
     max_commits: Annotated[int, typer.Option(min=1, help="Commits of history to look at.")] = 200,
     ca_bundle: CABundleOption = None,
+    backend: BackendOption = "docker",
     json: JsonOption = False,
 ) -> None:
     """Mine issue-fix tasks from history: commits that fix code and add tests failing without the fix."""
@@ -158,6 +165,7 @@ def mine(
         builder = ImageBuilder(connect(timeout=3600), store, settings(ctx).home, options, progress)
         report = mine_history(
             builder,
+            open_backend(backend),
             store,
             parse_source(source),
             max_tasks=max_tasks,
@@ -187,6 +195,7 @@ def validate(
         typer.Argument(metavar="TASK...", help="Task ids or instance ids.", show_default=False),
     ] = None,
     all_: Annotated[bool, typer.Option("--all", help="Every verified task in the store.")] = False,
+    backend: BackendOption = "docker",
     json: JsonOption = False,
 ) -> None:
     """Grade tasks' gold patches and unmodified starts again, in fresh environments.
@@ -202,7 +211,7 @@ def validate(
         if all_
         else [find_task(store, ref) for ref in refs or []]
     )
-    client = connect()
+    where = open_backend(backend)
     results: list[tuple[Task, Verification | str]] = []
     with progress_display() as progress:
         for number, task in enumerate(tasks, 1):
@@ -210,7 +219,7 @@ def validate(
                 ProgressEvent("validate", f"{number}/{len(tasks)}", task.instance_id, number - 1, len(tasks))
             )
             try:
-                results.append((task, verify(client, task, task.image)))
+                results.append((task, verify(where, task, task.image)))
             except ForagerError as exc:  # its image is gone, its environment cannot start: the next one
                 results.append((task, str(exc)))
     if json:
