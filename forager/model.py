@@ -1,9 +1,10 @@
 """The model client: chat completions from a served model over an OpenAI-compatible HTTP endpoint.
 
-It speaks the plain (non-streaming) ``/v1/chat/completions`` protocol that vLLM, SGLang, llama.cpp's
-server and OpenAI share. One :class:`ModelClient` owns one aiohttp session and bounds how many requests
-it has in flight; each request is retried with tenacity when the failure is one that repeating the same
-request can cure.
+It speaks the ``/v1/chat/completions`` protocol that vLLM, SGLang, llama.cpp's server and OpenAI share,
+plainly or, with :attr:`ModelConfig.stream`, as a stream of server-sent events assembled into the same
+:class:`Completion` (:mod:`forager.chat_stream`). One :class:`ModelClient` owns one aiohttp session
+and bounds how many requests it has in flight; each request is retried with tenacity when the failure
+is one that repeating the same request can cure.
 
 Every failure that reaches the caller is a :class:`ModelError`, whose ``kind`` tells the agent what to do:
 
@@ -13,8 +14,8 @@ Every failure that reaches the caller is a :class:`ModelError`, whose ``kind`` t
 - ``auth``: HTTP 401/403. Never retried.
 - ``bad_request``: any other 4xx; the message carries the server's own explanation. Never retried.
 - ``unavailable``: connection errors, timeouts and HTTP 408/409/429/5xx that outlasted every retry.
-- ``bad_response``: answers that were not a chat completion (malformed or truncated JSON) through every
-  retry, or a server that lists no model to use.
+- ``bad_response``: answers that were not a chat completion (malformed or truncated JSON, a stream cut
+  before its end) through every retry, or a server that lists no model to use.
 """
 
 from __future__ import annotations
@@ -48,6 +49,7 @@ from tenacity import (
 )
 
 from core.errors import ForagerError
+from forager.chat_stream import StreamError, assemble
 from images.proxy import resolve_ca_bundle
 
 log = logging.getLogger(__name__)
@@ -113,6 +115,11 @@ class ModelConfig:
     """PEM file of the authorities to trust for an ``https`` server (a TLS-intercepting proxy's among
     them); None: the first of ``SSL_CERT_FILE``, ``REQUESTS_CA_BUNDLE``, ``PIP_CERT`` naming a file, else
     the system's bundle."""
+    stream: bool = False
+    """Ask for the answer as a stream (server-sent events, with a final usage chunk) and assemble it.
+    A long generation then keeps its connection busy, so a proxy that cuts idle connections does not
+    cut it; a stream cut mid-way is retried like a truncated answer. ``timeout`` still bounds the
+    whole answer."""
     backoff: float = 1.0
     """Seconds scaling the exponential backoff: retry n waits a random time up to ``backoff * 2**(n-1)``
     (full jitter, at most 60 s), or longer when the server's ``Retry-After`` says so."""
@@ -365,6 +372,9 @@ class ModelClient:
         if tools:
             body["tools"] = tools
             body["tool_choice"] = "auto"
+        if config.stream:
+            body["stream"] = True
+            body["stream_options"] = {"include_usage": True}
         body.update(config.extra_body)
         return body
 
@@ -465,6 +475,8 @@ class ModelClient:
             raise self._refusal(
                 url, response.status, response.headers.get("Retry-After"), raw.decode(errors="replace")
             )
+        if response.content_type == "text/event-stream":
+            return self._assembled(url, raw), latency
         try:
             return json.loads(raw), latency
         except ValueError as exc:  # also a body that is not UTF-8
@@ -473,6 +485,19 @@ class ModelClient:
                 f"HTTP {response.status} with a body that is not JSON ({exc}): "
                 f"{_excerpt(raw.decode(errors='replace'))}",
             ) from exc
+
+    def _assembled(self, url: str, raw: bytes) -> dict[str, Any]:
+        """The chat completion a stream delivers, or the exception for a stream that does not deliver one."""
+        try:
+            return assemble(raw.decode(errors="replace"))
+        except StreamError as exc:
+            if exc.error is None:
+                raise _Transient("bad_response", f"HTTP 200 with a broken stream: {exc}") from exc
+            # An error event mid-stream is the server's answer after all: judged as an error body is.
+            code = exc.error.get("code")
+            status = code if isinstance(code, int) and 400 <= code < 600 else 500
+            error_body = json.dumps({"error": exc.error})
+            raise self._refusal(url, status, None, error_body) from exc
 
     def _refusal(self, url: str, status: int, retry_after: str | None, body: str) -> Exception:
         """The exception for an HTTP error answer: a ModelError, or a _Transient when it is worth a retry."""

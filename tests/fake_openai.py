@@ -14,7 +14,8 @@ blocks all reach it the same way.
 
 A script entry is a :data:`Responder`: an async function from the request's JSON body to the HTTP
 response. Build them with :func:`reply`, :func:`status`, :func:`slow`, :func:`truncated`,
-:func:`context_overflow` and :func:`malformed_tool_call`.
+:func:`context_overflow` and :func:`malformed_tool_call`; streams (server-sent events) with
+:func:`stream_reply` and :func:`sse`.
 """
 
 from __future__ import annotations
@@ -27,7 +28,7 @@ import threading
 import time
 import uuid
 from collections import deque
-from collections.abc import Awaitable, Callable, Iterable, Mapping
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterable, Mapping
 from typing import Any, Literal
 
 from aiohttp import web
@@ -194,6 +195,82 @@ def context_overflow(flavor: Literal["vllm", "openai", "llamacpp", "sglang"] = "
 
     async def respond(request: dict[str, Any]) -> web.StreamResponse:
         return web.json_response(body, status=code)
+
+    return respond
+
+
+def chunk_events(
+    request: Mapping[str, Any],
+    content: str | None = None,
+    *,
+    tool_calls: list[dict[str, Any]] | None = None,
+    usage: tuple[int, int] | None = (0, 0),
+    finish_reason: str | None = None,
+    piece: int = 5,
+) -> list[str]:
+    """The ``data:`` events OpenAI streams for that completion: the role, the content and each call's
+    arguments in pieces of ``piece`` characters (a call's id and name first), the finish reason, then a
+    usage chunk with no choices (unless ``usage`` is None). No ``[DONE]``."""
+    head = {"id": f"chatcmpl-{uuid.uuid4().hex[:16]}", "object": "chat.completion.chunk", "created": 0}
+    head["model"] = request.get("model", "fake-model")
+
+    def event(delta: dict[str, Any], finish: str | None = None) -> str:
+        choice = {"index": 0, "delta": delta, "logprobs": None, "finish_reason": finish}
+        return f"data: {json.dumps({**head, 'choices': [choice]})}"
+
+    def pieces(text: str) -> list[str]:
+        return [text[start : start + piece] for start in range(0, len(text), piece)]
+
+    events = [event({"role": "assistant", "content": None if content is None else ""})]
+    events += [event({"content": text}) for text in pieces(content or "")]
+    for index, call in enumerate(tool_calls or []):
+        function = call["function"]
+        opening = {"index": index, "id": call["id"], "type": "function"}
+        events.append(event({"tool_calls": [{**opening, "function": {"name": function["name"]}}]}))
+        for text in pieces(function["arguments"]):
+            events.append(event({"tool_calls": [{"index": index, "function": {"arguments": text}}]}))
+    events.append(event({}, finish_reason or ("tool_calls" if tool_calls else "stop")))
+    if usage is not None:
+        totals = completion_body(request, usage=usage)["usage"]
+        events.append(f"data: {json.dumps({**head, 'choices': [], 'usage': totals})}")
+    return events
+
+
+def sse(events: Iterable[str], *, done: bool = True, cut: bool = False) -> Responder:
+    """A stream of server-sent ``events``, each written as given and ended by a blank line, then
+    ``data: [DONE]`` unless ``done`` is False. With ``cut`` the connection drops after the events,
+    mid-body (the chunked body never ends), as a proxy cutting it would."""
+    texts = [*events, *(["data: [DONE]"] if done else [])]
+
+    async def body() -> AsyncIterator[bytes]:
+        for text in texts:
+            yield f"{text}\n\n".encode()
+            await asyncio.sleep(0)
+        if cut:
+            raise ConnectionResetError("FakeOpenAI: the stream is cut here, as the test asked")
+
+    async def respond(request: dict[str, Any]) -> web.StreamResponse:
+        return web.Response(body=body(), content_type="text/event-stream")
+
+    return respond
+
+
+def stream_reply(
+    content: str | None = None,
+    *,
+    tool_calls: list[dict[str, Any]] | None = None,
+    usage: tuple[int, int] | None = (0, 0),
+    done: bool = True,
+    cut_after: int | None = None,
+) -> Responder:
+    """The completion :func:`reply` would send, streamed as OpenAI streams it (:func:`chunk_events`);
+    ``cut_after`` N: only the first N events, then the connection drops."""
+
+    async def respond(request: dict[str, Any]) -> web.StreamResponse:
+        events = chunk_events(request, content, tool_calls=tool_calls, usage=usage)
+        if cut_after is not None:
+            return await sse(events[:cut_after], done=False, cut=True)(request)
+        return await sse(events, done=done)(request)
 
     return respond
 

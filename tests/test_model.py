@@ -9,6 +9,7 @@ import ssl
 import subprocess
 import time
 from collections.abc import Iterator
+from dataclasses import replace
 from datetime import UTC, datetime
 from email.utils import format_datetime
 from pathlib import Path
@@ -27,6 +28,7 @@ from forager.model import (
     proxy_for,
     should_retry,
 )
+from forager.policies import Action, policy_app, start_in_thread
 from tests.fake_openai import (
     CONTEXT_OVERFLOW_BODIES,
     FakeOpenAI,
@@ -35,10 +37,13 @@ from tests.fake_openai import (
     malformed_tool_call,
     reply,
     slow,
+    sse,
     status,
+    stream_reply,
     tool_call,
     truncated,
 )
+from tools.calls import ToolCall, parse_cwm
 
 MESSAGES = [{"role": "user", "content": "Fix the failing test."}]
 TOOLS = [
@@ -505,3 +510,131 @@ def test_an_https_server_is_trusted_through_the_ca_bundle(
         refused = failure(config(server, max_retries=0))
     assert refused.kind == "unavailable" and "certificate" in str(refused)
     assert len(server.requests) == 2
+
+
+# --- streaming ---------------------------------------------------------------------------------------
+
+
+def _fields(result: Completion) -> dict[str, Any]:
+    """What a completion says, without how long it took."""
+    return {name: value for name, value in vars(result).items() if name != "latency"}
+
+
+def test_a_stream_is_asked_for_and_assembles_into_the_plain_completion(serve: Any) -> None:
+    calls = [tool_call("bash", {"command": "ls -la"}, id="call_1"), tool_call("submit", {}, id="call_2")]
+    server = serve(
+        reply("Let me look around first.", tool_calls=calls, usage=(42, 7)),
+        stream_reply("Let me look around first.", tool_calls=calls, usage=(42, 7)),
+        stream_reply(None, tool_calls=calls[:1], usage=None),
+    )
+    plain = complete(config(server), tools=TOOLS)
+    streamed = complete(config(server, stream=True), tools=TOOLS)
+    assert _fields(streamed) == _fields(plain)
+    assert streamed.message == {
+        "role": "assistant",
+        "content": "Let me look around first.",
+        "tool_calls": calls,
+    }
+    assert server.requests[1] == {
+        **server.requests[0],
+        "stream": True,
+        "stream_options": {"include_usage": True},
+    }
+    # No text before the call, no usage chunk: content None, tokens 0, as in a plain answer.
+    bare = complete(config(server, stream=True), tools=TOOLS)
+    assert (bare.content, bare.tool_calls, bare.finish_reason) == (None, calls[:1], "tool_calls")
+    assert (bare.prompt_tokens, bare.completion_tokens) == (0, 0)
+
+
+def test_a_stream_in_another_servers_style_is_read(serve: Any) -> None:
+    # vLLM's and others' habits: keep-alive comments, CRLF line breaks, the role in every delta, reasoning
+    # deltas, a call's name split in two, `data:` without a space, usage on the last choice chunk, and
+    # non-ASCII text with U+2028 sent unescaped.
+    def event(delta: dict[str, Any], finish: str | None = None, **extra: Any) -> str:
+        chunk = {"id": "c", "model": "m", "choices": [{"index": 0, "delta": delta, "finish_reason": finish}]}
+        return "data:" + json.dumps({**chunk, **extra}, ensure_ascii=False)
+
+    events = [
+        ": ping",
+        event({"role": "assistant", "reasoning_content": "Think"}),
+        event({"role": "assistant", "reasoning_content": "ing…"}),
+        "event: message\r\n" + event({"role": "assistant", "content": "Lignes\u2028à voir"}),
+        event({"tool_calls": [{"index": 0, "id": "call_9", "type": "function", "function": {"name": "ba"}}]}),
+        event({"tool_calls": [{"index": 0, "function": {"name": "sh", "arguments": '{"command": '}}]}),
+        event({"tool_calls": [{"index": 0, "id": "call_9", "function": {"arguments": '"ls"}'}}]}),
+        event({}, "tool_calls", usage={"prompt_tokens": 9, "completion_tokens": 4, "total_tokens": 13}),
+    ]
+    server = serve(sse(events))
+    result = complete(config(server, stream=True), tools=TOOLS)
+    assert (result.content, result.reasoning) == ("Lignes\u2028à voir", "Thinking…")
+    assert result.tool_calls == [tool_call("bash", {"command": "ls"}, id="call_9")]
+    assert (result.finish_reason, result.prompt_tokens, result.completion_tokens) == ("tool_calls", 9, 4)
+
+
+@pytest.mark.parametrize(
+    "broken",
+    [
+        pytest.param(stream_reply("cut short", cut_after=3), id="connection dropped mid-body"),
+        pytest.param(stream_reply("cut short", done=False), id="ended without [DONE]"),
+        pytest.param(sse(["data: {not json"]), id="an event that is not JSON"),
+    ],
+)
+def test_a_broken_stream_is_retried(serve: Any, broken: Responder) -> None:
+    server = serve(broken, stream_reply("whole", usage=(3, 2)))
+    result = complete(config(server, stream=True))
+    assert (result.content, result.finish_reason, result.retries, result.completion_tokens) == (
+        "whole",
+        "stop",
+        1,
+        2,
+    )
+
+
+def test_a_stream_broken_to_the_end_is_a_bad_response_saying_so(serve: Any) -> None:
+    server = serve(stream_reply("a", done=False), stream_reply("b", done=False))
+    error = failure(config(server, stream=True, max_retries=1))
+    assert error.kind == "bad_response" and "ended before `data: [DONE]`" in str(error)
+    assert len(server.requests) == 2
+
+
+def test_an_error_event_mid_stream_is_judged_as_an_error_answer(serve: Any) -> None:
+    overflow = {"message": "This model's maximum context length is 4096 tokens.", "code": 400}
+    server = serve(
+        sse([f"data: {json.dumps({'error': {'message': 'engine died', 'code': 500}})}"]),
+        stream_reply("recovered"),
+        sse([f"data: {json.dumps({'error': overflow})}"]),
+    )
+    cfg = config(server, stream=True)
+    assert complete(cfg).content == "recovered"
+    error = failure(cfg)
+    assert error.kind == "context_overflow" and "4096 tokens" in str(error)
+    assert len(server.requests) == 3, "the overflow is not retried"
+
+
+def test_a_server_that_ignores_stream_is_read_plainly(serve: Any) -> None:
+    server = serve(reply("not streamed", usage=(5, 2)))
+    result = complete(config(server, stream=True))
+    assert (result.content, result.prompt_tokens, result.completion_tokens) == ("not streamed", 5, 2)
+
+
+@pytest.mark.parametrize("tools", [TOOLS, None], ids=["function calling", "text format"])
+@pytest.mark.parametrize("max_tokens", [None, 6], ids=["whole", "cut short"])
+def test_a_policy_servers_stream_assembles_into_its_plain_answer(tools: Any, max_tokens: int | None) -> None:
+    action = Action("Let me list the files, all of them.", ToolCall("bash", {"command": "ls -la /repo"}))
+    base_url, stop = start_in_thread(policy_app("scripted", lambda messages: action))
+    try:
+        cfg = ModelConfig(base_url=base_url, max_tokens=max_tokens)
+        plain = complete(cfg, tools=tools)
+        streamed = complete(replace(cfg, stream=True), tools=tools)
+    finally:
+        stop()
+    for result in (plain, streamed):  # the call ids differ: each answer makes its own
+        for call in result.tool_calls:
+            call["id"] = "call_x"
+    assert _fields(streamed) == _fields(plain)
+    if max_tokens is not None:
+        assert plain.finish_reason == "length" and plain.completion_tokens == max_tokens
+    elif tools:
+        assert plain.finish_reason == "tool_calls" and plain.content == action.thought
+    else:
+        assert plain.finish_reason == "stop" and parse_cwm(plain.content) == action.call
