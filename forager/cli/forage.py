@@ -56,6 +56,9 @@ FormatOption = Annotated[
 NameOption = Annotated[
     str | None, typer.Option("--model-name", help="Model id to request. Default: the server's first.")
 ]
+StreamOption = Annotated[
+    bool, typer.Option("--stream", help="Stream each answer (for proxies that cut idle connections).")
+]
 
 
 def forage(
@@ -88,6 +91,7 @@ def forage(
     system_prompt: Annotated[Path | None, typer.Option(help="A system prompt template file.")] = None,
     task_prompt: Annotated[Path | None, typer.Option(help="A task prompt template file.")] = None,
     backend: BackendOption = "docker",
+    stream: StreamOption = False,
     json: JsonOption = False,
 ) -> None:
     """Run episodes of verified tasks against a served model; store every one, graded (resumable)."""
@@ -103,7 +107,7 @@ def forage(
 
     async def go():
         async with ModelClient(
-            ModelConfig(base_url=model, model=model_name, temperature=temperature)
+            ModelConfig(base_url=model, model=model_name, temperature=temperature, stream=stream)
         ) as client:
             name = model_name or (await client.models())[0]
             with progress_display(transient=False) as progress:
@@ -140,6 +144,7 @@ def episode_run(
     max_turns: Annotated[int, typer.Option(min=1, help="Turns one episode may take.")] = 128,
     verbose: Annotated[bool, typer.Option("--verbose", "-v", help="Print every turn.")] = False,
     backend: BackendOption = "docker",
+    stream: StreamOption = False,
 ) -> None:
     """Run one episode of a task and store it."""
     store = open_store(ctx)
@@ -147,7 +152,7 @@ def episode_run(
     config = _agent_config(action_format, max_turns, None, 3600, 120, None, None)
 
     async def go():
-        async with ModelClient(ModelConfig(base_url=model, model=model_name)) as client:
+        async with ModelClient(ModelConfig(base_url=model, model=model_name, stream=stream)) as client:
             name = model_name or (await client.models())[0]
             run = EpisodeRun(task, task.image, client, open_backend(backend), config, model_name=name)
             try:
