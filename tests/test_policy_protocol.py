@@ -7,6 +7,10 @@ Its first turn is ``bash`` (a grep for the task's function), its next ones read,
 from __future__ import annotations
 
 import json
+import logging
+import socket
+import struct
+import time
 import urllib.error
 import urllib.request
 from collections.abc import Iterator
@@ -348,3 +352,18 @@ def test_bad_requests_get_openai_error_bodies(base_url: str, client: openai.Open
         client.chat.completions.create(
             model="oracle", messages=[{"role": "user", "content": "Task id: nope-1"}], stream=True
         )
+
+
+def test_a_client_hanging_up_mid_stream_is_no_server_failure(
+    base_url: str, client: openai.OpenAI, caplog: pytest.LogCaptureFixture
+) -> None:
+    host, port = base_url.removeprefix("http://").removesuffix("/v1").split(":")
+    body = json.dumps({"model": "oracle", "messages": _messages(), "stream": True, "n": 128}).encode()
+    head = f"POST /v1/chat/completions HTTP/1.1\r\nHost: {host}\r\nContent-Type: application/json\r\n"
+    with socket.create_connection((host, int(port)), timeout=30) as sock:
+        sock.sendall(f"{head}Content-Length: {len(body)}\r\n\r\n".encode() + body)
+        assert sock.recv(100).startswith(b"HTTP/1.1 200")
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))  # hang up: RST
+    time.sleep(0.5)
+    assert _chat(client).choices[0].finish_reason == "stop", "the server still answers"
+    assert not [record for record in caplog.records if record.levelno >= logging.ERROR]

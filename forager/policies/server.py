@@ -109,10 +109,13 @@ def policy_app(name: str, policy: Policy) -> web.Application:
             headers={"Content-Type": "text/event-stream; charset=utf-8", "Cache-Control": "no-cache"}
         )
         await response.prepare(request)
-        for chunk in chunks(name, choices, prompt, chat.include_usage):
-            await response.write(f"data: {json.dumps(chunk)}\n\n".encode())
-        await response.write(b"data: [DONE]\n\n")
-        await response.write_eof()
+        try:
+            for chunk in chunks(name, choices, prompt, chat.include_usage):
+                await response.write(f"data: {json.dumps(chunk)}\n\n".encode())
+            await response.write(b"data: [DONE]\n\n")
+            await response.write_eof()
+        except ConnectionResetError:
+            pass  # the client hung up mid-stream: no one is left to answer
         return response
 
     app = web.Application(middlewares=[_openai_errors], client_max_size=MAX_REQUEST_BYTES)
