@@ -202,6 +202,20 @@ def test_max_tokens_cuts_the_reply_short_with_finish_reason_length(client: opena
     assert choice.finish_reason == "tool_calls"
 
 
+def test_a_stop_sequence_ends_the_reply_before_it(client: openai.OpenAI, task: Task) -> None:
+    thought = oracle_action(task, _messages()).thought
+    (choice,) = _chat(client, stop=["</tool>", "never"]).choices
+    text = f"{thought}\n{render_cwm(FIRST)}"
+    assert (choice.finish_reason, choice.message.content) == ("stop", text[: text.index("</tool>")])
+    # In the thought: the reply ends there, and the call it led to is never made.
+    (choice,) = _chat(client, tools=TOOLS, stop="find").choices
+    assert (choice.finish_reason, choice.message.tool_calls) == ("stop", None)
+    assert choice.message.content == thought[: thought.index("find")]
+    with pytest.raises(openai.BadRequestError) as refused:
+        _chat(client, stop=[1])
+    assert refused.value.param == "stop" and refused.value.code == "invalid_type"
+
+
 def test_n_choices_are_the_same_action_with_their_own_ids(client: openai.OpenAI) -> None:
     single = _chat(client, tools=TOOLS)
     reply = _chat(client, tools=TOOLS, n=3)

@@ -2,9 +2,10 @@
 
 :func:`read_request` checks a ``POST /v1/chat/completions`` body and keeps what a policy's answer
 depends on (:class:`ChatRequest`); :func:`make_choice` writes a policy's action as one choice of the
-answer, honouring the offered ``tools``, ``tool_choice`` and the token limit; :func:`completion` and
-:func:`chunks` shape the choices as a ``chat.completion`` or as the ``chat.completion.chunk`` events of
-a stream. A request the protocol refuses raises :class:`RequestError`, served as OpenAI's error body.
+answer, honouring the offered ``tools``, ``tool_choice``, ``stop`` and the token limit;
+:func:`completion` and :func:`chunks` shape the choices as a ``chat.completion`` or as the
+``chat.completion.chunk`` events of a stream. A request the protocol refuses raises
+:class:`RequestError`, served as OpenAI's error body.
 
 Token counts are estimates, ``ceil(characters / 4)`` and at least 1 (no tokenizer is involved): a
 prompt is its messages' text and tool calls, a completion its content and its call's name and
@@ -69,6 +70,8 @@ class ChatRequest:
     max_tokens: int | None
     """``max_completion_tokens``, else ``max_tokens`` (vLLM's precedence)."""
     n: int
+    stop: tuple[str, ...]
+    """Text that ends the reply where it first occurs (excluded)."""
     stream: bool
     include_usage: bool
     """``stream_options.include_usage``: end the stream with a chunk carrying ``usage``."""
@@ -141,6 +144,13 @@ def _function_name(value: Any, param: str) -> str:
     return name
 
 
+def _stop(value: Any) -> tuple[str, ...]:
+    words = [value] if isinstance(value, str) else value or []
+    if not isinstance(words, list) or not all(isinstance(word, str) for word in words):
+        raise _invalid("stop", "a string or an array of strings", value)
+    return tuple(word for word in words if word)
+
+
 def read_request(body: Any) -> ChatRequest:
     """The chat request in a decoded JSON ``body``.
 
@@ -211,6 +221,7 @@ def read_request(body: Any) -> ChatRequest:
         tool_choice=tool_choice,
         max_tokens=max_tokens,
         n=_integer(body, "n", 1, MAX_CHOICES) or 1,
+        stop=_stop(body.get("stop")),
         stream=stream,
         include_usage=_boolean(options or {}, "include_usage"),
     )
@@ -241,8 +252,8 @@ def make_choice(action: Action, request: ChatRequest) -> Choice:
 
     The call is a ``tool_calls`` entry when the request offers its tool and ``tool_choice`` allows
     calls; otherwise the message is text, the thought followed by the call in CWM's text format (as a
-    model offered no tool would write it). ``max_tokens`` cuts the message short (``finish_reason``
-    ``length``).
+    model offered no tool would write it). A stop sequence ends the message where it first occurs
+    (no call follows it); ``max_tokens`` cuts the message short (``finish_reason`` ``length``).
 
     Raises:
         RequestError: ``tool_choice`` demands a call (``required``, or a named function) that is not
@@ -262,9 +273,9 @@ def make_choice(action: Action, request: ChatRequest) -> Choice:
             code="invalid_value",
         )
     if as_call:
-        return _cut(thought or None, call.name, json.dumps(call.arguments), request.max_tokens)
+        return _cut(thought or None, call.name, json.dumps(call.arguments), request)
     if call is None:
-        return _cut(thought, None, "", request.max_tokens)
+        return _cut(thought, None, "", request)
     try:
         block = render_cwm(call)
     except ValueError as exc:
@@ -272,15 +283,21 @@ def make_choice(action: Action, request: ChatRequest) -> Choice:
             f"the policy's {call.name} call cannot be written in CWM's text format ({exc}): request with "
             f"`tools` offering {call.name!r} to receive it as a function call"
         ) from None
-    return _cut(f"{thought}\n{block}" if thought else block, None, "", request.max_tokens)
+    return _cut(f"{thought}\n{block}" if thought else block, None, "", request)
 
 
-def _cut(content: str | None, name: str | None, arguments: str, max_tokens: int | None) -> Choice:
-    """The choice of ``content`` then a call of ``name``, cut at ``max_tokens`` (content first)."""
+def _cut(content: str | None, name: str | None, arguments: str, request: ChatRequest) -> Choice:
+    """The choice of ``content`` then a call of ``name``, as the request's stop sequences and
+    ``max_tokens`` let it be generated: up to the first stop sequence in the content (excluded, and no
+    call after it), and then at most ``max_tokens`` (content first)."""
     text = content or ""
-    call_length = len(name) + len(arguments) if name else 0
-    budget = math.inf if max_tokens is None else max_tokens * CHARS_PER_TOKEN
     finish_reason = "tool_calls" if name else "stop"
+    stops = [at for word in request.stop if (at := text.find(word)) >= 0]
+    if stops:
+        text, name, finish_reason = text[: min(stops)], None, "stop"
+        content = text
+    call_length = len(name) + len(arguments) if name else 0
+    budget = math.inf if request.max_tokens is None else request.max_tokens * CHARS_PER_TOKEN
     if len(text) + call_length > budget:
         finish_reason = "length"
         text = text[: int(budget)]
