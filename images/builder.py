@@ -21,6 +21,7 @@ import threading
 import time
 from concurrent.futures import ThreadPoolExecutor, wait
 from dataclasses import dataclass, field, replace
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 import docker
@@ -45,7 +46,7 @@ from images.baseline import (
 from images.detect import InstallPlan, detect
 from images.engine import CLEAR_OWNER, build_container_name, exec_logged, owner_labels
 from images.proxy import NetworkSettings
-from images.pypi import default_index_url
+from images.pypi import PackageIndexError, default_index_url, has_upload_times
 from images.readers.pytest_config import explicit_test_files
 from images.recipe import IMAGE_ENV, REPO_DIR, VENV_DIR, InstallRecipe, RecipeStep
 from images.repair import Repair, diagnose
@@ -57,6 +58,10 @@ BUILDER_VERSION = "1"
 #: Named volume shared by all build containers: pip's and uv's download and wheel caches.
 CACHE_VOLUME = "forager-cache"
 JUNIT_PATH = "/tmp/forager-junit.xml"
+#: Where a lock file's pins are kept during the install (outside the checkout, and not in /tmp, which
+#: sanitizing empties).
+LOCK_DIR = "/opt/forager"
+CONSTRAINTS = f"{LOCK_DIR}/constraints.txt"
 PYTEST = "python -m pytest -p no:cacheprovider"
 _CONTINUE = "--continue-on-collection-errors"
 _COLLECTED = re.compile(r"^[1-9]\d* tests? collected", re.MULTILINE)
@@ -91,6 +96,10 @@ class BuildOptions:
     pids_limit: int = 4096
     rebuild: bool = False
     """Build again even when an image with the same source and recipe is ready."""
+    resolve_newest: bool = False
+    """Resolve unpinned requirements to their newest releases instead of as of the commit's date."""
+    resolve_margin: timedelta = timedelta(days=1)
+    """How long after the commit a release still counts as one its authors could have had."""
 
 
 @dataclass(frozen=True)
@@ -136,9 +145,23 @@ def image_tag(name: str, commit: str, recipe_digest: str) -> str:
     return f"forager/{repository}:{commit[:12]}-{recipe_digest[:8]}"
 
 
-def plan_recipe(plan: InstallPlan, checkout: Checkout, base_image: str) -> InstallRecipe:
-    """The install steps a detected plan calls for, before any repair."""
+def plan_recipe(
+    plan: InstallPlan, checkout: Checkout, base_image: str, resolve_as_of: datetime | None = None
+) -> InstallRecipe:
+    """The install steps a detected plan calls for, before any repair.
+
+    With ``resolve_as_of``, every install step resolves as of that moment (uv's ``--exclude-newer``);
+    with a lock file in the plan, its pins constrain every install step.
+    """
     steps = [RecipeStep(f"python3 -m venv {VENV_DIR}", "a virtual environment of its own for the project")]
+    install_env = {}
+    if resolve_as_of is not None:
+        install_env["UV_EXCLUDE_NEWER"] = resolve_as_of.astimezone(UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
+    if plan.pins:
+        pins = " ".join(shlex.quote(pin) for pin in plan.pins)
+        why = f"the versions {plan.lock_file} pins, as constraints for every install step"
+        steps.append(RecipeStep(f"mkdir -p {LOCK_DIR} && printf '%s\\n' {pins} > {CONSTRAINTS}", why))
+        install_env["UV_CONSTRAINT"] = CONSTRAINTS
     uv = "uv pip install"
     if plan.installable:
         target = "." + (f"[{','.join(plan.extras)}]" if plan.extras else "")
@@ -156,7 +179,13 @@ def plan_recipe(plan: InstallPlan, checkout: Checkout, base_image: str) -> Insta
     paths = " ".join(shlex.quote(p) for p in plan.test_paths)
     args = " ".join(shlex.quote(a) for a in plan.pytest_args)
     test_command = " ".join(part for part in (PYTEST, args, paths) if part)
-    return InstallRecipe(base_image=base_image, steps=tuple(steps), test_command=test_command)
+    return InstallRecipe(
+        base_image=base_image,
+        steps=tuple(steps),
+        test_command=test_command,
+        install_env=install_env,
+        lock_file=plan.lock_file,
+    )
 
 
 class ImageBuilder:
@@ -183,6 +212,7 @@ class ImageBuilder:
         self._containers: set[str] = set()
         self._lock = threading.Lock()
         self._index_url: str | None = None
+        self._upload_times: tuple[bool, str] | None = None
 
     def build(self, spec: SourceSpec) -> BuildResult:
         """Build (or find already built) the image of ``spec``. Failures are results, not exceptions,
@@ -268,7 +298,7 @@ class ImageBuilder:
         if not plan.is_python:
             raise _BuildFailed("not_python", "no Python project files and no Python code found")
         base = self._base_image_id()
-        recipe = plan_recipe(plan, checkout, self.options.base_image)
+        recipe = plan_recipe(plan, checkout, self.options.base_image, self._resolve_as_of(checkout, log))
         tag = image_tag(spec.name, checkout.commit, _digest(recipe, base))
         if not self.options.rebuild and (cached := self._cached(tag)) is not None:
             return replace(cached, seconds=time.monotonic() - started, cached=True)
@@ -314,6 +344,39 @@ class ImageBuilder:
             passed, total, seconds, size, unique, log.path,
         )  # fmt: skip
 
+    def _resolve_as_of(self, checkout: Checkout, log: _Log) -> datetime | None:
+        """The moment unpinned requirements are resolved as of: the commit's date plus the margin, or
+        None (newest releases) when asked, when the source has no date of its own, or when the package
+        index gives no upload times."""
+        if self.options.resolve_newest:
+            log.section("resolving the newest releases (--resolve-newest)")
+            return None
+        if checkout.committed_at is None:
+            log.section("resolving the newest releases: the source has no commit date of its own")
+            return None
+        if not self._index_has_upload_times(log):
+            return None
+        moment = checkout.committed_at + self.options.resolve_margin
+        log.section(f"resolving as of {moment.astimezone(UTC):%Y-%m-%d %H:%M} UTC (commit date + margin)")
+        return moment
+
+    def _index_has_upload_times(self, log: _Log) -> bool:
+        """Asked of the index once per builder; a clear log line, never a failed build, when it cannot."""
+        with self._lock:
+            if self._upload_times is None:
+                index = self.options.network.index_url or default_index_url()
+                try:
+                    self._upload_times = (has_upload_times(index, self.options.network.ca_bundle), index)
+                except PackageIndexError as exc:
+                    self._upload_times = (False, f"{index} ({exc})")
+            available, index = self._upload_times
+        if not available:
+            log.section(
+                f"resolving the newest releases: the package index {index} gives no upload times (PEP 700), "
+                "so resolving as of the commit's date is impossible"
+            )
+        return available
+
     def _install(
         self,
         checkout: Checkout,
@@ -339,7 +402,7 @@ class ImageBuilder:
         )
         try:
             container.put_archive("/", _tar_directory(checkout.path, REPO_DIR.strip("/")))
-            env = {**network.environment(), "UV_LINK_MODE": "copy"}
+            env = {**network.environment(), "UV_LINK_MODE": "copy", **recipe.install_env}
             run = _Runner(container, log, env, deadline, self.cancel)
             self._stage(spec, "install", f"{len(recipe.steps)} steps")
             before, after = _missing_tools(container, network.apt_options())
@@ -392,6 +455,8 @@ class ImageBuilder:
                 replacement = _first_change(
                     diagnose(run.log.since(mark), tried=tried, extras=extras, version=version), step, tried
                 )
+            if replacement is None and rounds < self.options.repair_rounds:
+                replacement = _without_install_limits(step, run.env)
             if replacement is not None:
                 rounds += 1
                 queue[:0] = replacement
@@ -432,7 +497,7 @@ class ImageBuilder:
             if code in (0, 5):  # 5: nothing collected; the baseline reports it as no_tests
                 break
             repairs = diagnose(output, tried=tried, version=checkout.version)
-            repairs = [r for r in repairs if r.kind == "install"]
+            repairs = [r for r in repairs if r.kind in ("install", "step_back")]
             if not repairs:
                 if code == 2 and _COLLECTED.search(output) and _CONTINUE not in test_command:
                     # Some files cannot be collected (an import nothing can install, a warning the
@@ -442,10 +507,26 @@ class ImageBuilder:
                     continue
                 break  # the baseline classifies what is left
             tried.append(repairs[0])
-            step = RecipeStep(f"uv pip install {shlex.quote(repairs[0].value)}", repairs[0].why)
-            if run(step.why, step.run, step.env) == 0:
+            step = self._collection_repair(run, repairs[0], checkout)
+            if step is not None and run(step.why, step.run, step.env) == 0:
                 steps.append(step)
         return steps, test_command
+
+    def _collection_repair(self, run: _Runner, repair: Repair, checkout: Checkout) -> RecipeStep | None:
+        """The install step for a repair of collection: the distribution to install, or the one to step
+        back to its newest release older than the installed one and out before the commit's date."""
+        if repair.kind == "install":
+            return RecipeStep(f"uv pip install {shlex.quote(repair.value)}", repair.why)
+        installed = run.installed_version(repair.value)
+        if installed is None:
+            run.log.section(f"{repair.value} is not installed: nothing to step back")
+            return None
+        requirement = shlex.quote(f"{repair.value}<{installed}")
+        why = f"repair: {repair.why} ({repair.value} {installed} is newer than the project expects)"
+        if checkout.committed_at is None:
+            return RecipeStep(f"uv pip install {requirement}", why)
+        moment = (checkout.committed_at + self.options.resolve_margin).astimezone(UTC)
+        return RecipeStep(f"uv pip install --exclude-newer {moment:%Y-%m-%dT%H:%M:%SZ} {requirement}", why)
 
     def _baseline(
         self, spec: SourceSpec, tag: str, test_command: str, log: _Log
@@ -655,6 +736,12 @@ class _Runner:
         self.log.section(f"exit {code}")
         return code
 
+    def installed_version(self, distribution: str) -> str | None:
+        """The version of ``distribution`` in the project's venv, or None when it is not installed."""
+        result = self.container.exec_run([f"{VENV_DIR}/bin/python", "-c", _VERSION_OF, distribution])
+        version = result.output.decode(errors="replace").strip()
+        return version if result.exit_code == 0 and version else None
+
     def _container_running(self) -> bool:
         # A container being removed can still read as running for a moment after its processes died.
         for attempt in range(5):
@@ -669,6 +756,13 @@ class _Runner:
                 time.sleep(0.2)
         return True
 
+
+#: Prints the version of the distribution named by its argument, or nothing when it is not installed.
+_VERSION_OF = """import importlib.metadata, sys
+try:
+    print(importlib.metadata.version(sys.argv[1]))
+except importlib.metadata.PackageNotFoundError:
+    pass"""
 
 #: Exits 0 when the venv's copy of some distribution is the checkout itself, installed editable.
 _EDITABLE_CHECK = f"""python - <<'EOF'
@@ -739,6 +833,25 @@ def _one_package_each(step: RecipeStep) -> list[RecipeStep]:
     if words[:3] != ["uv", "pip", "install"] or len(packages) < 2 or any(p.startswith("-") for p in packages):
         return []
     return [replace(step, run=f"uv pip install {shlex.quote(p)}", why=f"{step.why}: {p}") for p in packages]
+
+
+#: What a step may be freed of when it cannot be installed otherwise, most particular first: the lock
+#: file's pins (a lock older than the requirements it must satisfy), then the commit's date (a project
+#: whose pinned requirements were released after it, or a release deleted since).
+_INSTALL_LIMITS = (
+    ("UV_CONSTRAINT", "the lock file's pins cannot be installed with the rest: installing without them"),
+    ("UV_EXCLUDE_NEWER", "nothing released before the commit's date satisfies it: resolving newest releases"),
+)
+
+
+def _without_install_limits(step: RecipeStep, env: dict[str, str]) -> list[RecipeStep] | None:
+    """``step`` freed of the next install limit in effect (``env -u VAR``), or None when none is left."""
+    if not step.run.startswith(("uv pip install", "env -u ")):
+        return None
+    for variable, why in _INSTALL_LIMITS:
+        if variable in env and f"env -u {variable} " not in step.run:
+            return [replace(step, run=f"env -u {variable} {step.run}", why=f"{step.why} (repair: {why})")]
+    return None
 
 
 def _first_change(repairs: list[Repair], step: RecipeStep, tried: list[Repair]) -> list[RecipeStep] | None:

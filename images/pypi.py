@@ -86,6 +86,23 @@ def find_sdist(name: str, version: str | None, index_url: str, ca_bundle: Path |
     return _prefer_tar([sdist for parsed, sdist in finals if parsed == newest])
 
 
+def has_upload_times(index_url: str, ca_bundle: Path | None = None, project: str = "pip") -> bool:
+    """Whether the index gives each file's upload time (PEP 700), which resolving as of a date needs.
+
+    Asks for one project every index of Python packages has. uv treats a file without an upload time as
+    unavailable under ``--exclude-newer``, so on an index without them (an HTML-only mirror, an old
+    proxy) every resolution would fail. Raises :class:`PackageIndexError` when the index cannot be read.
+    """
+    body, content_type = _get(f"{index_url.rstrip('/')}/{project}/", ca_bundle, accept=_JSON_ACCEPT)
+    if "json" not in content_type:
+        return False
+    try:
+        files = json.loads(body).get("files", [])
+    except (json.JSONDecodeError, AttributeError):
+        return False
+    return any(isinstance(f, dict) and f.get("upload-time") for f in files)
+
+
 def download(sdist: Sdist, cache_dir: Path, ca_bundle: Path | None = None) -> Path:
     """The sdist file in ``cache_dir``, downloaded (and its hash checked) unless it is there already."""
     cache_dir.mkdir(parents=True, exist_ok=True)

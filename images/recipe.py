@@ -38,6 +38,11 @@ class InstallRecipe:
     steps: tuple[RecipeStep, ...]
     test_command: str
     env: dict[str, str] = field(default_factory=lambda: dict(IMAGE_ENV))
+    install_env: dict[str, str] = field(default_factory=dict)
+    """Variables every install step sees but the image does not keep: ``UV_EXCLUDE_NEWER`` (resolve as
+    of the commit's date) and ``UV_CONSTRAINT`` (the lock file's pins)."""
+    lock_file: str | None = None
+    """The project's lock file whose versions the install followed, if any."""
 
     def to_json(self) -> dict[str, Any]:
         """A JSON-ready dict (the form stored with the image and written next to its Dockerfile)."""
@@ -46,7 +51,15 @@ class InstallRecipe:
     @classmethod
     def from_json(cls, data: dict[str, Any]) -> InstallRecipe:
         steps = tuple(RecipeStep(**step) for step in data["steps"])
-        return cls(data["base_image"], steps, data["test_command"], dict(data["env"]))
+        # Recipes stored before install_env and lock_file existed have neither.
+        return cls(
+            data["base_image"],
+            steps,
+            data["test_command"],
+            dict(data["env"]),
+            dict(data.get("install_env") or {}),
+            data.get("lock_file"),
+        )
 
     def digest(self) -> str:
         """A hash of the recipe's content: same recipe, same digest."""
@@ -65,6 +78,10 @@ class InstallRecipe:
             f"WORKDIR {REPO_DIR}",
             "ENV " + " ".join(f"{key}={_quote(value)}" for key, value in self.env.items()),
         ]
+        if self.lock_file:
+            lines.append(f"# Versions pinned by the project's {self.lock_file}")
+        # ARG, not ENV: the install steps see these, the image does not keep them.
+        lines += [f"ARG {key}={_quote(value)}" for key, value in self.install_env.items()]
         for step in self.steps:
             lines.append(f"# {step.why}")
             prefix = " ".join(f"{key}={_quote(value)}" for key, value in step.env.items())

@@ -20,7 +20,9 @@ from typing import Literal
 from images.import_map import DISTRIBUTIONS, distribution_for
 from images.pytest_plugins import FIXTURE_PLUGINS, MARKER_PLUGINS, ini_plugin, option_plugin
 
-RepairKind = Literal["install", "env", "drop_extra", "relax_pins", "no_build_isolation", "no_editable"]
+RepairKind = Literal[
+    "install", "env", "drop_extra", "relax_pins", "no_build_isolation", "no_editable", "step_back"
+]
 
 #: Repairs that switch an install mode on for the whole command; their value only names what the log
 #: blamed, so one of them is tried once whatever its value.
@@ -42,7 +44,9 @@ class Repair:
     - ``relax_pins``: the pinned requirement that could not be installed (``numpy==1.19.5``);
     - ``no_build_isolation``: the distribution the build needed, to install before building without
       isolation (``numpy``);
-    - ``no_editable``: the project whose editable build failed, as the log names it.
+    - ``no_editable``: the project whose editable build failed, as the log names it;
+    - ``step_back``: an installed distribution too new for the project or its plugins (``pytest``), to
+      replace with its newest release before the commit's date and older than the installed one.
     """
 
     kind: RepairKind
@@ -252,6 +256,66 @@ def _normalize(name: str) -> str:
     return re.sub(r"[-_.]+", "-", name).lower()
 
 
+#: A traceback frame: ``File "/path/mod.py", line 3`` (Python) or ``/path/mod.py:3: in f`` (pytest's
+#: short form, also after ``INTERNALERROR>``).
+_FRAME = re.compile(
+    r'File "(?P<long>[^"]+)", line \d+|^(?:INTERNALERROR>\s*)?(?P<short>\S+\.py):\d+: in ', re.MULTILINE
+)
+#: The top-level name of an installed distribution's file.
+_INSTALLED = re.compile(r"site-packages/(?P<top>[A-Za-z_]\w*)")
+#: Distributions that only host the code that fails (pytest's hook caller), never its cause.
+_HOSTS = frozenset({"pluggy"})
+#: How far back from an error line its traceback is looked for.
+_TRACEBACK_CHARS = 6000
+
+
+def _step_back_import(match: re.Match[str], ctx: _Context) -> list[tuple[RepairKind, str]]:
+    """``cannot import name 'x' from 'pkg' (.../site-packages/pkg/...)``: an installed release that no
+    longer has the name the project imports."""
+    if "site-packages/" not in match["path"]:
+        return []
+    distribution = distribution_for(match["module"])
+    return [("step_back", distribution)] if distribution else []
+
+
+def _step_back_raised(match: re.Match[str], ctx: _Context) -> list[tuple[RepairKind, str]]:
+    """An ``AttributeError``/``ImportError`` naming a module of pytest's, or raised inside pytest or a
+    plugin (the traceback's last frame is theirs)."""
+    module = match["module"]
+    if module and _is_pytest_module(module.split(".")[0]):
+        return [("step_back", distribution_for(module) or "pytest")]
+    start = max(0, match.start() - _TRACEBACK_CHARS)
+    frames = [f["long"] or f["short"] for f in _FRAME.finditer(ctx.log, start, match.start())]
+    return _step_back_frames(frames)
+
+
+def _step_back_internal(match: re.Match[str], ctx: _Context) -> list[tuple[RepairKind, str]]:
+    """pytest's ``INTERNALERROR``: raised in pytest or a plugin, whose frames the error block shows."""
+    start = max(0, match.start() - _TRACEBACK_CHARS)
+    block = "\n".join(
+        line for line in ctx.log[start : match.end()].splitlines() if line.startswith("INTERNALERROR>")
+    )
+    return _step_back_frames([f["long"] or f["short"] for f in _FRAME.finditer(block)])
+
+
+def _step_back_frames(paths: list[str]) -> list[tuple[RepairKind, str]]:
+    """When the innermost frame is in pytest or a plugin: pytest, then the innermost plugin frame's
+    distribution (a plugin failing on pytest's internals usually means pytest moved on)."""
+    tops = [m["top"] for path in paths if (m := _INSTALLED.search(path)) and m["top"] not in _HOSTS]
+    innermost = next((path for path in reversed(paths) if "/pluggy/" not in path), None)
+    if innermost is None or "site-packages/" not in innermost or not tops:
+        return []
+    plugins = [top for top in tops if top not in ("_pytest", "pytest")]
+    if not _is_pytest_module(tops[-1]) and not (plugins and _is_pytest_module(plugins[-1])):
+        return []
+    steps = ["pytest"] + [d for d in [distribution_for(plugins[-1]) if plugins else None] if d]
+    return [("step_back", name) for name in dict.fromkeys(steps)]
+
+
+def _is_pytest_module(top: str) -> bool:
+    return top in ("pytest", "_pytest", "py") or top.startswith("pytest_")
+
+
 _MODULE = r"No module named '?(?P<module>[A-Za-z_][\w.]*)'?(?P<not_package>; '[\w.]+' is not a package)?"
 
 #: The rules, most specific first: the order of :func:`diagnose`'s answer follows it.
@@ -282,6 +346,17 @@ RULES: tuple[Rule, ...] = (
     # Pytest refusing its command line or configuration (exit code 4): nothing runs until fixed.
     _rule(r"Missing required plugins: (?P<plugins>.+)", _required_plugins),
     _rule(r"error: unrecognized arguments: (?P<arguments>.+)", _options),
+    # Installed releases newer than the project's code or its plugins expect: step them back.
+    _rule(
+        r"ImportError: cannot import name '\w+' from '(?P<module>[\w.]+)' \((?P<path>[^)]*)\)",
+        _step_back_import,
+    ),
+    _rule(
+        r"^(?:E\s+|INTERNALERROR>\s+)?(?:AttributeError|ImportError): (?:module '(?P<module>[\w.]+)' has no"
+        r" attribute|(?!cannot import name|No module named)).*$",
+        _step_back_raised,
+    ),
+    _rule(r"^INTERNALERROR> (?!\s)(?!Traceback)\w*(?:Error|Exception)\b.*$", _step_back_internal),
     # Imports, fixtures, async tests and markers that a missing distribution or plugin explains.
     _rule(_MODULE, _missing_module),
     _rule(r"fixture '(?P<name>\w+)' not found", _install_from(FIXTURE_PLUGINS)),

@@ -13,6 +13,7 @@ import shutil
 import tarfile
 import zipfile
 from dataclasses import dataclass
+from datetime import datetime
 from pathlib import Path
 from typing import Literal
 
@@ -70,6 +71,9 @@ class Checkout:
     commit: str
     version: str | None = None
     """The release version, for sdists (tools like setuptools_scm cannot read it from our git history)."""
+    committed_at: datetime | None = None
+    """When ``commit`` was made, for a git source; None for folders and sdists, whose one commit Forager
+    made itself with a fixed date."""
 
 
 def parse_source(text: str) -> SourceSpec:
@@ -170,7 +174,7 @@ def _clone(spec: SourceSpec, dest: Path) -> Checkout:
         raise SourceError(f"{spec.text}: no commit, tag or branch named {ref!r}")
     repo.git.checkout("--detach", "--force", commit)
     _exclude_build_artefacts(dest)
-    return Checkout(spec, dest, commit)
+    return Checkout(spec, dest, commit, committed_at=repo.commit(commit).committed_datetime)
 
 
 def _fetch_sdist(

@@ -12,7 +12,7 @@ from typing import ClassVar
 
 import pytest
 
-from images.pypi import PackageIndexError, cached_sdist, download, find_sdist
+from images.pypi import PackageIndexError, cached_sdist, download, find_sdist, has_upload_times
 
 #: filename → (content, yanked); "demo-pkg" has a pre-release newer than its newest final release.
 FILES: dict[str, tuple[bytes, bool]] = {
@@ -40,7 +40,9 @@ class _Index(http.server.BaseHTTPRequestHandler):
         type(self).requests.append(self.path)
         if self.path.startswith("/files/") and self.path[7:] in FILES:
             self._reply(FILES[self.path[7:]][0], "application/octet-stream")
-        elif self.path in ("/json/demo-pkg/", "/html/demo-pkg/"):
+        elif self.path == "/json/pip/":
+            self._reply(_json(upload_times=True)[0], "application/vnd.pypi.simple.v1+json")
+        elif self.path in ("/json/demo-pkg/", "/html/demo-pkg/", "/html/pip/"):
             html = self.path.startswith("/html/")
             self._reply(*(_html() if html else _json()))
         else:
@@ -57,10 +59,11 @@ class _Index(http.server.BaseHTTPRequestHandler):
         pass
 
 
-def _json() -> tuple[bytes, str]:
+def _json(upload_times: bool = False) -> tuple[bytes, str]:
     files = [
         {"filename": name, "url": f"../../files/{name}", "hashes": {"sha256": _sha256(name)}}
         | {"yanked": yanked}
+        | ({"upload-time": "2023-01-02T03:04:05.000000Z"} if upload_times else {})
         for name, (_, yanked) in FILES.items()
     ]
     body = json.dumps({"meta": {"api-version": "1.1"}, "name": "demo-pkg", "files": files}).encode()
@@ -134,3 +137,12 @@ def test_download_checks_the_sha256_and_caches(index: str, tmp_path: Path) -> No
 def test_an_unreachable_index_says_what_to_check(tmp_path: Path) -> None:
     with pytest.raises(PackageIndexError, match="cannot reach the package index"):
         find_sdist("demo-pkg", None, "http://127.0.0.1:9/simple")
+
+
+def test_upload_times_are_detected_and_their_absence_is_said(index: str) -> None:
+    assert has_upload_times(f"{index}/json") is True
+    # An HTML-only index, and a JSON one whose files carry no upload-time (PEP 700), cannot time-travel.
+    assert has_upload_times(f"{index}/html") is False
+    assert has_upload_times(f"{index}/json", project="demo-pkg") is False
+    with pytest.raises(PackageIndexError, match="cannot reach the package index"):
+        has_upload_times("http://127.0.0.1:9/simple")

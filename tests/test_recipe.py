@@ -1,10 +1,18 @@
 """The pure parts of building: tags, recipes from plans, repairs applied to steps, Dockerfiles."""
 
+from datetime import datetime, timedelta, timezone
 from pathlib import Path
 
 import pytest
 
-from images.builder import _apply, _first_change, _one_package_each, image_tag, plan_recipe
+from images.builder import (
+    _apply,
+    _first_change,
+    _one_package_each,
+    _without_install_limits,
+    image_tag,
+    plan_recipe,
+)
 from images.detect import detect
 from images.recipe import InstallRecipe, RecipeStep
 from images.repair import Repair
@@ -125,3 +133,62 @@ def test_failing_package_lists_are_split() -> None:
     ]
     assert _one_package_each(RecipeStep("uv pip install -r req.txt", "r")) == []
     assert _one_package_each(RecipeStep("uv pip install pytest", "r")) == []
+
+
+def test_a_locked_project_at_an_old_commit_resolves_as_of_its_date(tmp_path: Path) -> None:
+    root = write(
+        tmp_path,
+        {
+            "pyproject.toml": '[project]\nname = "p"\nversion = "1"\n',
+            "poetry.lock": '[[package]]\nname = "pytest"\nversion = "7.4.4"\n'
+            '[[package]]\nname = "pluggy"\nversion = "1.3.0"\n',
+        },
+    )
+    checkout = Checkout(parse_source(str(root)), root, "c" * 40)
+    moment = datetime(2023, 6, 1, 12, 30, tzinfo=timezone(timedelta(hours=2)))
+    recipe = plan_recipe(detect(root), checkout, "base", resolve_as_of=moment)
+    assert recipe.lock_file == "poetry.lock"
+    assert recipe.install_env == {
+        "UV_EXCLUDE_NEWER": "2023-06-01T10:30:00Z",
+        "UV_CONSTRAINT": "/opt/forager/constraints.txt",
+    }
+    pins = recipe.steps[1]
+    written = "printf '%s\\n' pluggy==1.3.0 pytest==7.4.4 > /opt/forager/constraints.txt"
+    assert pins.run == f"mkdir -p /opt/forager && {written}"
+    assert "poetry.lock" in pins.why
+    again = plan_recipe(detect(root), checkout, "base", resolve_as_of=moment)
+    assert again.digest() == recipe.digest(), "the same commit plans the same recipe"
+    newest = plan_recipe(detect(root), checkout, "base")
+    assert "UV_EXCLUDE_NEWER" not in newest.install_env and newest.digest() != recipe.digest()
+
+    assert InstallRecipe.from_json(recipe.to_json()) == recipe
+    dockerfile = recipe.dockerfile("x", "c" * 40)
+    assert "# Versions pinned by the project's poetry.lock\n" in dockerfile
+    assert (
+        "ARG UV_EXCLUDE_NEWER=2023-06-01T10:30:00Z\nARG UV_CONSTRAINT=/opt/forager/constraints.txt\n"
+        in dockerfile
+    )
+    assert dockerfile.index("ARG UV_CONSTRAINT") < dockerfile.index("RUN mkdir -p /opt/forager")
+
+
+def test_recipes_stored_before_install_env_still_load() -> None:
+    stored = {
+        "base_image": "b",
+        "steps": [{"run": "x", "why": "y", "env": {}, "required": True}],
+        "test_command": "pytest",
+        "env": {"A": "1"},
+    }
+    recipe = InstallRecipe.from_json(stored)
+    assert (recipe.install_env, recipe.lock_file) == ({}, None)
+
+
+def test_a_step_is_freed_of_the_lock_then_of_the_date_when_nothing_else_helps() -> None:
+    env = {"UV_CONSTRAINT": "/opt/forager/constraints.txt", "UV_EXCLUDE_NEWER": "2020-01-01T00:00:00Z"}
+    step = RecipeStep("uv pip install -e .", "the project")
+    (first,) = _without_install_limits(step, env)
+    assert first.run == "env -u UV_CONSTRAINT uv pip install -e ." and "lock file's pins" in first.why
+    (second,) = _without_install_limits(first, env)
+    assert second.run == "env -u UV_EXCLUDE_NEWER env -u UV_CONSTRAINT uv pip install -e ."
+    assert _without_install_limits(second, env) is None
+    assert _without_install_limits(step, {}) is None
+    assert _without_install_limits(RecipeStep("python3 -m venv /venv", "v"), env) is None

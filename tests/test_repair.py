@@ -126,6 +126,89 @@ def test_cannot_import_name_has_no_certain_repair() -> None:
     assert diagnose(line) == []
 
 
+# -- installed releases newer than the project expects --------------------------------------------------
+
+#: A plugin in a folder named site-packages, as an installed one is, loaded by the project's conftest.
+OLD_PLUGIN_CONFTEST = """\
+import os
+import sys
+
+sys.path.insert(0, os.path.join(os.path.dirname(__file__), "site-packages"))
+pytest_plugins = ["pytest_oldplugin"]
+"""
+
+
+def test_a_name_pytest_no_longer_has_steps_pytest_back(tmp_path: Path) -> None:
+    # As a conftest importing _pytest.monkeypatch.notset fails on the pytest release that removed it.
+    root = project(
+        tmp_path,
+        {
+            "pytest.ini": "[pytest]\n",
+            "conftest.py": "from _pytest.monkeypatch import notset_in_some_old_release\n",
+            "tests/test_a.py": "def test_a():\n    pass\n",
+        },
+    )
+    output = pytest_output(root)
+    assert "ImportError: cannot import name 'notset_in_some_old_release' from '_pytest.monkeypatch'" in output
+    assert pairs(diagnose(output)) == [("step_back", "pytest")]
+
+
+def test_an_attribute_pytest_no_longer_has_steps_pytest_back(tmp_path: Path) -> None:
+    root = project(
+        tmp_path,
+        {
+            "pytest.ini": "[pytest]\n",
+            "conftest.py": "import pytest\n\nInstance = pytest.InstanceOfSomeOldRelease\n",
+            "tests/test_a.py": "def test_a():\n    pass\n",
+        },
+    )
+    output = pytest_output(root)
+    assert "AttributeError: module 'pytest' has no attribute 'InstanceOfSomeOldRelease'" in output
+    assert pairs(diagnose(output)) == [("step_back", "pytest")]
+
+
+def test_an_internal_error_raised_in_a_plugin_steps_pytest_then_the_plugin_back(tmp_path: Path) -> None:
+    # As a pinned plugin reading config.inicfg, which a newer pytest changed, ends in INTERNALERROR.
+    root = project(
+        tmp_path,
+        {
+            "pytest.ini": "[pytest]\n",
+            "conftest.py": OLD_PLUGIN_CONFTEST,
+            "site-packages/pytest_oldplugin/__init__.py": (
+                "def pytest_collection_modifyitems(config, items):\n    config.inicfg_that_moved\n"
+            ),
+            "tests/test_a.py": "def test_a():\n    pass\n",
+        },
+    )
+    output = pytest_output(root)
+    assert "INTERNALERROR> AttributeError: 'Config' object has no attribute 'inicfg_that_moved'" in output
+    assert pairs(diagnose(output)) == [("step_back", "pytest"), ("step_back", "pytest-oldplugin")]
+
+
+def test_the_projects_own_attribute_error_is_not_a_release_to_step_back(tmp_path: Path) -> None:
+    # pytest's import machinery is on the stack, but the error is raised in the project's code.
+    root = project(
+        tmp_path,
+        {
+            "pytest.ini": "[pytest]\n",
+            "src_mod.py": "value = None\n",
+            "tests/test_a.py": "import src_mod\n\nsrc_mod.value.missing\n\n\ndef test_a():\n    pass\n",
+            "conftest.py": "import os, sys\nsys.path.insert(0, os.path.dirname(__file__))\n",
+        },
+    )
+    output = pytest_output(root)
+    assert "AttributeError: 'NoneType' object has no attribute 'missing'" in output
+    assert diagnose(output) == []
+
+
+def test_a_name_a_dependency_no_longer_has_steps_it_back_only_when_installed() -> None:
+    installed = (
+        "ImportError: cannot import name 'soft_unicode' from 'markupsafe' "
+        "(/venv/lib/python3.11/site-packages/markupsafe/__init__.py)"
+    )
+    assert pairs(diagnose(installed)) == [("step_back", "markupsafe")]
+
+
 # -- pytest plugins -------------------------------------------------------------------------------------
 
 

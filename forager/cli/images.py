@@ -98,9 +98,21 @@ def build(
         float, typer.Option(min=0, max=1, help="Share of run tests that must pass for 'ready'.")
     ] = 0.8,
     rebuild: Annotated[bool, typer.Option("--rebuild", help="Build even if a ready image exists.")] = False,
+    resolve_newest: Annotated[
+        bool,
+        typer.Option(
+            "--resolve-newest",
+            help="Install the newest releases of what the project does not pin, instead of the releases "
+            "out at its commit's date.",
+        ),
+    ] = False,
     json: JsonOption = False,
 ) -> None:
-    """Build executable images of repositories: install, verify by running, record a test baseline."""
+    """Build executable images of repositories: install, verify by running, record a test baseline.
+
+    What a lock file (uv.lock, poetry.lock, pdm.lock, pylock.toml, Pipfile.lock, pinned constraints)
+    pins is installed at those versions; everything else resolves as of the commit's date.
+    """
     specs: list[SourceSpec] = [parse_source(text) for text in sources or []]
     if from_file:
         specs += read_source_file(from_file)
@@ -113,6 +125,7 @@ def build(
         test_timeout=test_timeout,
         min_pass_ratio=min_pass_ratio,
         rebuild=rebuild,
+        resolve_newest=resolve_newest,
     )
     store = open_store(ctx)
     with progress_display(transient=False) as progress:
