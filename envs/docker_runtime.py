@@ -2,13 +2,8 @@
 
 Every command goes over a single ``docker exec`` stream that stays open for the whole episode: a round
 trip costs a write and a read on a local socket (well under a millisecond) instead of a new exec
-(about 80 ms). The shell reads each command as a here-document and answers with a sentinel line that
-carries the exit code and the working directory, so cwd and variables persist between commands.
-
-When a command runs out of time its processes are killed inside the container (every process of the
-shell's process group but the shell), and if the shell itself is stuck (a busy builtin loop) a new
-shell takes its place in the same directory with the same exported variables; the observation says so.
-Output is capped while it is read: memory stays bounded however much a command prints.
+(about 80 ms). The shell protocol, timeouts, output caps and restarts are ``envs.shell``'s; this module
+supplies the container, the stream, and files through the engine's archive API.
 """
 
 from __future__ import annotations
@@ -30,20 +25,17 @@ from docker.errors import APIError, DockerException, ImageNotFound, NotFound
 
 from core.errors import ForagerError
 from envs.backend import EPISODE_LABEL, Limits, lifetime_seconds
-from envs.runtime import DiffError, EnvironmentDied, Observation
+from envs.runtime import EnvironmentDied
+from envs.shell import SHELL_COMMAND, ShellGone, ShellRuntime
 from images.engine import owner_labels
 
-#: Seconds a timed-out command's shell gets to report back after its processes were killed.
-_KILL_GRACE = 2.0
 #: How often to look (0.2 s apart) whether a container whose stream broke has stopped.
 _STATE_CHECKS = 5
-#: Exported variables are saved here after every command, to survive a shell restart.
-_ENV_FILE = "/tmp/.forager-env"
 #: Linux capabilities an episode keeps: enough for root to own and change its files, nothing more.
 _CAPABILITIES = ["CHOWN", "DAC_OVERRIDE", "FOWNER", "FSETID", "KILL", "SETGID", "SETUID"]
 
 
-class DockerRuntime:
+class DockerRuntime(ShellRuntime):
     """One episode environment in a Docker container. Use :meth:`start`, and close it (or ``with``)."""
 
     def __init__(
@@ -53,13 +45,9 @@ class DockerRuntime:
         workdir: str,
         limits: Limits,
     ) -> None:
+        super().__init__(workdir, limits)
         self.client = client
         self.container = container
-        self.limits = limits
-        self._workdir = workdir
-        self._cwd = workdir
-        self._shell: _Shell | None = None
-        self._closed = False
 
     @classmethod
     def start(
@@ -119,13 +107,6 @@ class DockerRuntime:
 
     # -- the protocol ---------------------------------------------------------------------------------
 
-    @property
-    def workdir(self) -> str:
-        return self._workdir
-
-    def run(self, command: str, timeout: float | None = None) -> Observation:
-        return self._run(command, timeout or self.limits.timeout, self.limits.output_bytes)
-
     def read_file(self, path: str) -> bytes:
         path = self._absolute(path)
         try:
@@ -165,30 +146,6 @@ class DockerRuntime:
         except APIError as exc:
             raise self._died(exc) from exc
 
-    def exists(self, path: str) -> bool:
-        return (
-            self._run(f"test -e {shlex.quote(self._absolute(path))}", self.limits.timeout, 4096).exit_code
-            == 0
-        )
-
-    def diff(self, base: str = "HEAD") -> str:
-        # A throwaway index, so new files are included without touching the index the agent sees. It is
-        # built from HEAD, without stat data, so every file is compared by content: a copy of the agent's
-        # index would trust stat data, and an edit in the same second as the last commit that keeps the
-        # file's size looks unchanged (git compares whole seconds, and the copy is no longer "racy").
-        index = "/tmp/.forager-index"
-        # A subshell, so that neither its `cd` nor its `exit` reaches the agent's shell.
-        script = (
-            f"(cd {shlex.quote(self._workdir)} && GIT_INDEX_FILE={index} git read-tree HEAD && "
-            f"GIT_INDEX_FILE={index} git add -A . >/dev/null && "
-            f"GIT_INDEX_FILE={index} git -c core.quotepath=off diff --cached --binary {shlex.quote(base)}; "
-            f"status=$?; rm -f {index}; exit $status)"
-        )
-        done = self._run(script, self.limits.timeout, 256 * 2**20)
-        if done.exit_code != 0 or done.elided:
-            raise DiffError(f"git diff against {base} failed in the environment: {done.output[-500:]}")
-        return done.output
-
     def close(self) -> None:
         if self._closed:
             return
@@ -204,68 +161,23 @@ class DockerRuntime:
     def __exit__(self, *exc_info: object) -> None:
         self.close()
 
-    # -- the shell ------------------------------------------------------------------------------------
+    # -- what envs.shell needs ------------------------------------------------------------------
 
-    def _run(self, command: str, timeout: float, limit: int) -> Observation:
-        if self._closed:
-            raise ForagerError("this environment is closed")
-        shell = self._shell
-        assert shell is not None
-        started = time.monotonic()
-        note = ""
+    def _connect(self, cwd: str) -> _ExecChannel:
+        api = _dedicated_client(self.client.api)
         try:
-            output, elided, status = shell.run(command, timeout, limit)
-        except _ShellGone:
-            # `exit`, `exec`, or a kill from inside: a new shell in the last known directory.
-            shell.close()
-            self._shell = self._open_shell(self._cwd)
-            return Observation(
-                "", None, time.monotonic() - started,
-                note=f"the shell exited; a new shell was started in {self._cwd}",
-            )  # fmt: skip
-        if status is None:  # out of time: kill what the command started, then the shell if need be
-            self._kill_children(shell.pid)
-            try:
-                late_output, late_elided, status = shell.wait(_KILL_GRACE, limit)
-                output, elided = output + late_output, elided + late_elided
-            except _ShellGone:
-                status = None
-            if status is None:
-                self._kill(shell.pid)
-                shell.close()
-                self._shell = self._open_shell(self._cwd)
-                note = f"the shell did not come back from the timeout and was restarted in {self._cwd}"
-            return Observation(
-                output, None, time.monotonic() - started, timed_out=True, elided=elided, note=note
-            )  # fmt: skip
-        code, self._cwd = status
-        return Observation(output, code, time.monotonic() - started, elided=elided)
-
-    def _open_shell(self, cwd: str) -> _Shell:
-        try:
-            return _Shell.open(self.client, self.container, cwd)
-        except (DockerException, OSError, _ShellGone) as exc:
-            died = self._died(exc)
-            if isinstance(died, EnvironmentDied):
-                raise died from exc
-            raise EnvironmentDied(f"no shell could be started in the environment: {exc}") from exc
-
-    def _kill_children(self, shell_pid: int) -> None:
-        # Every process in the shell's process group except the shell: the command and all it started.
-        script = f"for p in $(pgrep -g {shell_pid}); do [ $p = {shell_pid} ] || kill -9 $p 2>/dev/null; done"
-        self._exec(script)
-
-    def _kill(self, pid: int) -> None:
-        self._exec(f"kill -9 {pid}")
+            exec_id = api.exec_create(self.container.id, SHELL_COMMAND, stdin=True, workdir=cwd)["Id"]
+            stream = api.exec_start(exec_id, socket=True)
+        except DockerException as exc:
+            api.close()
+            raise ShellGone(f"no shell could be started: {exc}") from exc
+        return _ExecChannel(api, stream)
 
     def _exec(self, script: str) -> None:
         try:
             self.container.exec_run(["sh", "-c", script])
         except DockerException as exc:
             raise self._died(exc) from exc
-
-    def _absolute(self, path: str) -> str:
-        return posixpath.normpath(posixpath.join(self._cwd, path))
 
     def _died(self, cause: Exception) -> Exception:
         """EnvironmentDied when the container is gone or stopped; otherwise the cause itself."""
@@ -288,80 +200,38 @@ class DockerRuntime:
         return EnvironmentDied(f"the environment's container {self.container.short_id} stopped ({reason})")
 
 
-class _ShellGone(Exception):
-    """The shell's stream ended."""
+class _ExecChannel:
+    """A shell's ``docker exec`` stream, on a client of its own (see ``_dedicated_client``)."""
 
-
-class _Shell:
-    """A bash process speaking the sentinel protocol over one exec stream."""
-
-    def __init__(self, api: docker.APIClient, stream: object, sock: socket.socket) -> None:
+    def __init__(self, api: docker.APIClient, stream: object) -> None:
         self.api = api
         self._stream = stream  # holds the HTTP response, which owns the connection
-        self.sock = sock
-        self.pid = 0
-        self._frames = _FrameReader(sock)
+        self.sock: socket.socket = getattr(stream, "_sock", stream)
+        self.sock.setblocking(True)
+        self._frames = _FrameReader(self.sock)
+        self._early = b""
 
-    @classmethod
-    def open(
-        cls, client: docker.DockerClient, container: docker.models.containers.Container, cwd: str
-    ) -> _Shell:
-        api = _dedicated_client(client.api)
-        # setsid: the shell leads its own process group, which every command it runs joins, so a timeout
-        # can kill exactly the command's processes. --wait: setsid forks, and the exec must not end with
-        # it (the engine closes an exec's streams once its first process has exited).
-        exec_id = api.exec_create(
-            container.id, ["setsid", "--wait", "bash", "--noprofile", "--norc"], stdin=True, workdir=cwd
-        )["Id"]
-        stream = api.exec_start(exec_id, socket=True)
-        sock: socket.socket = getattr(stream, "_sock", stream)
-        sock.setblocking(True)
-        shell = cls(api, stream, sock)
-        # Pagers off, and nothing else: the environment must match the one the image's baseline ran in
-        # (a TERM=dumb here once made termcolor's tests fail in episodes but pass in the baseline).
-        boot = (
-            f"cd {shlex.quote(cwd)} 2>/dev/null; test -f {_ENV_FILE} && . {_ENV_FILE} 2>/dev/null; "
-            "export PAGER=cat GIT_PAGER=cat; echo $$"
-        )
-        output, _, status = shell.run(boot, 30.0, 4096)
-        if status is None:
-            raise _ShellGone("the shell did not start")
-        shell.pid = int(output.split()[-1])
-        return shell
-
-    def run(self, command: str, timeout: float, limit: int) -> tuple[str, int, tuple[int, str] | None]:
-        """Send ``command``; return (output, bytes elided, (exit code, cwd)) or a None status on timeout."""
-        nonce = secrets.token_hex(8)
-        self._sentinel = f"__FORAGER_{nonce}__".encode()
-        # The command arrives as a quoted here-document, so no character in it is special to this
-        # wrapper; stdin is /dev/null so interactive programs fail fast instead of waiting for input.
-        script = (
-            f"IFS= read -r -d '' __forager_command <<'FORAGER_{nonce}'\n{command}\nFORAGER_{nonce}\n"
-            '{ eval "$__forager_command"\n} </dev/null 2>&1\n'
-            f"__forager_status=$?; export -p > {_ENV_FILE} 2>/dev/null; "
-            f"printf '%s %d %s\\n' '__FORAGER_{nonce}__' \"$__forager_status\" \"$PWD\"\n"
-        )
+    def send(self, data: bytes) -> None:
         try:
-            self.sock.sendall(script.encode("utf-8", errors="surrogateescape"))
+            self.sock.sendall(data)
         except OSError as exc:
-            raise _ShellGone(str(exc)) from exc
-        return self.wait(timeout, limit)
+            raise ShellGone(f"the shell exited ({exc})") from exc
 
-    def wait(self, timeout: float, limit: int) -> tuple[str, int, tuple[int, str] | None]:
-        """Read until the sentinel line or ``timeout``; see :meth:`run`."""
-        buffer = _CappedBuffer(limit, self._sentinel)
-        deadline = time.monotonic() + timeout
-        while buffer.status is None:
-            remaining = deadline - time.monotonic()
-            if remaining <= 0:
-                return buffer.text(), buffer.elided, None
-            chunk = self._frames.read(remaining)
-            if chunk is None:
-                continue
-            if chunk == b"":
-                raise _ShellGone("the shell's stream ended")
-            buffer.append(chunk)
-        return buffer.text(), buffer.elided, buffer.status
+    def read(self, timeout: float) -> bytes | None:
+        if self._early:
+            early, self._early = self._early, b""
+            return early
+        return self._frames.read(timeout)
+
+    def is_open(self) -> bool:
+        chunk = self._frames.read(0)
+        if chunk == b"":
+            return False
+        self._early += chunk or b""  # output of a background process, for the next command
+        return True
+
+    def gone_reason(self) -> str:
+        return "the shell exited"
 
     def close(self) -> None:
         with contextlib.suppress(OSError):
@@ -396,59 +266,6 @@ class _FrameReader:
             payload += self.pending[8 : 8 + size]
             self.pending = self.pending[8 + size :]
         return bytes(payload) if payload else None
-
-
-class _CappedBuffer:
-    """Keeps the first and last ``limit / 2`` bytes of a stream, and finds the sentinel line at its end.
-
-    The last few bytes are held back until it is clear they are not the start of the sentinel, which
-    may arrive split across reads.
-    """
-
-    def __init__(self, limit: int, sentinel: bytes) -> None:
-        self.half = max(1, limit // 2)
-        self.sentinel = sentinel
-        self.head = bytearray()
-        self.tail = bytearray()
-        self.elided = 0
-        self.pending = bytearray()
-        self.status: tuple[int, str] | None = None
-
-    def append(self, data: bytes) -> None:
-        self.pending += data
-        index = self.pending.find(self.sentinel)
-        if index >= 0:
-            self._keep(self.pending[:index])
-            del self.pending[:index]
-            end = self.pending.find(b"\n")
-            if end >= 0:
-                _, code, cwd = self.pending[:end].decode(errors="replace").split(" ", 2)
-                self.status = (int(code), cwd)
-                self.pending.clear()
-            return
-        held = len(self.sentinel) - 1
-        if len(self.pending) > held:
-            self._keep(self.pending[:-held])
-            del self.pending[:-held]
-
-    def _keep(self, data: bytes | bytearray) -> None:
-        room = max(0, self.half - len(self.head))
-        self.head += data[:room]
-        self.tail += data[room:]
-        if len(self.tail) > self.half:
-            self.elided += len(self.tail) - self.half
-            del self.tail[: len(self.tail) - self.half]
-
-    def text(self) -> str:
-        """The output so far, decoded (undecodable bytes escaped), with the elision marked."""
-        if self.status is None:  # no sentinel is coming: what was held back is output too
-            self._keep(self.pending)
-            self.pending.clear()
-        head = self.head.decode("utf-8", errors="backslashreplace")
-        tail = self.tail.decode("utf-8", errors="backslashreplace")
-        if not self.elided:
-            return head + tail
-        return f"{head}\n[... {self.elided} bytes elided ...]\n{tail}"
 
 
 def _dedicated_client(api: docker.APIClient) -> docker.APIClient:
