@@ -98,12 +98,15 @@ def assemble(text: str) -> dict[str, Any]:
 
 
 def _accumulate(into: dict[str, Any], delta: dict[str, Any]) -> None:
-    """Add ``delta`` to the partial object ``into``: the ``openai`` SDK's rule, but for naming keys."""
+    """Add ``delta`` to the partial object ``into``: the ``openai`` SDK's rule, but for naming keys.
+
+    Objects of ``delta`` become part of ``into`` as they are: each chunk is decoded afresh and used once.
+    """
     for key, value in delta.items():
         have = into.get(key)
         if have is None or key in _REPLACED:
             if value is not None or key not in into:
-                into[key] = _copy(value)
+                into[key] = value
         elif isinstance(have, str) and isinstance(value, str):
             into[key] = have + value
         elif isinstance(have, dict) and isinstance(value, dict):
@@ -118,11 +121,6 @@ def _accumulate(into: dict[str, Any], delta: dict[str, Any]) -> None:
                 if match:
                     _accumulate(match, item)
                 else:
-                    have.append(_copy(item))
+                    have.append(item)
         elif value is not None:
             into[key] = value
-
-
-def _copy(value: Any) -> Any:
-    """A deep copy of decoded JSON, so that accumulating never changes an earlier chunk's object."""
-    return json.loads(json.dumps(value)) if isinstance(value, dict | list) else value

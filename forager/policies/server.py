@@ -109,10 +109,12 @@ def policy_app(name: str, policy: Policy) -> web.Application:
             headers={"Content-Type": "text/event-stream; charset=utf-8", "Cache-Control": "no-cache"}
         )
         await response.prepare(request)
+        # The answer is whole already: its events go out in one write, not one system call each.
+        events = [
+            f"data: {json.dumps(chunk)}\n\n" for chunk in chunks(name, choices, prompt, chat.include_usage)
+        ]
         try:
-            for chunk in chunks(name, choices, prompt, chat.include_usage):
-                await response.write(f"data: {json.dumps(chunk)}\n\n".encode())
-            await response.write(b"data: [DONE]\n\n")
+            await response.write("".join([*events, "data: [DONE]\n\n"]).encode())
             await response.write_eof()
         except ConnectionResetError:
             pass  # the client hung up mid-stream: no one is left to answer
