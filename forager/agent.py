@@ -12,7 +12,6 @@ event loop and one model client.
 from __future__ import annotations
 
 import asyncio
-import json
 import shlex
 import time
 import uuid
@@ -26,10 +25,11 @@ from envs.backend import Backend, Limits
 from envs.grading import Grade
 from envs.runtime import DiffError, EnvironmentDied, Runtime
 from envs.tasks import grade_task, prepare
+from forager.conversation import assistant_message, assistant_turn, observation_messages, opening_messages
 from forager.model import Completion, ModelClient, ModelError
 from forager.prompts import Prompts
 from storage import Episode, EpisodeStatus, Image, Step, Task
-from tools.calls import FormatError, ToolCall, parse_cwm, parse_openai, render_cwm
+from tools.calls import FormatError, ToolCall, parse_cwm, parse_openai
 from tools.definitions import cwm_tool_docs, openai_tools
 from tools.execute import ToolResult, execute
 
@@ -85,6 +85,8 @@ class StepRecord:
     completion_tokens: int | None = None
     turn_seconds: float = 0.0
     """The whole turn: asking the model, parsing, executing, recording."""
+    message: dict[str, Any] | None = None
+    """The assistant message as appended to the conversation (see ``forager.conversation``)."""
 
     @property
     def overhead_seconds(self) -> float:
@@ -154,7 +156,7 @@ class EpisodeRun:
             problem_statement=self.task.problem_statement,
             test_command=self.image.test_command or "python -m pytest",
         )
-        self.messages = [{"role": "system", "content": system}, {"role": "user", "content": user}]
+        self.messages = opening_messages(system, user)
 
     @property
     def done(self) -> bool:
@@ -186,9 +188,8 @@ class EpisodeRun:
             self.exit_reason = budget
             return None
         started = time.perf_counter()
-        tools = openai_tools() if self.config.action_format == "function_calling" else None
         try:
-            completion = await self.model.complete(self.messages, tools)
+            completion = await self.model.complete(self.messages, self._tools())
         except ModelError as exc:
             self.exit_reason = "context_overflow" if exc.kind == "context_overflow" else "model_error"
             self.error = str(exc)
@@ -201,7 +202,7 @@ class EpisodeRun:
 
     async def inject(self, call: ToolCall, thought: str | None = None) -> StepRecord:
         """Execute ``call`` as if the model had made it (debugging): recorded as a step like any other."""
-        message = _assistant_message(self.config.action_format, thought, call)
+        message = assistant_message(self.config.action_format, thought, call)
         completion = Completion(
             content=message.get("content"),
             tool_calls=message.get("tool_calls", []),
@@ -216,14 +217,9 @@ class EpisodeRun:
         return await self._act(completion)
 
     async def _act(self, completion: Completion) -> StepRecord:
-        assistant = {
-            key: completion.message[key]
-            for key in ("role", "content", "tool_calls")
-            if key in completion.message
-        }
-        assistant.setdefault("role", "assistant")
+        assistant = assistant_turn(completion.message)
         self.messages.append(assistant)
-        call, extra_ids, error = self._parse(completion)
+        call, error = self._parse(completion)
         record = StepRecord(
             index=len(self.steps),
             thought=_thought(completion),
@@ -232,11 +228,12 @@ class EpisodeRun:
             model_seconds=completion.latency,
             prompt_tokens=completion.prompt_tokens,
             completion_tokens=completion.completion_tokens,
+            message=assistant,
         )
         if call is None:
             self._format_errors += 1
             record.observation = str(error)
-            self._observe(record.observation, completion, extra_ids)
+            self.messages += observation_messages(self.config.action_format, assistant, record.observation)
             if self._format_errors >= self.config.max_format_errors:
                 self.exit_reason = "format_errors"
         else:
@@ -249,43 +246,31 @@ class EpisodeRun:
                 result = ToolResult(f"The environment failed: {exc}", ok=False)
             record.tool_seconds = time.monotonic() - started
             record.observation = _cap(result.output, self.config.observation_chars)
-            self._observe(record.observation, completion, extra_ids)
+            self.messages += observation_messages(self.config.action_format, assistant, record.observation)
             if result.submitted:
                 self.exit_reason, self.patch = "submitted", result.patch
         self.steps.append(record)
         return record
 
-    def _parse(self, completion: Completion) -> tuple[ToolCall | None, list[str], FormatError | None]:
-        """(the call to execute, ids of extra calls not executed, the format error if none can be)."""
-        extra_ids = [c.get("id", "") for c in completion.tool_calls[1:]]
+    def _parse(self, completion: Completion) -> tuple[ToolCall | None, FormatError | None]:
+        """(the call to execute, or the format error if none can be); calls after the first are not."""
         try:
             if self.config.action_format == "function_calling":
                 if not completion.tool_calls:
                     raise FormatError("No tool call found: call exactly one of the tools in each reply.")
-                return parse_openai(completion.tool_calls[:1]), extra_ids, None
-            return parse_cwm(completion.content or ""), [], None
+                return parse_openai(completion.tool_calls[:1]), None
+            return parse_cwm(completion.content or ""), None
         except FormatError as exc:
-            return None, extra_ids, exc
+            return None, exc
+
+    def _tools(self) -> list[dict[str, Any]] | None:
+        """The tool schemas offered with each request: none in the CWM text format (the system prompt
+        documents its tools)."""
+        return openai_tools() if self.config.action_format == "function_calling" else None
 
     def _execute(self, call: ToolCall) -> ToolResult:
         assert self.env is not None
         return execute(call, self.env, timeout=self.config.command_timeout, base=self._base)
-
-    def _observe(self, text: str, completion: Completion, extra_ids: list[str]) -> None:
-        """Append the observation in the format's way: tool messages for every call id, or a user message."""
-        if self.config.action_format == "function_calling" and completion.tool_calls:
-            first_id = completion.tool_calls[0].get("id", "")
-            self.messages.append({"role": "tool", "tool_call_id": first_id, "content": text})
-            for extra in extra_ids:
-                self.messages.append(
-                    {
-                        "role": "tool",
-                        "tool_call_id": extra,
-                        "content": "Not executed: one tool call per turn.",
-                    }
-                )
-            return
-        self.messages.append({"role": "user", "content": text})
 
     def _budget_exceeded(self) -> ExitReason | None:
         if len(self.steps) >= self.config.max_turns:
@@ -334,12 +319,10 @@ class EpisodeRun:
             completion_tokens=self.completion_tokens,
             final_patch=self.patch,
             grade=grade_result.to_json() if grade_result else None,
-            config={
-                **self.config.to_json(),
-                "system_prompt": self.messages[0]["content"] if self.messages else "",
-                "task_prompt": self.messages[1]["content"] if len(self.messages) > 1 else "",
-                "error": self.error,
-            },
+            config={**self.config.to_json(), "error": self.error},
+            system_prompt=self.messages[0]["content"] if self.messages else None,
+            task_prompt=self.messages[1]["content"] if len(self.messages) > 1 else None,
+            tools=self._tools(),
             started_at=self._started_at,
             finished_at=datetime.now(UTC),
         )
@@ -353,6 +336,7 @@ class EpisodeRun:
                 tool_seconds=s.tool_seconds,
                 prompt_tokens=s.prompt_tokens,
                 completion_tokens=s.completion_tokens,
+                message=s.message,
             )
             for s in self.steps
         ]
@@ -385,17 +369,6 @@ async def run_episode(
         return await run.play()
     finally:
         await asyncio.to_thread(run.close)
-
-
-def _assistant_message(action_format: ActionFormat, thought: str | None, call: ToolCall) -> dict[str, Any]:
-    if action_format == "function_calling":
-        tool_call = {
-            "id": f"call_{uuid.uuid4().hex[:12]}",
-            "type": "function",
-            "function": {"name": call.name, "arguments": json.dumps(call.arguments)},
-        }
-        return {"role": "assistant", "content": thought, "tool_calls": [tool_call]}
-    return {"role": "assistant", "content": f"{thought}\n{render_cwm(call)}" if thought else render_cwm(call)}
 
 
 def _thought(completion: Completion) -> str | None:
