@@ -175,6 +175,24 @@ def write_instances(path: str | Path, instances: Iterable[Instance]) -> None:
         raise
 
 
+_HOSTED = re.compile(r"^(?:https?://|ssh://|git@)[^/:]+[/:]([\w.-]+)/([\w.-]+?)(?:\.git)?/?(?:@.*)?$")
+
+
+def repo_name(source: str, name: str, meta: Mapping[str, Any] | None = None) -> str:
+    """The ``owner/name`` of a repository, as SWE-bench's ``repo`` field holds it, whenever there is one.
+
+    In order: the ``repo`` a task was imported with (``meta``), the owner and name in a hosted git
+    URL (``https://github.com/o/r.git``, ``git@host:o/r``), else ``name`` as stored (a PyPI package or
+    local path has no owner), with the ``owner__name`` spelling of image tags turned back into
+    ``owner/name``.
+    """
+    if meta and meta.get("repo"):
+        return str(meta["repo"])
+    if match := _HOSTED.match(source.strip()):
+        return f"{match[1]}/{match[2]}"
+    return name.replace("__", "/", 1)
+
+
 def files_touched(patch: str) -> list[str]:
     """Repository paths a unified diff changes, adds, deletes or renames (both names), in diff order.
 

@@ -10,7 +10,7 @@ from typing import Annotated
 import typer
 
 from core.errors import ForagerError
-from forager.cli import db, doctor, envs, forage, images, tasks
+from forager.cli import db, doctor, envs, export, forage, images, tasks
 from forager.cli.output import error
 from forager.settings import DEFAULT_HOME, Settings
 
@@ -56,6 +56,7 @@ app.add_typer(images.app, name="images")
 app.add_typer(tasks.app, name="tasks")
 app.add_typer(forage.episode_app, name="episode")
 app.command("forage")(forage.forage)
+app.command("export")(export.export_command)
 app.add_typer(db.app, name="db")
 app.add_typer(envs.app, name="envs")
 app.add_typer(_group("Kubernetes: foraging as Jobs, episodes as pods."), name="k8s")

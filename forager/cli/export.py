@@ -1,0 +1,146 @@
+"""``forager export``: stored episodes out, in the formats trainers and harnesses read."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from contextlib import contextmanager
+from datetime import UTC, datetime
+from enum import StrEnum
+from pathlib import Path
+from typing import Annotated
+
+import typer
+from rich.progress import BarColumn, MofNCompleteColumn, TextColumn, TimeElapsedColumn, TimeRemainingColumn
+from rich.progress import Progress as RichProgress
+
+from core.errors import ForagerError
+from core.progress import Progress, ProgressEvent
+from forager.cli.output import JsonOption, console, errors, open_store, print_json
+from forager.dedup import NearDuplicateFilter
+from forager.exports import FORMATS, ExportSummary, export
+from storage import EpisodeFilter
+
+Format = StrEnum("Format", {name.replace("-", "_"): name for name in FORMATS})
+
+
+def _when(value: datetime | None) -> datetime | None:
+    """A date on the command line means UTC."""
+    return value.replace(tzinfo=UTC) if value is not None and value.tzinfo is None else value
+
+
+def export_command(
+    ctx: typer.Context,
+    format: Annotated[Format, typer.Argument(help="What to write.", show_default=False)],
+    out: Annotated[
+        Path,
+        typer.Argument(
+            metavar="OUT",
+            help="The file to write (sft, cwm, swebench-predictions: JSONL) or the new folder "
+            "(parquet, mini-swe-agent). Missing parent folders are created.",
+        ),
+    ],
+    model: Annotated[str | None, typer.Option(help="Only episodes of this model.")] = None,
+    resolved_only: Annotated[bool, typer.Option("--resolved-only", help="Only resolved episodes.")] = False,
+    exit_reason: Annotated[
+        str | None, typer.Option(help="Only episodes that ended so (submitted ...).")
+    ] = None,
+    repository: Annotated[str | None, typer.Option(help="Only tasks of this repository (as stored).")] = None,
+    task_kind: Annotated[
+        str | None, typer.Option(help="Only tasks of this kind (mutate_fix, issue_fix).")
+    ] = None,
+    operator: Annotated[str | None, typer.Option(help="Only mutate-fix tasks of this operator.")] = None,
+    since: Annotated[datetime | None, typer.Option(help="Only episodes stored since (UTC).")] = None,
+    until: Annotated[datetime | None, typer.Option(help="Only episodes stored before (UTC).")] = None,
+    max_per_task: Annotated[
+        int | None, typer.Option(min=1, help="At most this many episodes per task (the first stored).")
+    ] = None,
+    dedup: Annotated[
+        bool, typer.Option("--dedup", help="Drop near-duplicate trajectories of a task (MinHash).")
+    ] = False,
+    dedup_threshold: Annotated[
+        float,
+        typer.Option(min=0.01, max=1.0, help="Estimated Jaccard similarity that makes a near-duplicate."),
+    ] = 0.5,
+    shard_mb: Annotated[int, typer.Option(min=1, help="parquet: size of a shard, in MiB.")] = 256,
+    json: JsonOption = False,
+) -> None:
+    """Export stored episodes: SFT JSONL, parquet with a dataset card, CWM trajectories, SWE-bench
+    predictions, or mini-swe-agent trajectories. Streams the store in constant memory; the output
+    appears under OUT only once complete."""
+    try:
+        selection = EpisodeFilter(
+            model=model,
+            resolved=True if resolved_only else None,
+            exit_reason=exit_reason,
+            repository=repository,
+            task_kind=task_kind,
+            operator=operator,
+            since=_when(since),
+            until=_when(until),
+        )
+    except ValueError as exc:
+        raise ForagerError(str(exc)) from exc
+    options = {"shard_bytes": shard_mb << 20} if format.value == "parquet" else {}
+    store = open_store(ctx)
+    try:
+        total = store.count_episodes(selection)
+        with _progress_bar(total) as progress:
+            summary = export(
+                store.iter_episodes(selection),
+                format.value,
+                out,
+                resolved_only=resolved_only,
+                max_per_task=max_per_task,
+                dedup=NearDuplicateFilter(dedup_threshold) if dedup else None,
+                total=total,
+                progress=progress,
+                **options,
+            )
+    finally:
+        store.close()
+    if json:
+        print_json(summary.to_json())
+    else:
+        _print_summary(summary)
+
+
+@contextmanager
+def _progress_bar(total: int) -> Iterator[Progress]:
+    with RichProgress(
+        TextColumn("[bold]{task.description}"),
+        BarColumn(),
+        MofNCompleteColumn(),
+        TimeElapsedColumn(),
+        TimeRemainingColumn(),
+        console=errors,
+        transient=True,
+    ) as display:
+        row = display.add_task("export", total=total)
+
+        def report(event: ProgressEvent) -> None:
+            display.update(row, description=event.subject, completed=event.completed or 0)
+
+        yield report
+
+
+def _print_summary(summary: ExportSummary) -> None:
+    skipped = [
+        (summary.skipped_unresolved, "unresolved"),
+        (summary.skipped_max_per_task, "beyond --max-per-task"),
+        (summary.dropped_duplicates, "near-duplicates"),
+        (summary.skipped_by_writer, "with no place in the format"),
+    ]
+    console.print(
+        f"{summary.written} of {summary.read} episode(s) written to {summary.path} "
+        f"({summary.files} file(s), {summary.bytes / 2**20:.1f} MiB, {summary.seconds:.1f} s); "
+        f"{summary.resolved} resolved",
+        highlight=False,
+    )
+    for count, why in skipped:
+        if count:
+            console.print(f"  skipped {count} {why}", highlight=False)
+    if summary.dedup is not None:
+        for name, counts in sorted(summary.dedup.per_repository.items()):
+            console.print(f"  dedup {name}: {counts.kept} kept, {counts.dropped} dropped", highlight=False)
+    for note in summary.notes:
+        console.print(f"  {note}", highlight=False)

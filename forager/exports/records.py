@@ -1,0 +1,160 @@
+"""What every export format reads from one stored episode: its conversation and its metadata.
+
+An exporter never touches the ORM objects beyond this module: :func:`record` turns an ``Episode``
+(with ``steps``, ``task``, ``task.image`` and ``task.image.repository`` loaded) into an
+:class:`EpisodeRecord` of plain values. Every value has one type whatever the episode, so that columnar
+readers (``datasets``, pyarrow) infer one schema: tool-call ``arguments`` are JSON strings, and the
+objects keyed by test ids or tool parameter names (the grade, the tool schemas, the generation config)
+are JSON strings too, never objects whose fields would differ from row to row.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+from dataclasses import dataclass
+from datetime import datetime
+from typing import Any
+
+from envs.swebench import repo_name
+from forager.conversation import conversation
+from storage import Episode
+from tools.definitions import openai_tools
+
+Message = dict[str, Any]
+
+
+@dataclass(frozen=True)
+class EpisodeRecord:
+    """One episode as exporters see it."""
+
+    trajectory_id: str
+    instance_id: str
+    task_id: int
+    repository: str
+    """``owner/name`` when the source has one, else the name the repository was stored under."""
+    task_kind: str
+    operator: str | None
+    """The mutation operator of a mutate-fix task; None for issue-fix tasks."""
+    model: str
+    policy: str | None
+    action_format: str
+    status: str
+    exit_reason: str
+    resolved: bool | None
+    reward: float | None
+    model_patch: str
+    n_steps: int
+    prompt_tokens: int
+    completion_tokens: int
+    created_at: datetime
+    messages: list[Message]
+    """Exactly the conversation the model saw: system, task prompt, assistant turns, observations."""
+    tools: list[dict[str, Any]]
+    """The OpenAI tool schemas offered to the model; empty for the text formats (they are in the prompt)."""
+    actions: list[dict[str, Any] | str]
+    """Each step's parsed action (``{"tool", "arguments"}``), or the raw text of a malformed one."""
+    observations: list[str]
+    grade: dict[str, Any] | None
+    config: dict[str, Any]
+
+    @property
+    def config_json(self) -> str:
+        return json.dumps(_generation_config(self.config), sort_keys=True)
+
+
+def record(episode: Episode) -> EpisodeRecord:
+    """The exporters' view of ``episode``."""
+    task = episode.task
+    repository = task.image.repository
+    steps = list(episode.steps)
+    return EpisodeRecord(
+        trajectory_id=episode.id,
+        instance_id=task.instance_id,
+        task_id=task.id,
+        repository=repo_name(repository.source, repository.name, task.meta),
+        task_kind=str(task.kind.value if hasattr(task.kind, "value") else task.kind),
+        operator=task.operator,
+        model=episode.model,
+        policy=episode.policy,
+        action_format=episode.action_format,
+        status=str(episode.status.value if hasattr(episode.status, "value") else episode.status),
+        exit_reason=episode.exit_reason,
+        resolved=episode.resolved,
+        reward=episode.reward,
+        model_patch=text(episode.final_patch or ""),
+        n_steps=len(steps),
+        prompt_tokens=episode.prompt_tokens,
+        completion_tokens=episode.completion_tokens,
+        created_at=episode.created_at,
+        messages=[_message(m) for m in conversation(episode, steps)],
+        tools=_tools(episode),
+        actions=[step.action for step in steps],
+        observations=[text(step.observation) for step in steps],
+        grade=episode.grade,
+        config=dict(episode.config or {}),
+    )
+
+
+_SURROGATE = re.compile("[\ud800-\udfff]")
+
+
+def text(value: str) -> str:
+    """``value`` as valid Unicode: a lone surrogate (an undecodable byte of tool output, which the store
+    keeps) becomes U+FFFD, as UTF-8 writers (pyarrow, JSON readers) require."""
+    try:
+        value.encode("utf-8")
+    except UnicodeEncodeError:
+        return _SURROGATE.sub("\ufffd", value)
+    return value
+
+
+def _message(message: Message) -> Message:
+    """``message`` with one type per field: text content (or null), tool calls with string arguments.
+
+    An assistant message always has ``tool_calls`` (empty in the text format), the other roles never:
+    the messages of every episode with a turn then differ in their keys, which makes ``datasets`` read
+    them as JSON objects (kept as written) rather than infer a struct from the first rows that later
+    rows with other keys would not fit.
+    """
+    content = message.get("content")
+    if isinstance(content, list):  # multi-part content: its text parts, in order
+        content = "".join(part.get("text", "") for part in content if isinstance(part, dict))
+    out: Message = {"role": message["role"], "content": None if content is None else text(content)}
+    if message["role"] == "assistant":
+        out["tool_calls"] = [
+            {
+                "id": call.get("id") or "",
+                "type": call.get("type") or "function",
+                "function": {
+                    "name": call["function"]["name"],
+                    "arguments": text(_arguments(call["function"].get("arguments"))),
+                },
+            }
+            for call in message.get("tool_calls") or ()
+        ]
+    if message.get("tool_call_id") is not None:
+        out["tool_call_id"] = message["tool_call_id"]
+    return out
+
+
+def _arguments(arguments: Any) -> str:
+    return arguments if isinstance(arguments, str) else json.dumps(arguments or {})
+
+
+def _tools(episode: Episode) -> list[dict[str, Any]]:
+    if episode.tools is not None:
+        return list(episode.tools)
+    if episode.action_format == "function_calling":
+        # Episodes stored before the offered schemas were recorded had all been offered Forager's tools.
+        return openai_tools()
+    return []
+
+
+#: Keys of an episode's config that are not how it was generated (older episodes kept their prompts
+#: there) or that differ per episode.
+_NOT_CONFIG = ("system_prompt", "task_prompt", "error")
+
+
+def _generation_config(config: dict[str, Any]) -> dict[str, Any]:
+    return {key: value for key, value in config.items() if key not in _NOT_CONFIG}
