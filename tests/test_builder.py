@@ -264,3 +264,72 @@ def test_a_foreign_base_gets_the_tools_it_lacks(builder: ImageBuilder, docker_cl
     with DockerRuntime.start(docker_client, result.tag) as env:  # the runtime's timeout kill needs pgrep
         assert env.run("sleep 100", timeout=1).timed_out
         assert env.run("echo alive").output == "alive\n"
+
+
+# --- faithful dependencies: lock files, the commit's date, releases stepped back ----------------------
+
+#: A conftest that needs a pytest older than 9 (which removed this warning class).
+OLD_PYTEST_CONFTEST = "from pytest import PytestRemovedIn8Warning\n\nassert PytestRemovedIn8Warning\n"
+OLD_DATE = "2023-06-01T00:00:00+0000"
+UV_LOCK = """\
+version = 1
+requires-python = ">=3.8"
+
+[[package]]
+name = "calc"
+version = "0.1.0"
+source = { editable = "." }
+
+[[package]]
+name = "pytest"
+version = "7.4.4"
+source = { registry = "https://pypi.org/simple" }
+"""
+
+
+def _pytest_version(client, tag: str) -> str:
+    return run_in(client, tag, "python -c 'import pytest; print(pytest.__version__)'").strip()
+
+
+def _old_repo(root: Path, files: dict[str, str]):
+    """A repository whose one commit was made on :data:`OLD_DATE`."""
+    repo = make_repo(root, files)
+    with repo.git.custom_environment(GIT_AUTHOR_DATE=OLD_DATE, GIT_COMMITTER_DATE=OLD_DATE):
+        repo.git.commit("-q", "--amend", "--reset-author", "-m", "An old commit")
+    return repo
+
+
+def test_a_lock_file_pins_the_old_pytest_the_conftest_needs(builder: ImageBuilder, docker_client, tmp_path):
+    make_repo(
+        tmp_path / "locked", {**python_project(), "conftest.py": OLD_PYTEST_CONFTEST, "uv.lock": UV_LOCK}
+    )
+    result = builder.build(parse_source(str(tmp_path / "locked")))
+    assert result.status == ImageStatus.READY, result.reason
+    recipe = builder.store.get_image(result.tag).recipe
+    assert recipe["lock_file"] == "uv.lock"
+    assert recipe["install_env"]["UV_CONSTRAINT"] == "/opt/forager/constraints.txt"
+    assert _pytest_version(docker_client, result.tag) == "7.4.4"
+    assert "UV_CONSTRAINT" not in " ".join(docker_client.images.get(result.tag).attrs["Config"]["Env"])
+
+
+def test_an_old_commit_gets_the_releases_of_its_date(builder: ImageBuilder, docker_client, tmp_path):
+    _old_repo(tmp_path / "old", {**python_project(), "conftest.py": OLD_PYTEST_CONFTEST})
+    result = builder.build(parse_source(str(tmp_path / "old")))
+    assert result.status == ImageStatus.READY, result.reason
+    recipe = builder.store.get_image(result.tag).recipe
+    assert recipe["install_env"] == {"UV_EXCLUDE_NEWER": "2023-06-02T00:00:00Z"}
+    assert _pytest_version(docker_client, result.tag) == "7.3.1", "pytest's newest release on 2023-06-02"
+    assert "resolving as of 2023-06-02 00:00 UTC" in Path(result.log_path).read_text()
+
+
+def test_a_pytest_too_new_for_the_conftest_is_stepped_back(builder: ImageBuilder, docker_client, tmp_path):
+    builder.options = replace(builder.options, resolve_newest=True)
+    _old_repo(tmp_path / "old", {**python_project(), "conftest.py": OLD_PYTEST_CONFTEST})
+    result = builder.build(parse_source(str(tmp_path / "old")))
+    assert result.status == ImageStatus.READY, result.reason
+    recipe = builder.store.get_image(result.tag).recipe
+    assert recipe["install_env"] == {}
+    (step,) = [step for step in recipe["steps"] if "--exclude-newer" in step["run"]]
+    assert step["run"].startswith("uv pip install --exclude-newer 2023-06-02T00:00:00Z 'pytest<")
+    assert "cannot import name 'PytestRemovedIn8Warning'" in step["why"]
+    assert _pytest_version(docker_client, result.tag) == "7.3.1"
