@@ -12,8 +12,9 @@ from __future__ import annotations
 import json
 import os
 import re
+import shlex
 import tempfile
-from collections.abc import Iterable, Mapping
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -41,8 +42,10 @@ FIELDS = (
 #: Forager's fields, written only when set. ``setup_patch`` turns ``base_commit`` into a mutate-fix
 #: task's start (SWE-bench has no such step: its harness would start from the working code);
 #: ``image_source`` is what the image was built from (``pypi:NAME==VERSION``, a URL, a path), for
-#: repositories that ``repo`` alone does not locate.
-EXTENSIONS = ("setup_patch", "image_source")
+#: repositories that ``repo`` alone does not locate. ``image``, ``eval_script``, ``log_parser`` and
+#: ``eval_type`` are what SWE-bench 5's ``make_test_spec`` reads to evaluate an instance in a ready
+#: image (see :func:`eval_script`).
+EXTENSIONS = ("setup_patch", "image_source", "image", "eval_script", "log_parser", "eval_type")
 #: A line without one of these is malformed; the other fields default to "" (or no tests).
 REQUIRED = ("repo", "instance_id", "base_commit", "problem_statement", "FAIL_TO_PASS")
 _TEST_LISTS = ("FAIL_TO_PASS", "PASS_TO_PASS")
@@ -70,6 +73,10 @@ class Instance:
     environment_setup_commit: str = ""
     setup_patch: str = ""
     image_source: str = ""
+    image: str = ""
+    eval_script: str = ""
+    log_parser: str = ""
+    eval_type: str = ""
 
     @classmethod
     def from_json(cls, record: Mapping[str, Any]) -> Instance:
@@ -162,17 +169,93 @@ def read_instances(path: str | Path) -> list[Instance]:
 
 def write_instances(path: str | Path, instances: Iterable[Instance]) -> None:
     """Write ``instances`` as SWE-bench JSONL (UTF-8), replacing ``path`` only once all is written."""
+    write_records(path, (instance.to_json() for instance in instances))
+
+
+def write_records(path: str | Path, records: Iterable[Mapping[str, Any]]) -> None:
+    """Write ``records`` as JSON Lines (UTF-8), replacing ``path`` only once all is written; a missing
+    folder is created.
+
+    Raises:
+        InstanceError: the file cannot be written (the message names it and says why); nothing is left
+            under its name.
+    """
     path = Path(path)
-    # A temporary file beside the target, renamed over it: a crash never leaves half a dataset.
-    handle, temporary = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        # A temporary file beside the target, renamed over it: a crash never leaves half a dataset.
+        handle, temporary = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    except OSError as exc:
+        raise InstanceError(f"cannot write {path}: {exc.strerror or exc}") from exc
     try:
         with os.fdopen(handle, "w", encoding="utf-8", newline="\n") as out:
-            for instance in instances:
-                out.write(json.dumps(instance.to_json(), ensure_ascii=False) + "\n")
+            for record in records:
+                out.write(json.dumps(record, ensure_ascii=False) + "\n")
         os.replace(temporary, path)
+    except OSError as exc:
+        Path(temporary).unlink(missing_ok=True)
+        raise InstanceError(f"cannot write {path}: {exc.strerror or exc}") from exc
     except BaseException:
         Path(temporary).unlink(missing_ok=True)
         raise
+
+
+#: SWE-bench's markers around the test output its log parsers read.
+_START, _END = ">>>>> Start Test Output", ">>>>> End Test Output"
+#: The SWE-bench log parser that reads ``pytest -rA`` output (``PASSED tests/x.py::test_y`` lines).
+PYTEST_LOG_PARSER = "parse_log_pytest"
+
+
+def eval_script(
+    *,
+    workdir: str,
+    pytest_words: Sequence[str],
+    test_ids: Sequence[str],
+    test_files: Sequence[str],
+    test_patch: str = "",
+) -> str:
+    """The evaluation script SWE-bench's harness runs in the task's image after applying a prediction.
+
+    It does what Forager's grading does: puts ``test_files`` back to the committed version (so that no
+    prediction passes by editing the tests), applies ``test_patch``, and runs exactly ``test_ids`` with
+    pytest (``pytest_words``: the image's test command without its paths) and ``-rA``, between the
+    markers :data:`PYTEST_LOG_PARSER` reads; then restores the test files again. Runs in ``workdir``.
+    """
+    q = shlex.quote
+    restore = [
+        f"if git cat-file -e HEAD:{q(path)} 2>/dev/null; then git checkout -q HEAD -- {q(path)}; "
+        f"else rm -f -- {q(path)}; fi"
+        for path in test_files
+    ]
+    lines = ["#!/bin/bash", "set -uxo pipefail", f"cd {q(workdir)}", *restore]
+    if test_patch:
+        delimiter = "EOF_FORAGER_TEST_PATCH"
+        lines += [f"git apply --binary - <<'{delimiter}'", test_patch.rstrip("\n"), delimiter]
+    lines += [
+        f": '{_START}'",
+        " ".join([*map(q, pytest_words), "-rA", *map(q, test_ids)]),
+        f": '{_END}'",
+        *restore,
+    ]
+    return "\n".join(lines) + "\n"
+
+
+def swesmith_record(instance: Instance, *, commit: str) -> dict[str, Any]:
+    """A mutate-fix task in SWE-smith's convention: ``patch`` introduces the bug into the image's checkout
+    (Forager's ``setup_patch``), ``repo`` is the mirror's ``owner__name.COMMIT8``, ``image_name`` the
+    image, and the test lists are plain lists."""
+    mirror = instance.repo.replace("/", "__")
+    return {
+        "instance_id": instance.instance_id,
+        "repo": f"{mirror}.{commit[:8]}" if commit else mirror,
+        "patch": instance.setup_patch,
+        "FAIL_TO_PASS": list(instance.FAIL_TO_PASS),
+        "PASS_TO_PASS": list(instance.PASS_TO_PASS),
+        "created_at": instance.created_at,
+        "image_name": instance.image,
+        "base_commit": instance.base_commit,
+        "problem_statement": instance.problem_statement,
+    }
 
 
 _HOSTED = re.compile(r"^(?:https?://|ssh://|git@)[^/:]+[/:]([\w.-]+)/([\w.-]+?)(?:\.git)?/?(?:@.*)?$")

@@ -14,7 +14,7 @@ from rich.progress import BarColumn, MofNCompleteColumn, TextColumn, TimeElapsed
 from rich.progress import Progress as RichProgress
 
 from core.errors import ForagerError
-from core.progress import Progress, ProgressEvent
+from core.progress import Progress, ProgressEvent, no_progress
 from forager.cli.output import JsonOption, console, errors, open_store, print_json
 from forager.dedup import NearDuplicateFilter
 from forager.exports import FORMATS, ExportSummary, export
@@ -106,6 +106,10 @@ def export_command(
 
 @contextmanager
 def _progress_bar(total: int) -> Iterator[Progress]:
+    """A bar on a terminal's stderr; nothing when stderr is a file or a pipe (logs, CI)."""
+    if not errors.is_terminal:
+        yield no_progress
+        return
     with RichProgress(
         TextColumn("[bold]{task.description}"),
         BarColumn(),

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import statistics
+from enum import StrEnum
 from pathlib import Path
 from typing import Annotated
 
@@ -12,11 +13,21 @@ from rich.table import Column, Table
 
 from core.errors import ForagerError
 from core.progress import ProgressEvent
+from envs.grading import default_test_files, pytest_base
 from envs.issue_import import DEFAULT_SOURCE, import_instances
 from envs.mine import mine as mine_history
 from envs.mutate import OPERATORS
 from envs.mutate_fix import MutateOptions, MutateReport, generate
-from envs.swebench import Instance, read_instances, write_instances
+from envs.swebench import (
+    PYTEST_LOG_PARSER,
+    Instance,
+    eval_script,
+    read_instances,
+    repo_name,
+    swesmith_record,
+    write_instances,
+    write_records,
+)
 from envs.tasks import Verification, verify
 from forager.cli.images import CABundleOption
 from forager.cli.output import (
@@ -293,6 +304,11 @@ def show(
     console.print(escape(task.gold_patch), highlight=False)
 
 
+class ExportFormat(StrEnum):
+    SWEBENCH = "swebench"
+    SWESMITH = "swesmith"
+
+
 @app.command()
 def export(
     ctx: typer.Context,
@@ -300,15 +316,32 @@ def export(
     kind: Annotated[
         TaskKind | None, typer.Option(help="Only tasks of this kind.", show_default=False)
     ] = None,
+    format: Annotated[
+        ExportFormat,
+        typer.Option("--format", help="swebench: SWE-bench instances; swesmith: mutate-fix tasks."),
+    ] = ExportFormat.SWEBENCH,
 ) -> None:
     """Write verified tasks as SWE-bench JSONL, which `forager tasks import` reads back.
 
-    Every line has SWE-bench's fields, plus image_source (what the image was built from) and, for
-    mutate-fix tasks, setup_patch: the patch that makes the task's start from base_commit, which
-    SWE-bench's own harness does not apply (use --kind issue_fix for files meant for it).
+    Every line has SWE-bench's fields (repo is owner/name whenever the source has one), what SWE-bench
+    5's make_test_spec needs to evaluate it in Forager's image (image, eval_script, log_parser,
+    eval_type), image_source (what the image was built from) and, for mutate-fix tasks, setup_patch: the
+    patch that makes the task's start from base_commit, which SWE-bench's own harness does not apply
+    (use --kind issue_fix for files meant for it). `--format swesmith` writes the mutate-fix tasks in
+    SWE-smith's convention instead: patch is the bug-introducing diff, image_name the image. Missing
+    folders are created.
     """
+    if format == ExportFormat.SWESMITH:
+        if kind == TaskKind.ISSUE_FIX:
+            raise ForagerError("--format swesmith writes mutate-fix tasks: drop --kind issue_fix")
+        kind = TaskKind.MUTATE_FIX
     tasks = open_store(ctx).list_tasks(kind=kind, status=TaskStatus.VERIFIED)
-    write_instances(path, [_instance(task) for task in tasks])
+    instances = [_instance(task) for task in tasks]
+    if format == ExportFormat.SWESMITH:
+        commits = [task.image.repository.commit or "" for task in tasks]
+        write_records(path, [swesmith_record(i, commit=c) for i, c in zip(instances, commits, strict=True)])
+    else:
+        write_instances(path, instances)
     console.print(f"{len(tasks)} task(s) written to {path}", highlight=False)
 
 
@@ -322,8 +355,10 @@ def _images(store: Store, refs: list[str] | None) -> list[Image]:
 
 
 def _instance(task: Task) -> Instance:
+    repository = task.image.repository
+    test_ids = [*task.fail_to_pass, *task.pass_to_pass]
     return Instance(
-        repo=task.meta.get("repo") or task.image.repository.name.replace("__", "/", 1),
+        repo=repo_name(repository.source, repository.name, task.meta),
         instance_id=task.instance_id,
         base_commit=task.meta.get("base_commit") or task.image.repository.commit or "",
         patch=task.gold_patch,
@@ -336,7 +371,17 @@ def _instance(task: Task) -> Instance:
         PASS_TO_PASS=tuple(task.pass_to_pass),
         environment_setup_commit=task.meta.get("environment_setup_commit", ""),
         setup_patch=task.setup_patch,
-        image_source=task.image.repository.source,
+        image_source=repository.source,
+        image=task.image.tag,
+        eval_script=eval_script(
+            workdir="/repo",
+            pytest_words=pytest_base(task.image.test_command or "python -m pytest"),
+            test_ids=test_ids,
+            test_files=default_test_files(task.fail_to_pass, task.pass_to_pass, task.test_patch),
+            test_patch=task.test_patch,
+        ),
+        log_parser=PYTEST_LOG_PARSER,
+        eval_type="pass_and_fail",
     )
 
 
