@@ -220,6 +220,10 @@ def eval_script(
     prediction passes by editing the tests), applies ``test_patch``, and runs exactly ``test_ids`` with
     pytest (``pytest_words``: the image's test command without its paths) and ``-rA``, between the
     markers :data:`PYTEST_LOG_PARSER` reads; then restores the test files again. Runs in ``workdir``.
+
+    The harness applies the prediction before this script, in its own working directory (``/testbed``),
+    to the image as built: the repository must be there too, and a mutate-fix task's ``setup_patch``
+    has no step to be applied in (``--format swesmith`` is the convention for those).
     """
     q = shlex.quote
     restore = [

@@ -483,3 +483,63 @@ def test_a_full_disk_is_one_error_line_and_leaves_nothing_under_the_name(filled:
     assert done.stderr.count("\n") == 1
     assert sorted(p.name for p in out.iterdir()) == ["sft.jsonl"]  # the temporary is gone
     assert (out / "sft.jsonl").read_text() == "the previous export\n"  # and the old file untouched
+
+
+def _git(repo: Path, *args: str) -> None:
+    subprocess.run(["git", "-C", str(repo), *args], check=True, capture_output=True)
+
+
+@pytest.mark.parametrize(
+    ("prediction", "resolved"),
+    [("fix", True), ("nothing", False), ("edit the test", False)],
+)
+def test_swebench_grades_the_eval_script_output_as_forager_does(
+    tmp_path: Path, prediction: str, resolved: bool
+):
+    """The eval script run on a real repository (as the harness runs it, after applying the prediction);
+    SWE-bench's own log parser and report decide."""
+    from swebench.harness.grading import get_eval_report
+    from swebench.harness.utils import make_test_spec
+
+    from envs.swebench import PYTEST_LOG_PARSER, eval_script
+
+    repo = tmp_path / "repo"
+    (repo / "calc").mkdir(parents=True)
+    (repo / "tests").mkdir()
+    (repo / "calc" / "__init__.py").write_text("")
+    (repo / "calc" / "ops.py").write_text("def less_or_equal(a, b):\n    return a < b\n")
+    (repo / "tests" / "test_ops.py").write_text(
+        "from calc.ops import less_or_equal\n\n"
+        "def test_equal():\n    assert less_or_equal(2, 2)\n\n"
+        "def test_less():\n    assert less_or_equal(1, 2)\n"
+    )
+    _git(repo, "init", "-q")
+    _git(repo, "add", ".")
+    _git(repo, "-c", "user.name=t", "-c", "user.email=t@t", "commit", "-q", "-m", "start")
+    if prediction == "fix":
+        (repo / "calc" / "ops.py").write_text("def less_or_equal(a, b):\n    return a <= b\n")
+    elif prediction == "edit the test":
+        (repo / "tests" / "test_ops.py").write_text(
+            "def test_equal():\n    pass\n\ndef test_less():\n    pass\n"
+        )
+    f2p, p2p = ["tests/test_ops.py::test_equal"], ["tests/test_ops.py::test_less"]
+    script = eval_script(
+        workdir=str(repo),
+        pytest_words=[sys.executable, "-m", "pytest"],
+        test_ids=[*f2p, *p2p],
+        test_files=["tests/test_ops.py"],
+    )
+    instance = {
+        "instance_id": "acme__calc-1", "image": "forager/acme__calc:1", "repo": "acme/calc", "version": "",
+        "FAIL_TO_PASS": json.dumps(f2p), "PASS_TO_PASS": json.dumps(p2p), "log_parser": PYTEST_LOG_PARSER,
+        "eval_type": "pass_and_fail", "eval_script": script,
+    }  # fmt: skip
+    spec = make_test_spec(instance)
+    ran = subprocess.run(["bash", "-c", spec.eval_script], capture_output=True, text=True, timeout=120)
+    log = tmp_path / "test_output.txt"
+    log.write_text(ran.stdout + ran.stderr)
+    prediction_record = {"instance_id": "acme__calc-1", "model_name_or_path": "m", "model_patch": "diff"}
+    report = get_eval_report(spec, prediction_record, str(log), include_tests_status=True)["acme__calc-1"]
+    assert report["patch_successfully_applied"], log.read_text()
+    assert report["resolved"] is resolved, report
+    assert report["tests_status"]["PASS_TO_PASS"]["success"] == p2p
