@@ -22,6 +22,9 @@ EPISODE_LABEL = "forager.episode"
 DEFAULT_LIFETIME = 3 * 3600.0
 #: Added to a caller's lifetime: closing, grading and diffing take a little longer than the budget.
 LIFETIME_MARGIN = 300.0
+#: Linux capabilities an environment keeps (all others are dropped): enough for root to own and change
+#: its files, nothing more. Both backends use this list.
+CAPABILITIES = ["CHOWN", "DAC_OVERRIDE", "FOWNER", "FSETID", "KILL", "SETGID", "SETUID"]
 
 
 @dataclass(frozen=True)

@@ -24,15 +24,13 @@ import docker
 from docker.errors import APIError, DockerException, ImageNotFound, NotFound
 
 from core.errors import ForagerError
-from envs.backend import EPISODE_LABEL, Limits, lifetime_seconds
+from envs.backend import CAPABILITIES, EPISODE_LABEL, Limits, lifetime_seconds
 from envs.runtime import EnvironmentDied
 from envs.shell import SHELL_COMMAND, ShellGone, ShellRuntime
 from images.engine import owner_labels
 
 #: How often to look (0.2 s apart) whether a container whose stream broke has stopped.
 _STATE_CHECKS = 5
-#: Linux capabilities an episode keeps: enough for root to own and change its files, nothing more.
-_CAPABILITIES = ["CHOWN", "DAC_OVERRIDE", "FOWNER", "FSETID", "KILL", "SETGID", "SETUID"]
 
 
 class DockerRuntime(ShellRuntime):
@@ -87,7 +85,7 @@ class DockerRuntime(ShellRuntime):
                 pids_limit=limits.pids,
                 security_opt=["no-new-privileges"],
                 cap_drop=["ALL"],
-                cap_add=_CAPABILITIES,
+                cap_add=CAPABILITIES,
             )
         except ImageNotFound as exc:
             raise ForagerError(f"image {image} does not exist: build it with `forager images build`") from exc

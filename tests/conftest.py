@@ -41,6 +41,20 @@ def docker_client() -> Iterator[object]:
 
 
 @pytest.fixture(scope="session")
+def kubernetes(docker_client, tmp_path_factory) -> Iterator[object]:
+    """A Kubernetes API server on loopback whose pods are real containers (``tests/k8s_server.py``).
+
+    Its kubeconfig is at ``.kubeconfig_path``; its node's pid limit is 256 per pod.
+    """
+    from tests.k8s_server import K8sTestServer
+
+    server = K8sTestServer(docker_client, pod_pids_limit=256).start()
+    server.kubeconfig(tmp_path_factory.mktemp("kubernetes") / "kubeconfig", namespace="forager-test")
+    yield server
+    server.stop()
+
+
+@pytest.fixture(scope="session")
 def postgres_url() -> str:
     """URL of an empty-able PostgreSQL database for tests (``FORAGER_TEST_POSTGRES_URL``)."""
     import sqlalchemy as sa

@@ -1,4 +1,10 @@
-"""Fault drills and behaviour of the Docker runtime, against the real engine."""
+"""Fault drills and behaviour of the runtimes of both backends, against the real engine.
+
+Every drill on ``env`` runs twice: on the Docker backend, and on the Kubernetes backend through the test
+API server (``tests/k8s_server.py``: the official client and its exec websocket, pods that are real
+containers). Docker-only and Kubernetes-only behaviour is tested in ``tests/test_kubernetes.py`` and
+below.
+"""
 
 from __future__ import annotations
 
@@ -10,18 +16,23 @@ import sys
 import textwrap
 import threading
 import time
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 
 from core.errors import ForagerError
-from envs.backend import EPISODE_LABEL
+from envs.backend import EPISODE_LABEL, Backend
+from envs.docker_backend import DockerBackend
 from envs.docker_runtime import DockerRuntime, Limits
+from envs.kubernetes_backend import KubernetesBackend
+from envs.kubernetes_runtime import KubernetesRuntime
 from envs.mutate import unified_diff
 from envs.runtime import EnvironmentDied
 from envs.tasks import prepare
 from images.base import BASE_IMAGE
 from images.builder import _tar_directory
+from tests.k8s_server import POD_LABEL
 from tests.repos import CALC, make_repo, python_project
 from tools.calls import parse_cwm, parse_openai
 from tools.execute import execute
@@ -47,11 +58,40 @@ def repo_image(docker_client, tmp_path_factory):
     docker_client.images.remove(IMAGE, force=True)
 
 
+@pytest.fixture(params=["docker", "kubernetes"])
+def backend(request, docker_client) -> Iterator[Backend]:
+    if request.param == "docker":
+        yield DockerBackend(docker_client)
+        return
+    server = request.getfixturevalue("kubernetes")
+    made = KubernetesBackend(kubeconfig=str(server.kubeconfig_path))
+    yield made
+    made.close()
+
+
 @pytest.fixture
-def env(docker_client, repo_image):
-    runtime = DockerRuntime.start(docker_client, repo_image, limits=Limits(pids=256, output_bytes=8000))
+def env(backend, repo_image):
+    runtime = backend.start(repo_image, limits=Limits(pids=256, output_bytes=8000))
     yield runtime
     runtime.close()
+
+
+def backing_container(env, docker_client, request):
+    """The Docker container an environment runs in (a pod's, under the test API server)."""
+    if isinstance(env, KubernetesRuntime):
+        server = request.getfixturevalue("kubernetes")
+        return docker_client.containers.get(server.container_of(env.backend.namespace, env.pod))
+    return docker_client.containers.get(env.container.id)
+
+
+def environment_exists(env, docker_client, request) -> bool:
+    """Whether anything of the environment is left: its container, and its pod."""
+    if isinstance(env, KubernetesRuntime):
+        server = request.getfixturevalue("kubernetes")
+        key = f"{env.backend.namespace}/{env.pod}"
+        containers = docker_client.containers.list(all=True, filters={"label": f"{POD_LABEL}={key}"})
+        return bool(containers) or (env.backend.namespace, env.pod) in server.pods
+    return bool(docker_client.containers.list(all=True, filters={"id": env.container.id}))
 
 
 def test_a_missing_image_is_named_and_never_pulled(docker_client) -> None:
@@ -59,7 +99,7 @@ def test_a_missing_image_is_named_and_never_pulled(docker_client) -> None:
         DockerRuntime.start(docker_client, "forager/no-such-image:x")
 
 
-def test_shell_state_persists_and_stdin_is_closed(env: DockerRuntime) -> None:
+def test_shell_state_persists_and_stdin_is_closed(env) -> None:
     assert env.run("pwd").output == "/repo\n"
     # The shell adds nothing to the image's environment but disabled pagers: tests must see what the
     # baseline saw (TERM=dumb once turned termcolor's colours off in episodes only).
@@ -75,13 +115,13 @@ def test_shell_state_persists_and_stdin_is_closed(env: DockerRuntime) -> None:
     assert time.monotonic() - started < 5, "interactive programs must fail fast, not wait for input"
 
 
-def test_output_without_trailing_newline_and_undecodable_bytes(env: DockerRuntime) -> None:
+def test_output_without_trailing_newline_and_undecodable_bytes(env) -> None:
     assert env.run("printf 'no newline'").output == "no newline"
     assert env.run("printf 'caf\\xc3\\xa9 \\xff\\xfe'").output == "café \\xff\\xfe"
     assert env.run("echo out; echo err >&2").output == "out\nerr\n"
 
 
-def test_sleep_is_killed_on_timeout_and_the_shell_survives(env: DockerRuntime) -> None:
+def test_sleep_is_killed_on_timeout_and_the_shell_survives(env) -> None:
     env.run("cd /tmp && export KEPT=yes")
     started = time.monotonic()
     observation = env.run("sleep 1000", timeout=2)
@@ -91,7 +131,7 @@ def test_sleep_is_killed_on_timeout_and_the_shell_survives(env: DockerRuntime) -
     assert "sleep 1000" not in env.run("ps -eo args").output
 
 
-def test_a_stuck_shell_is_replaced_in_the_same_place(env: DockerRuntime) -> None:
+def test_a_stuck_shell_is_replaced_in_the_same_place(env) -> None:
     env.run("cd /etc && export KEPT=still")
     started = time.monotonic()
     observation = env.run("while true; do :; done", timeout=2)
@@ -100,7 +140,7 @@ def test_a_stuck_shell_is_replaced_in_the_same_place(env: DockerRuntime) -> None
     assert env.run("echo $KEPT; pwd").output == "still\n/etc\n"
 
 
-def test_exit_starts_a_new_shell(env: DockerRuntime) -> None:
+def test_exit_starts_a_new_shell(env) -> None:
     env.run("cd src; export KEPT=1")
     observation = env.run("exit 3")
     assert "new shell" in observation.note
@@ -108,7 +148,7 @@ def test_exit_starts_a_new_shell(env: DockerRuntime) -> None:
 
 
 @pytest.mark.parametrize("command", ["yes", "head -c 50M /dev/urandom", "seq 1 3000000"])
-def test_huge_output_is_capped_with_bounded_memory(env: DockerRuntime, command: str) -> None:
+def test_huge_output_is_capped_with_bounded_memory(env, command: str) -> None:
     before = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
     observation = env.run(command, timeout=5)
     grown_kib = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss - before
@@ -118,20 +158,22 @@ def test_huge_output_is_capped_with_bounded_memory(env: DockerRuntime, command: 
     assert env.run("echo ok").output == "ok\n"
 
 
-def test_fork_bomb_is_contained_by_the_pids_limit(env: DockerRuntime) -> None:
+def test_fork_bomb_is_contained_by_the_pids_limit(env, docker_client, request) -> None:
     env.run(":(){ :|:& };:", timeout=5)
     time.sleep(1)
-    assert int(env.container.stats(stream=False)["pids_stats"]["current"]) <= 256
+    container = backing_container(env, docker_client, request)
+    assert int(container.stats(stream=False)["pids_stats"]["current"]) <= 256
     assert "ok" in env.run("echo ok", timeout=10).output, "the shell still answers"
 
 
-def test_killed_container_is_a_clear_infrastructure_error(env: DockerRuntime, docker_client) -> None:
-    threading.Timer(1.0, lambda: docker_client.containers.get(env.container.id).kill()).start()
+def test_killed_container_is_a_clear_infrastructure_error(env, docker_client, request) -> None:
+    container = backing_container(env, docker_client, request)
+    threading.Timer(1.0, container.kill).start()
     with pytest.raises(EnvironmentDied, match=r"stopped|gone"):
         env.run("sleep 30", timeout=20)
 
 
-def test_thousand_commands_leak_no_descriptors_or_threads(env: DockerRuntime) -> None:
+def test_thousand_commands_leak_no_descriptors_or_threads(env) -> None:
     env.run("true")
     descriptors, threads = len(os.listdir("/proc/self/fd")), threading.active_count()
     for number in range(1000):
@@ -154,11 +196,11 @@ def test_container_is_locked_down_labelled_and_removed(docker_client, repo_image
     env.close()  # a second close is harmless
 
 
-def test_an_exception_inside_with_still_removes_the_container(docker_client, repo_image) -> None:
-    with pytest.raises(RuntimeError), DockerRuntime.start(docker_client, repo_image) as env:
-        container_id = env.container.id
+def test_an_exception_inside_with_still_removes_the_container(backend, docker_client, repo_image, request):
+    with pytest.raises(RuntimeError), backend.start(repo_image) as env:
+        assert environment_exists(env, docker_client, request)
         raise RuntimeError("the agent crashed")
-    assert not docker_client.containers.list(all=True, filters={"id": container_id})
+    assert not environment_exists(env, docker_client, request)
 
 
 def test_killed_host_process_leaves_only_what_gc_removes(docker_client, repo_image, tmp_path: Path) -> None:
@@ -183,7 +225,7 @@ def test_killed_host_process_leaves_only_what_gc_removes(docker_client, repo_ima
     assert not docker_client.containers.list(all=True, filters={"label": f"{EPISODE_LABEL}=crashed-worker"})
 
 
-def test_rewriting_a_file_keeps_its_mode_and_a_new_file_is_not_executable(env: DockerRuntime) -> None:
+def test_rewriting_a_file_keeps_its_mode_and_a_new_file_is_not_executable(env) -> None:
     env.run("printf '#!/bin/sh\\necho old\\n' > run.sh && chmod 755 run.sh")
     env.write_file("run.sh", b"#!/bin/sh\necho new\n")
     assert env.run("./run.sh").output == "new\n"
@@ -191,7 +233,7 @@ def test_rewriting_a_file_keeps_its_mode_and_a_new_file_is_not_executable(env: D
     assert env.run("stat -c %a run.sh fresh.sh").output == "755\n644\n"
 
 
-def test_files_binary_spaces_dotdot_and_diff(env: DockerRuntime) -> None:
+def test_files_binary_spaces_dotdot_and_diff(env) -> None:
     env.write_file("docs/a file with spaces.txt", b"spaced\n")
     env.write_file("src/../blob.bin", bytes(range(256)))
     assert env.read_file("/repo/docs/a file with spaces.txt") == b"spaced\n"
@@ -212,7 +254,7 @@ def test_files_binary_spaces_dotdot_and_diff(env: DockerRuntime) -> None:
     assert env.diff() == patch, "diff works from any directory"
 
 
-def test_the_four_tools_in_a_real_environment(env: DockerRuntime) -> None:
+def test_the_four_tools_in_a_real_environment(env) -> None:
     """Each tool through both formats' parsers, executed in the container; submit ends with the diff."""
     refused = execute(parse_cwm("Nothing changed yet.\n<tool: submit>\n</tool>"), env)
     assert not refused.ok and not refused.submitted
@@ -242,7 +284,7 @@ def test_the_four_tools_in_a_real_environment(env: DockerRuntime) -> None:
     assert checked.exit_code == 0, checked.output
 
 
-def test_diff_sees_a_same_size_edit_made_in_the_same_second_as_the_start(env: DockerRuntime) -> None:
+def test_diff_sees_a_same_size_edit_made_in_the_same_second_as_the_start(env) -> None:
     # git trusts stat data to whole seconds: a same-size change made right after a task's start commit
     # must still count, however much later the diff is taken.
     setup = unified_diff("src/calc/__init__.py", CALC, CALC.replace("return a - b", "return a + b"))
