@@ -14,10 +14,30 @@ from datetime import datetime
 from typing import Any
 
 import sqlalchemy as sa
-from sqlalchemy.orm import defer, selectinload
+from sqlalchemy.orm import defer, joinedload, selectinload
 from sqlalchemy.sql.base import ExecutableOption
 
 from storage.models import Episode, EpisodeStatus, Image, Repository, Task, TaskKind
+
+#: Episode columns a listing does not load: what shows one episode, not a row of many.
+LISTING_DEFERRED = (
+    Episode.final_patch,
+    Episode.grade,
+    Episode.config,
+    Episode.system_prompt,
+    Episode.task_prompt,
+    Episode.tools,
+)
+#: Task columns a listing does not load.
+TASK_LISTING_DEFERRED = (
+    Task.setup_patch,
+    Task.gold_patch,
+    Task.test_patch,
+    Task.problem_statement,
+    Task.fail_to_pass,
+    Task.pass_to_pass,
+    Task.meta,
+)
 
 
 @dataclass(frozen=True)
@@ -105,22 +125,26 @@ def page(
     return query.order_by(Episode.created_at, Episode.id).limit(limit)
 
 
-def loaded(*, with_steps: bool) -> list[ExecutableOption]:
-    """What a page loads besides the episodes: the task, its image and repository, and the steps.
+def loaded(*, with_steps: bool = False, listing: bool = False) -> list[ExecutableOption]:
+    """What a page loads besides the episodes: the task with its image and repository, and the steps.
 
-    Each is one more query per page (``IN`` over the page's keys), so a task shared by many episodes of
-    the page is read once. The image's bulky columns (test baseline, flaky tests, build log) are not
-    loaded; touching them on a listed episode raises rather than querying behind the caller's back.
+    The task (with its image and repository, joined) and the steps are one more query each per page,
+    ``IN`` over the page's keys, so that a task shared by many episodes of the page is read once. The
+    image's bulky columns (recipe, test baseline, flaky tests, build log) are never loaded, and for a
+    ``listing`` neither are the episode's and task's (conversation, patches, grade, statement, tests):
+    touching one of those raises rather than querying behind the caller's back.
     """
-    image = selectinload(Episode.task).selectinload(Task.image)
+    image_columns = (Image.recipe, Image.baseline, Image.flaky, Image.log_tail)
+    task = selectinload(Episode.task)
     options: list[ExecutableOption] = [
-        image.options(
-            defer(Image.baseline, raiseload=True),
-            defer(Image.flaky, raiseload=True),
-            defer(Image.log_tail, raiseload=True),
-            selectinload(Image.repository),
+        task.joinedload(Task.image).options(
+            *(defer(column, raiseload=True) for column in image_columns),
+            joinedload(Image.repository),
         )
     ]
+    if listing:
+        options += [defer(column, raiseload=True) for column in LISTING_DEFERRED]
+        options += [task.defer(column, raiseload=True) for column in TASK_LISTING_DEFERRED]
     if with_steps:
         options.append(selectinload(Episode.steps))
     return options

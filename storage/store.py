@@ -370,12 +370,13 @@ class Store:
 
         ``after`` is the id of the last episode of the previous page (keyset pagination: every page costs
         the same, and episodes stored meanwhile do not shift the pages). ``task``, ``task.image`` and
-        ``task.image.repository`` are loaded, not ``steps`` (use ``get_episode`` or ``iter_episodes``).
-        Raises ``StoreError`` if there is no episode ``after``.
+        ``task.image.repository`` are loaded, but what shows one episode is not (steps, conversation,
+        patches, grade, config; the task's statement, patches, tests and meta): ``get_episode`` or
+        ``iter_episodes`` read those. Raises ``StoreError`` if there is no episode ``after``.
         """
         with self._read() as session:
             key = self._key(session, after) if after is not None else None
-            query = queries.page(filter, key, limit).options(*queries.loaded(with_steps=False))
+            query = queries.page(filter, key, limit).options(*queries.loaded(listing=True))
             return list(session.scalars(query))
 
     def iter_episodes(
