@@ -113,7 +113,10 @@ class KubernetesRuntime(ShellRuntime):
         try:
             ws = self.backend.exec_stream(self.pod, ["sh", "-c", script], stdin=False)
         except (ApiException, TimeoutError) as exc:
-            raise self._died(exc) from exc
+            died = self._died(exc)
+            if isinstance(died, EnvironmentDied):
+                raise died from exc
+            raise EnvironmentDied(f"no command can be run in pod {self.pod}: {exc}") from exc
         channel = _WebSocketChannel(ws)
         deadline = time.monotonic() + _EXEC_DEADLINE
         try:

@@ -298,7 +298,7 @@ class ShellRuntime:
     def _replace_shell(self, shell: Shell) -> None:
         shell.close()
         self._shell = None
-        self._exec(f"kill -9 -- -{shell.pid} 2>/dev/null")  # the old shell's group, if any is left
+        self._exec(f"kill -9 -{shell.pid} 2>/dev/null")  # the old shell's group, if any is left
         self._shell = self._open_shell(self._cwd)
 
     def _kill_children(self, shell_pid: int) -> None:

@@ -56,6 +56,8 @@ class K8sTestServer:
         self.token = secrets.token_hex(16)
         self.url = ""
         self.kubeconfig_path: Path | None = None
+        #: Seconds an exec handshake is held before it is answered (a hung kubelet, in drills).
+        self.exec_delay = 0.0
         self.pods: dict[tuple[str, str], dict[str, Any]] = {}
         self._containers: dict[tuple[str, str], str] = {}
         self._versions = itertools.count(1)
@@ -376,6 +378,7 @@ class K8sTestServer:
         container = self._containers.get(key)
         if pod["status"]["phase"] != "Running" or container is None:
             return _status(400, "BadRequest", f"pod {key[1]} is not running (phase {pod['status']['phase']})")
+        await asyncio.sleep(self.exec_delay)
         command = request.query.getall("command", [])
         stdin = request.query.get("stdin") in ("true", "True", "1")
         try:
