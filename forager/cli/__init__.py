@@ -10,7 +10,7 @@ from typing import Annotated
 import typer
 
 from core.errors import ForagerError
-from forager.cli import db, doctor, envs, export, forage, images, tasks
+from forager.cli import db, doctor, envs, export, forage, images, tasks, view
 from forager.cli.episode import episode_list
 from forager.cli.output import error
 from forager.settings import DEFAULT_HOME, Settings
@@ -64,6 +64,7 @@ app.add_typer(envs.app, name="envs")
 app.add_typer(_group("Kubernetes: foraging as Jobs, episodes as pods."), name="k8s")
 app.add_typer(forage.serve_app, name="serve")
 app.command()(doctor.doctor)
+app.command("view")(view.view)
 
 
 def _interrupt(signum: int, frame: object) -> None:
