@@ -12,6 +12,7 @@ import shutil
 import threading
 import urllib.error
 import urllib.request
+import uuid
 from collections.abc import Iterator
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
@@ -20,6 +21,7 @@ from pathlib import Path
 from urllib.parse import urljoin, urlparse
 
 import pytest
+import sqlalchemy as sa
 from aiohttp import web
 
 from core.errors import ForagerError
@@ -232,8 +234,49 @@ def build_corpus(store: Store, n_episodes: int = 36, seed: int = 0) -> Corpus:
     return Corpus(store, [stored[i] for i in episodes], stored[episodes[5]], tasks, images)
 
 
+@pytest.fixture(scope="module")
+def own_postgres(request: pytest.FixtureRequest) -> Iterator[str]:
+    """A database of this module's own on the test PostgreSQL server, dropped at the end (other tests
+    share the server's test database)."""
+    url = sa.make_url(request.getfixturevalue("postgres_url"))
+    name = f"forager_viewer_{uuid.uuid4().hex[:10]}"
+    admin = sa.create_engine(url, isolation_level="AUTOCOMMIT")
+    with admin.connect() as connection:
+        connection.execute(sa.text(f'CREATE DATABASE "{name}"'))
+    yield url.set(database=name).render_as_string(hide_password=False)
+    with admin.connect() as connection:
+        connection.execute(sa.text(f'DROP DATABASE "{name}" WITH (FORCE)'))
+    admin.dispose()
+
+
+@pytest.fixture(
+    params=[
+        pytest.param("sqlite", id="sqlite"),
+        pytest.param("postgres", id="postgres", marks=pytest.mark.postgres),
+    ]
+)
+def any_store(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[Store]:
+    """An empty store on SQLite, or on PostgreSQL in the module's own database."""
+    if request.param == "sqlite":
+        url = f"sqlite:///{tmp_path / 'forager.db'}"
+    else:
+        url = request.getfixturevalue("own_postgres")
+        engine = sa.create_engine(url)
+        metadata = sa.MetaData()
+        metadata.reflect(engine)
+        metadata.drop_all(engine)
+        engine.dispose()
+    with Store(url) as opened:
+        yield opened
+
+
 @pytest.fixture
-def corpus(store: Store) -> Corpus:
+def corpus(any_store: Store) -> Corpus:
+    return build_corpus(any_store)
+
+
+@pytest.fixture
+def sqlite_corpus(store: Store) -> Corpus:
     return build_corpus(store)
 
 
@@ -543,7 +586,8 @@ def test_export_writes_a_static_site_of_the_selection(corpus: Corpus, tmp_path: 
         export_site(corpus.store, site)
 
 
-def test_export_command_writes_the_filtered_site(corpus: Corpus, tmp_path: Path) -> None:
+def test_export_command_writes_the_filtered_site(sqlite_corpus: Corpus, tmp_path: Path) -> None:
+    corpus = sqlite_corpus
     url = corpus.store.url
     done = forager(
         "--db",
@@ -627,8 +671,16 @@ def _nothing_injected_ran(browser: object, title: str) -> None:
 
 
 def test_a_browser_walks_every_page_and_no_stored_script_runs(
-    corpus: Corpus, server: Server, browser: object, tmp_path: Path
+    sqlite_corpus: Corpus, browser: object, tmp_path: Path
 ) -> None:
+    corpus, server = sqlite_corpus, Server(make_app(sqlite_corpus.store))
+    try:
+        _walk(corpus, server, browser, tmp_path)
+    finally:
+        server.close()
+
+
+def _walk(corpus: Corpus, server: Server, browser: object, tmp_path: Path) -> None:
     from selenium.webdriver.common.by import By
     from selenium.webdriver.common.keys import Keys
     from selenium.webdriver.support.select import Select
@@ -691,9 +743,12 @@ def test_a_browser_walks_every_page_and_no_stored_script_runs(
             _screenshot(browser, shot, tmp_path)
 
 
-def test_a_browser_opens_the_exported_site_from_disk(corpus: Corpus, browser: object, tmp_path: Path) -> None:
+def test_a_browser_opens_the_exported_site_from_disk(
+    sqlite_corpus: Corpus, browser: object, tmp_path: Path
+) -> None:
     from selenium.webdriver.common.by import By
 
+    corpus = sqlite_corpus
     export_site(corpus.store, tmp_path / "site")
     browser.get((tmp_path / "site" / "index.html").as_uri())
     assert browser.title == "Dashboard · Forager"
