@@ -19,6 +19,12 @@ if [ -z "${FORAGER_TEST_POSTGRES_URL:-}" ]; then
     export FORAGER_TEST_POSTGRES_URL="postgresql+psycopg://forager:forager@127.0.0.1:$port/forager_test"
 fi
 
+printf '\033[1m==> %s\033[0m\n' "chromium for the viewer's browser tests"
+if ! command -v chromium >/dev/null || ! command -v chromedriver >/dev/null; then
+    [ "$(id -u)" = 0 ] || { echo "error: chromium is missing: apt-get install chromium chromium-driver" >&2; exit 1; }
+    apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium chromium-driver >/dev/null
+fi
+
 printf '\033[1m==> %s\033[0m\n' "ruff"
 .venv/bin/ruff check .
 printf '\033[1m==> %s\033[0m\n' "pytest"
