@@ -1,0 +1,435 @@
+"""Record execution traces of Python functions, frame by frame, as CWM's trace format needs them.
+
+Standard library only, and importable on Python 3.8: this file is copied into repository images at run
+time and loaded there by pytest as a plugin (``-p forager_tracer``), inside the project's own
+environment. It must never import Forager.
+
+A *recording* starts when the entry function is called and ends when that call returns (or raises).
+Every ``call``, ``line``, ``return`` and ``exception`` event of the entry frame and of the project's own
+functions it reaches (files under the root, not in site-packages) becomes one frame
+``[event, file, line, locals, value]``: ``locals`` (call and line frames) maps each local name to its
+rendered value, with ``".."`` for a value rendered the same in the previous call or line frame of the
+same scope (never across a call or a return: CWM's debugger resolves ``".."`` by looking back until the
+last scope change); ``value`` (return and exception frames) is the rendered return value or exception.
+
+Values are rendered as bounded reprs: containers of the builtin types item by item up to a count and a
+depth, every text up to a length; a ``__repr__`` that raises gives ``<unrepresentable TYPE: ERROR>``;
+memory addresses (`` at 0x7f...``) become `` at 0x..`` so that a trace recorded twice can be identical.
+A recording that exceeds its frame budget or its wall-clock budget is dropped, as is one whose entry is
+a generator or coroutine function (its scope ends at every ``yield``).
+"""
+
+from __future__ import annotations
+
+import inspect
+import itertools
+import json
+import linecache
+import os
+import re
+import sys
+import time
+
+_ADDRESS = re.compile(r" at 0x[0-9a-fA-F]+")
+_SUSPENDABLE = inspect.CO_GENERATOR | inspect.CO_COROUTINE | inspect.CO_ASYNC_GENERATOR
+_LIBRARY_DIRS = ("site-packages", "dist-packages")
+_EMPTY = {list: "[]", tuple: "()", set: "set()", frozenset: "frozenset()", dict: "{}"}
+_ELIDED = {list: "[...]", tuple: "(...)", set: "{...}", frozenset: "frozenset({...})", dict: "{...}"}
+
+
+class TraceBudgetExceeded(BaseException):
+    """Raised into the traced program when a recording runs out of wall-clock time.
+
+    Checked at every event rather than by a SIGALRM timer, which the program's own handlers (pytest-timeout)
+    would fight over. Code that makes no event for long (a C call,
+    a ``__repr__`` that loops) is stopped by the caller's timeout on the whole run instead.
+
+    A BaseException so that the program's ``except Exception`` does not swallow it and keep running.
+    """
+
+
+class Renderer:
+    """Bounded, exception-safe reprs. Counts what it truncated and what it could not render."""
+
+    def __init__(self, max_chars: int = 256, max_items: int = 32, max_depth: int = 4) -> None:
+        self.max_chars = max_chars
+        self.max_items = max_items
+        self.max_depth = max_depth
+        self.truncated = 0
+        self.unrepresentable = 0
+
+    def render(self, value: object) -> str:
+        try:
+            text = self._render(value, 0, set())
+        except TraceBudgetExceeded:
+            raise
+        except BaseException as exc:
+            self.unrepresentable += 1
+            return f"<unrepresentable {type(value).__name__}: {type(exc).__name__}>"
+        text = _ADDRESS.sub(" at 0x..", text)
+        if len(text) > self.max_chars:
+            self.truncated += 1
+            text = text[: self.max_chars] + "..."
+        return text
+
+    def _render(self, value: object, depth: int, active: set) -> str:
+        kind = type(value)
+        if kind in (str, bytes, bytearray):
+            if len(value) > self.max_chars:  # type: ignore[arg-type]
+                self.truncated += 1
+                return repr(value[: self.max_chars]) + "..."  # type: ignore[index]
+            return repr(value)
+        if kind not in _EMPTY:  # exact builtin containers only: a subclass may have its own repr
+            text = repr(value)
+            if not isinstance(text, str):
+                raise TypeError("__repr__ returned non-string")
+            return text
+        if not value:  # type: ignore[truthy-function]
+            return _EMPTY[kind]
+        if id(value) in active or depth >= self.max_depth:
+            if id(value) not in active:
+                self.truncated += 1
+            return _ELIDED[kind]
+        active.add(id(value))
+        try:
+            items = value.items() if kind is dict else value  # type: ignore[attr-defined]
+            head = list(itertools.islice(items, self.max_items + 1))  # type: ignore[call-overload]
+            if kind is dict:
+                parts = [
+                    self._render(k, depth + 1, active) + ": " + self._render(v, depth + 1, active)
+                    for k, v in head[: self.max_items]
+                ]
+            else:
+                parts = [self._render(item, depth + 1, active) for item in head[: self.max_items]]
+            if len(head) > self.max_items:
+                self.truncated += 1
+                parts.append("...")
+        finally:
+            active.discard(id(value))
+        inner = ", ".join(parts)
+        if kind is list:
+            return "[" + inner + "]"
+        if kind is tuple:
+            return "(" + inner + ("," if len(parts) == 1 else "") + ")"
+        if kind is frozenset:
+            return "frozenset({" + inner + "})"
+        return "{" + inner + "}"
+
+
+class Target:
+    """An entry function: matched by its code object, or by file, name and first line."""
+
+    def __init__(
+        self, key: str, *, code: object = None, filename: str = "", name: str = "", firstlineno: int = 0
+    ) -> None:
+        self.key = key
+        self.code = code
+        self.filename = filename
+        self.name = name
+        self.firstlineno = firstlineno
+
+    def matches(self, code: object) -> bool:
+        if self.code is not None:
+            return code is self.code
+        return (
+            code.co_firstlineno == self.firstlineno
+            and code.co_name == self.name  # type: ignore[attr-defined]
+            and code.co_filename == self.filename
+        )  # type: ignore[attr-defined]
+
+
+class _Recording:
+    def __init__(self, target: Target, frame: object) -> None:
+        self.target = target
+        self.entry = frame
+        self.frames: list = []
+        self.files: list = []
+        self.file_index: dict = {}
+        self.blocks: list = []
+        self.source: dict = {}
+        self.previous: dict | None = None
+        self.started = time.monotonic()
+        self.deadline = float("inf")
+        self.reason = ""
+
+
+class Tracer:
+    """Records the first call of each target made while armed (``start`` ... ``stop``)."""
+
+    def __init__(
+        self,
+        root: str,
+        *,
+        max_frames: int = 2000,
+        max_seconds: float = 10.0,
+        renderer: Renderer | None = None,
+    ) -> None:
+        self.root = os.path.realpath(root)
+        self.max_frames = max_frames
+        self.max_seconds = max_seconds
+        self.renderer_options = renderer or Renderer()
+        self.results: list = []
+        self._targets: list = []
+        self._active: _Recording | None = None
+        self._renderer = self.renderer_options
+        self._project: dict = {}
+        self._blocks: dict = {}
+        self._previous_trace = None
+
+    # -- arming ------------------------------------------------------------------------------------
+
+    def start(self, targets: list) -> None:
+        self._targets = list(targets)
+        self.results = []
+        self._previous_trace = sys.gettrace()
+        sys.settrace(self._global)
+
+    def stop(self) -> list:
+        sys.settrace(self._previous_trace)
+        if self._active is not None:
+            self._finish(self._active, self._active.reason or "unfinished")
+        return self.results
+
+    # -- trace functions ---------------------------------------------------------------------------
+
+    def _global(self, frame, event, arg):
+        recording = self._active
+        code = frame.f_code
+        if recording is None:
+            for target in self._targets:
+                if target.matches(code):
+                    break
+            else:
+                return None
+            self._targets.remove(target)  # the first call of each target only
+            recording = _Recording(target, frame)
+            if code.co_flags & _SUSPENDABLE:
+                self._finish(recording, "generator")
+                return None
+            self._begin(recording)
+        elif recording.reason or not self._is_project(code):
+            return None
+        self._event(recording, frame, "call", None)
+        return self._local
+
+    def _local(self, frame, event, arg):
+        recording = self._active
+        if recording is None or recording.reason:
+            return None
+        self._event(recording, frame, event, arg)
+        if event == "return" and frame is recording.entry:
+            self._finish(recording, "")
+            return None
+        return self._local
+
+    def _event(self, recording: _Recording, frame, event: str, arg) -> None:
+        code = frame.f_code
+        shown = value = None
+        if event in ("call", "line"):
+            current = {name: self._renderer.render(v) for name, v in frame.f_locals.items()}
+            previous = recording.previous
+            if event == "line" and previous is not None:
+                shown = {name: ".." if previous.get(name) == text else text for name, text in current.items()}
+            else:
+                shown = current
+            recording.previous = current
+        elif event == "return":
+            value = self._renderer.render(arg)
+            recording.previous = None
+        elif event == "exception":
+            value = self._renderer.render(arg[1] if arg[1] is not None else arg[0])
+        else:
+            return
+        path = self._path(code.co_filename)
+        index = recording.file_index.get(path)
+        if index is None:
+            index = recording.file_index[path] = len(recording.files)
+            recording.files.append(path)
+            recording.source[path] = {}
+        if event == "call":
+            self._add_block(recording, code, path)
+        line = frame.f_lineno
+        recording.source[path].setdefault(str(line), linecache.getline(code.co_filename, line).rstrip("\r\n"))
+        recording.frames.append([event, index, line, shown, value])
+        if len(recording.frames) > self.max_frames:
+            recording.reason = "frames"
+            self._finish(recording, "frames")
+        elif time.monotonic() > recording.deadline:
+            # Stop the program too: a trace over its time is most often a loop that never ends. Raised
+            # from a trace function, the exception goes into the traced frame (and unsets tracing).
+            recording.reason = "wall_clock"
+            self._finish(recording, "wall_clock")
+            raise TraceBudgetExceeded("the trace ran out of its wall-clock budget")
+
+    # -- recordings --------------------------------------------------------------------------------
+
+    def _begin(self, recording: _Recording) -> None:
+        self._active = recording
+        recording.deadline = recording.started + self.max_seconds if self.max_seconds else float("inf")
+        self._renderer = Renderer(
+            self.renderer_options.max_chars, self.renderer_options.max_items, self.renderer_options.max_depth
+        )
+
+    def _finish(self, recording: _Recording, reason: str) -> None:
+        if self._active is recording:
+            self._active = None
+        target = recording.target
+        result = {
+            "id": target.key,
+            "status": "dropped" if reason else "ok",
+            "reason": reason,
+            "seconds": round(time.monotonic() - recording.started, 6),
+        }
+        if not reason:
+            result.update(
+                files=recording.files,
+                blocks=recording.blocks,
+                source=recording.source,
+                frames=recording.frames,
+                truncated=self._renderer.truncated,
+                unrepresentable=self._renderer.unrepresentable,
+            )
+        self.results.append(result)
+
+    # -- where code lives --------------------------------------------------------------------------
+
+    def _is_project(self, code) -> bool:
+        known = self._project.get(code.co_filename)
+        if known is None:
+            filename = code.co_filename
+            real = os.path.realpath(filename) if not filename.startswith("<") else ""
+            parts = real.split(os.sep)
+            known = real.startswith(self.root + os.sep) and not any(d in parts for d in _LIBRARY_DIRS)
+            self._project[filename] = known
+        return known
+
+    def _path(self, filename: str) -> str:
+        real = os.path.realpath(filename)
+        return os.path.relpath(real, self.root).replace(os.sep, "/") if real.startswith(self.root) else real
+
+    def _add_block(self, recording: _Recording, code, path: str) -> None:
+        """The lines of the function ``code`` belongs to, once per recording (nested ones inside it)."""
+        block = self._blocks.get(code)
+        if block is None:
+            try:
+                lines, first = inspect.getsourcelines(code)
+            except (OSError, TypeError, IndexError, SyntaxError):
+                lines, first = [], 0
+            block = self._blocks[code] = (first, [line.rstrip("\r\n") for line in lines])
+        first, lines = block
+        if not lines:
+            return
+        last = first + len(lines) - 1
+        for known_path, known_first, known_last in recording.blocks:
+            if known_path == path and known_first <= first and last <= known_last:
+                return
+        recording.blocks.append([path, first, last])
+        source = recording.source[path]
+        for number, text in enumerate(lines, first):
+            source[str(number)] = text
+
+
+def trace_call(
+    root: str,
+    function,
+    *args,
+    max_frames: int = 2000,
+    max_seconds: float = 10.0,
+    renderer: Renderer | None = None,
+    **kwargs,
+) -> dict:
+    """Call ``function(*args, **kwargs)`` and return the recording of that call (the result dict).
+
+    An exception the function raises is swallowed: the recording shows it.
+    """
+    tracer = Tracer(root, max_frames=max_frames, max_seconds=max_seconds, renderer=renderer)
+    tracer.start([Target("entry", code=getattr(function, "__code__", None))])
+    try:
+        function(*args, **kwargs)
+    except BaseException:
+        pass
+    finally:
+        results = tracer.stop()
+    return results[0] if results else {"id": "entry", "status": "dropped", "reason": "not_called"}
+
+
+# -- the pytest plugin: FORAGER_TRACE_REQUEST names a JSON request ----------------------------------------
+
+_PLUGIN: dict = {}
+
+
+def pytest_configure(config) -> None:
+    path = os.environ.get("FORAGER_TRACE_REQUEST")
+    if not path:
+        return
+    with open(path) as file:
+        request = json.load(file)
+    by_test: dict = {}
+    for entry in request["entries"]:
+        by_test.setdefault(entry["test"], []).append(entry)
+    budget = request.get("budget", {})
+    renderer = Renderer(budget.get("max_chars", 256), budget.get("max_items", 32), budget.get("max_depth", 4))
+    _PLUGIN.update(
+        by_test=by_test,
+        output=request["output"],
+        root=request["root"],
+        tracer=Tracer(
+            request["root"],
+            max_frames=budget.get("max_frames", 2000),
+            max_seconds=budget.get("max_seconds", 10.0),
+            renderer=renderer,
+        ),
+    )
+
+
+def pytest_collection_modifyitems(session, config, items) -> None:
+    """Run only the requested tests (the command names their files, which may hold others)."""
+    if not _PLUGIN:
+        return
+    wanted = _PLUGIN["by_test"]
+    kept = [item for item in items if item.nodeid in wanted]
+    dropped = [item for item in items if item.nodeid not in wanted]
+    if dropped:
+        config.hook.pytest_deselected(items=dropped)
+    items[:] = kept
+
+
+def pytest_runtest_call(item) -> None:
+    """Arm the tracer just before the test function runs (after its fixtures are set up)."""
+    entries = _PLUGIN.get("by_test", {}).get(item.nodeid)
+    if not entries:
+        return
+    root = _PLUGIN["root"]
+    targets = []
+    for entry in entries:
+        if entry.get("kind") == "test":
+            function = getattr(item, "obj", None)
+            function = inspect.unwrap(getattr(function, "__func__", function))
+            targets.append(Target(entry["id"], code=getattr(function, "__code__", None)))
+        else:
+            targets.append(
+                Target(
+                    entry["id"],
+                    filename=os.path.join(root, entry["path"]),
+                    name=entry["name"],
+                    firstlineno=entry["firstlineno"],
+                )
+            )
+    _PLUGIN["armed"] = item.nodeid
+    _PLUGIN["tracer"].start(targets)
+
+
+def pytest_runtest_makereport(item, call) -> None:
+    """Disarm after the test function and write what it recorded: one JSON line per requested entry."""
+    if call.when != "call" or _PLUGIN.get("armed") != item.nodeid:
+        return
+    _PLUGIN["armed"] = None
+    results = {result["id"]: result for result in _PLUGIN["tracer"].stop()}
+    with open(_PLUGIN["output"], "a") as output:
+        for entry in _PLUGIN["by_test"][item.nodeid]:
+            result = results.get(entry["id"]) or {
+                "id": entry["id"],
+                "status": "dropped",
+                "reason": "not_called",
+            }
+            output.write(json.dumps(result) + "\n")
