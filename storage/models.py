@@ -288,3 +288,57 @@ class Step(Base):
 
     def __repr__(self) -> str:
         return f"<Step {self.episode_id}#{self.index} action={self.action!r:.80}>"
+
+
+class TraceKind(StrEnum):
+    TEST = "test"
+    FUNCTION = "function"
+
+
+class TraceStatus(StrEnum):
+    OK = "ok"
+    DROPPED = "dropped"
+
+
+class Trace(Base):
+    """One execution trace of an entry point (a test, or a repository function a test calls) in an image.
+
+    Entry points that gave no usable trace are kept too, as ``dropped`` rows with the reason, so that a
+    resumed run does not try them again and the share dropped can be counted.
+    """
+
+    __tablename__ = "traces"
+
+    id: Mapped[int] = mapped_column(primary_key=True)
+    image_id: Mapped[int] = mapped_column(ForeignKey("images.id"), index=True)
+    #: What makes the entry point unique in its image: kind, test id and function.
+    key: Mapped[str] = mapped_column(unique=True)
+    #: ``test`` (the test function is the entry) or ``function`` (a repository function a test calls).
+    kind: Mapped[TraceKind] = mapped_column(_str_enum(TraceKind), index=True)
+    #: The pytest node id of the test that runs the entry point.
+    test: Mapped[str] = mapped_column(Text)
+    #: The entry function: its file (relative to the repository), qualified name and ``def`` line.
+    path: Mapped[str]
+    qualname: Mapped[str]
+    line: Mapped[int]
+    status: Mapped[TraceStatus] = mapped_column(_str_enum(TraceStatus), index=True)
+    #: Why a trace was dropped: ``frames`` or ``wall_clock`` (over budget), ``nondeterministic``,
+    #: ``generator``, ``not_called``, ``crashed``; "" when kept.
+    drop_reason: Mapped[str] = mapped_column(default="")
+    #: Whether recording it twice gave the same trace; None when it was not recorded twice.
+    deterministic: Mapped[bool | None]
+    n_frames: Mapped[int] = mapped_column(default=0)
+    #: Values whose rendering was cut (length, item count or depth), and values whose repr raised.
+    truncated_values: Mapped[int] = mapped_column(default=0)
+    unrepresentable_values: Mapped[int] = mapped_column(default=0)
+    seconds: Mapped[float] = mapped_column(default=0.0)
+    #: The source context in CWM's form (entry ``def`` line marked), "" when dropped.
+    context: Mapped[str] = mapped_column(CompressedText, default="")
+    #: The recording: ``files``, ``blocks``, ``source`` and ``frames`` (see ``envs.trace_format``).
+    data: Mapped[dict[str, Any] | None] = mapped_column(CompressedJSON)
+    created_at: Mapped[datetime] = mapped_column(default=utcnow, index=True)
+
+    image: Mapped[Image] = relationship()
+
+    def __repr__(self) -> str:
+        return f"<Trace {self.id} {self.key!r} {self.status} frames={self.n_frames}>"

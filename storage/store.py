@@ -45,6 +45,7 @@ from storage.models import (
 )
 from storage.queries import EpisodeFilter
 from storage.stats import StoreStats
+from storage.traces import TraceStore
 
 __all__ = ["SQLITE_BUSY_TIMEOUT_MS", "Store"]
 
@@ -56,7 +57,7 @@ _SCHEMA_LOCK = threading.Lock()
 _LOOKUP_BATCH = 500
 
 
-class Store:
+class Store(TraceStore):
     """The SQL-indexed store of repositories, images, tasks, episodes and steps.
 
     ``Store(url)`` opens the database and checks its schema: an empty database is created at the latest
