@@ -16,7 +16,7 @@ import pytest
 
 from forager.conversation import assistant_message, observation_messages, opening_messages
 from forager.dedup import NearDuplicateFilter
-from forager.exports import FORMATS, ExportError, export
+from forager.exports import FORMATS, ExportError, export, writer
 from storage import (
     Episode,
     EpisodeStatus,
@@ -431,7 +431,7 @@ def test_mini_swe_agent_inspector_opens_every_episode(
 
 def test_every_format_creates_missing_folders_and_refuses_a_non_empty_folder(filled: Store, tmp_path: Path):
     for name in FORMATS:
-        target = tmp_path / "a" / name / ("out" if FORMATS[name].directory else "out.jsonl")
+        target = tmp_path / "a" / name / ("out" if writer(name).directory else "out.jsonl")
         export(filled.iter_episodes(), name, target)
         assert target.exists(), name
         assert not [p for p in target.parent.iterdir() if p.name.startswith(".")], name  # no temporary left

@@ -7,7 +7,7 @@ from contextlib import contextmanager
 from datetime import UTC, datetime
 from enum import StrEnum
 from pathlib import Path
-from typing import Annotated
+from typing import TYPE_CHECKING, Annotated
 
 import typer
 from rich.progress import BarColumn, MofNCompleteColumn, TextColumn, TimeElapsedColumn, TimeRemainingColumn
@@ -16,9 +16,11 @@ from rich.progress import Progress as RichProgress
 from core.errors import ForagerError
 from core.progress import Progress, ProgressEvent, no_progress
 from forager.cli.output import JsonOption, console, errors, open_store, print_json
-from forager.dedup import NearDuplicateFilter
 from forager.exports import FORMATS, ExportSummary, export
 from storage import EpisodeFilter
+
+if TYPE_CHECKING:
+    from forager.dedup import NearDuplicateFilter
 
 Format = StrEnum("Format", {name.replace("-", "_"): name for name in FORMATS})
 
@@ -91,7 +93,7 @@ def export_command(
                 out,
                 resolved_only=resolved_only,
                 max_per_task=max_per_task,
-                dedup=NearDuplicateFilter(dedup_threshold) if dedup else None,
+                dedup=_dedup_filter(dedup_threshold) if dedup else None,
                 total=total,
                 progress=progress,
                 **options,
@@ -102,6 +104,12 @@ def export_command(
         print_json(summary.to_json())
     else:
         _print_summary(summary)
+
+
+def _dedup_filter(threshold: float) -> NearDuplicateFilter:
+    from forager.dedup import NearDuplicateFilter  # datasketch (numpy, scipy): only when asked for
+
+    return NearDuplicateFilter(threshold)
 
 
 @contextmanager

@@ -11,35 +11,38 @@ renamed at the end. Adding a format is one module and one line in :data:`FORMATS
 from __future__ import annotations
 
 from collections.abc import Iterable
+from importlib import import_module
 from pathlib import Path
 from typing import Any
 
-from forager.exports.cwm import CwmWriter
 from forager.exports.driver import ExportSummary, Writer
 from forager.exports.driver import export as _export
-from forager.exports.mini_swe_agent import MiniSweAgentWriter
 from forager.exports.output import ExportError
-from forager.exports.parquet import ParquetWriter
-from forager.exports.sft import SftWriter
-from forager.exports.swebench_predictions import PredictionsWriter
 from storage import Episode
 
-#: Format name -> writer.
-FORMATS: dict[str, type[Writer]] = {
-    "sft": SftWriter,
-    "parquet": ParquetWriter,
-    "cwm": CwmWriter,
-    "swebench-predictions": PredictionsWriter,
-    "mini-swe-agent": MiniSweAgentWriter,
+#: Format name -> its writer class, as ``module:Class``: a format's dependencies (pyarrow for parquet)
+#: are imported only when it is written.
+FORMATS: dict[str, str] = {
+    "sft": "forager.exports.sft:SftWriter",
+    "parquet": "forager.exports.parquet:ParquetWriter",
+    "cwm": "forager.exports.cwm:CwmWriter",
+    "swebench-predictions": "forager.exports.swebench_predictions:PredictionsWriter",
+    "mini-swe-agent": "forager.exports.mini_swe_agent:MiniSweAgentWriter",
 }
+
+
+def writer(format: str) -> type[Writer]:
+    """The writer class of ``format`` (a key of :data:`FORMATS`)."""
+    if format not in FORMATS:
+        raise ExportError(f"unknown export format {format!r}: choose one of {', '.join(FORMATS)}")
+    module, name = FORMATS[format].split(":")
+    return getattr(import_module(module), name)
 
 
 def export(episodes: Iterable[Episode], format: str, path: str | Path, **options: Any) -> ExportSummary:
     """Write ``episodes`` in ``format`` (a key of :data:`FORMATS`) to ``path``; see
     :func:`forager.exports.driver.export` for the options."""
-    if format not in FORMATS:
-        raise ExportError(f"unknown export format {format!r}: choose one of {', '.join(FORMATS)}")
-    return _export(episodes, FORMATS[format], path, format_name=format, **options)
+    return _export(episodes, writer(format), path, format_name=format, **options)
 
 
-__all__ = ["FORMATS", "ExportError", "ExportSummary", "export"]
+__all__ = ["FORMATS", "ExportError", "ExportSummary", "export", "writer"]

@@ -14,13 +14,15 @@ from collections import Counter
 from collections.abc import Iterable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, ClassVar, Protocol
+from typing import TYPE_CHECKING, Any, ClassVar, Protocol
 
 from core.progress import Progress, ProgressEvent, no_progress
-from forager.dedup import DedupReport, NearDuplicateFilter
 from forager.exports.output import ExportError, os_errors, staged
 from forager.exports.records import EpisodeRecord, record
 from storage import Episode
+
+if TYPE_CHECKING:  # datasketch (numpy, scipy) is imported only when an export deduplicates
+    from forager.dedup import DedupReport, NearDuplicateFilter
 
 
 @dataclass

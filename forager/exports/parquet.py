@@ -77,7 +77,7 @@ def parquet_row(rec: EpisodeRecord) -> dict[str, Any]:
 class ParquetWriter:
     directory: ClassVar[bool] = True
 
-    def __init__(self, path: Path, *, shard_bytes: int = 256 << 20, row_group_bytes: int = 32 << 20) -> None:
+    def __init__(self, path: Path, *, shard_bytes: int = 256 << 20, row_group_bytes: int = 8 << 20) -> None:
         """``shard_bytes``: a shard is closed once it is that large. ``row_group_bytes``: rows are buffered
         up to about that much text, then written as one row group (what bounds the memory)."""
         self._root = path
