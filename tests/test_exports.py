@@ -457,10 +457,13 @@ def test_cli_export_prints_a_summary_and_an_unwritable_path_is_one_error_line(fi
     assert failed.stderr.count("\n") == 1 and failed.stderr.startswith("error: cannot write")
     assert "Traceback" not in failed.stderr
 
-    unknown = forager(
-        "export", "sft", str(tmp_path / "y.jsonl"), "--task-kind", "nope", home=tmp_path, env=_db(filled)
-    )
-    assert unknown.returncode == 1 and "unknown task_kind 'nope'" in unknown.stderr
+    none = forager("export", "sft", str(tmp_path / "y.jsonl"), "--resolved-only", "--unresolved",
+                   home=tmp_path, env=_db(filled))  # fmt: skip
+    assert none.returncode == 1 and "--resolved-only and --unresolved select nothing" in none.stderr
+    nothing = forager("export", "sft", str(tmp_path / "y.jsonl"), "--kind", "mutate_fix", "--unresolved",
+                      home=tmp_path, env=_db(filled))  # fmt: skip
+    assert nothing.returncode == 1 and nothing.stderr.startswith("error: no episode to export")
+    assert not (tmp_path / "y.jsonl").exists()
 
 
 def _limit_file_size() -> None:

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 from collections.abc import Iterator
 from contextlib import contextmanager
-from datetime import UTC, datetime
 from enum import StrEnum
 from pathlib import Path
 from typing import TYPE_CHECKING, Annotated
@@ -15,19 +14,24 @@ from rich.progress import Progress as RichProgress
 
 from core.errors import ForagerError
 from core.progress import Progress, ProgressEvent, no_progress
+from forager.cli.episode import (
+    ExitReasonFilter,
+    KindFilter,
+    ModelFilter,
+    OperatorFilter,
+    RepositoryFilter,
+    ResolvedFilter,
+    SinceFilter,
+    UntilFilter,
+    episode_filter,
+)
 from forager.cli.output import JsonOption, console, errors, open_store, print_json
 from forager.exports import FORMATS, ExportSummary, export
-from storage import EpisodeFilter
 
 if TYPE_CHECKING:
     from forager.dedup import NearDuplicateFilter
 
 Format = StrEnum("Format", {name.replace("-", "_"): name for name in FORMATS})
-
-
-def _when(value: datetime | None) -> datetime | None:
-    """A date on the command line means UTC."""
-    return value.replace(tzinfo=UTC) if value is not None and value.tzinfo is None else value
 
 
 def export_command(
@@ -41,18 +45,16 @@ def export_command(
             "(parquet, mini-swe-agent). Missing parent folders are created.",
         ),
     ],
-    model: Annotated[str | None, typer.Option(help="Only episodes of this model.")] = None,
+    model: ModelFilter = None,
+    resolved: ResolvedFilter = None,
+    exit_reason: ExitReasonFilter = None,
+    repository: RepositoryFilter = None,
+    kind: KindFilter = None,
+    operator: OperatorFilter = None,
+    since: SinceFilter = None,
+    until: UntilFilter = None,
+    task: Annotated[int | None, typer.Option(help="Only episodes of this task id.")] = None,
     resolved_only: Annotated[bool, typer.Option("--resolved-only", help="Only resolved episodes.")] = False,
-    exit_reason: Annotated[
-        str | None, typer.Option(help="Only episodes that ended so (submitted ...).")
-    ] = None,
-    repository: Annotated[str | None, typer.Option(help="Only tasks of this repository (as stored).")] = None,
-    task_kind: Annotated[
-        str | None, typer.Option(help="Only tasks of this kind (mutate_fix, issue_fix).")
-    ] = None,
-    operator: Annotated[str | None, typer.Option(help="Only mutate-fix tasks of this operator.")] = None,
-    since: Annotated[datetime | None, typer.Option(help="Only episodes stored since (UTC).")] = None,
-    until: Annotated[datetime | None, typer.Option(help="Only episodes stored before (UTC).")] = None,
     max_per_task: Annotated[
         int | None, typer.Option(min=1, help="At most this many episodes per task (the first stored).")
     ] = None,
@@ -69,19 +71,19 @@ def export_command(
     """Export stored episodes: SFT JSONL, parquet with a dataset card, CWM trajectories, SWE-bench
     predictions, or mini-swe-agent trajectories. Streams the store in constant memory; the output
     appears under OUT only once complete."""
-    try:
-        selection = EpisodeFilter(
-            model=model,
-            resolved=True if resolved_only else None,
-            exit_reason=exit_reason,
-            repository=repository,
-            task_kind=task_kind,
-            operator=operator,
-            since=_when(since),
-            until=_when(until),
-        )
-    except ValueError as exc:
-        raise ForagerError(str(exc)) from exc
+    if resolved_only and resolved is False:
+        raise ForagerError("--resolved-only and --unresolved select nothing together: drop one")
+    selection = episode_filter(
+        model,
+        True if resolved_only else resolved,
+        exit_reason,
+        repository,
+        kind,
+        operator,
+        since,
+        until,
+        task,
+    )
     options = {"shard_bytes": shard_mb << 20} if format.value == "parquet" else {}
     store = open_store(ctx)
     try:
