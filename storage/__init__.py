@@ -16,8 +16,11 @@ from storage.models import (
     Task,
     TaskKind,
     TaskStatus,
+    WorkItem,
+    WorkState,
 )
 from storage.queries import EpisodeFilter
+from storage.queue import Lease, QueueCounts
 from storage.stats import GroupStats, StoreStats
 from storage.store import Store
 
@@ -29,6 +32,8 @@ __all__ = [
     "GroupStats",
     "Image",
     "ImageStatus",
+    "Lease",
+    "QueueCounts",
     "Repository",
     "SchemaError",
     "Step",
@@ -38,4 +43,6 @@ __all__ = [
     "Task",
     "TaskKind",
     "TaskStatus",
+    "WorkItem",
+    "WorkState",
 ]

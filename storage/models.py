@@ -61,6 +61,13 @@ class EpisodeStatus(StrEnum):
     FAILED = "failed"
 
 
+class WorkState(StrEnum):
+    QUEUED = "queued"
+    LEASED = "leased"
+    DONE = "done"
+    FAILED = "failed"
+
+
 def _str_enum(enum_class: type[StrEnum]) -> Enum:
     """A VARCHAR holding the enum's values, checked in Python only.
 
@@ -132,6 +139,9 @@ class Image(Base):
     log_path: Mapped[str | None]
     #: The end of the build log, enough to diagnose a failure without the file.
     log_tail: Mapped[str | None] = mapped_column(CompressedText)
+    #: Where ``forager images push`` put it, digest-pinned (``HOST[:PORT]/PREFIX/NAME:TAG@sha256:…``), for
+    #: backends that pull; None if never pushed.
+    registry_ref: Mapped[str | None]
     created_at: Mapped[datetime] = mapped_column(default=utcnow, index=True)
     updated_at: Mapped[datetime] = mapped_column(default=utcnow, onupdate=utcnow)
 
@@ -200,6 +210,9 @@ class Episode(Base):
         Index("ix_episodes_model_resolved_created_at", "model", "resolved", "created_at", "id"),
         Index("ix_episodes_resolved_created_at", "resolved", "created_at", "id"),
         Index("ix_episodes_exit_reason_created_at", "exit_reason", "created_at", "id"),
+        # The schema's guarantee that a work item yields at most one stored episode, however many workers
+        # ran it (one presumed dead that came back included). NULLs (episodes not from the queue) repeat.
+        Index("ix_episodes_work_item_id", "work_item_id", unique=True),
     )
 
     # Generated client-side in __init__ rather than by the database, so distributed workers can name an
@@ -235,6 +248,8 @@ class Episode(Base):
     started_at: Mapped[datetime]
     finished_at: Mapped[datetime]
     created_at: Mapped[datetime] = mapped_column(default=utcnow)
+    #: The work item (``forager worker``) this episode completed; None when run outside the queue.
+    work_item_id: Mapped[int | None] = mapped_column(BigInteger)
 
     task: Mapped[Task] = relationship(back_populates="episodes")
     # passive_deletes: the database's ON DELETE CASCADE removes the steps, without loading them first.
@@ -288,6 +303,55 @@ class Step(Base):
 
     def __repr__(self) -> str:
         return f"<Step {self.episode_id}#{self.index} action={self.action!r:.80}>"
+
+
+class WorkItem(Base):
+    """One episode to run: attempt ``attempt`` of a task, claimed by one worker at a time under a lease.
+
+    A worker claims a queued item (``leased``: owner and expiry set, ``attempts`` counted), extends the
+    lease while it runs the episode, and stores the episode and marks the item ``done`` in one
+    transaction, which is refused if the lease is no longer its own. An item whose lease expired (its
+    worker died) is queued again, or ``failed`` once ``attempts`` reached ``max_attempts``.
+    """
+
+    __tablename__ = "work_items"
+    __table_args__ = (
+        UniqueConstraint("task_id", "action_format", "attempt"),
+        # Claims take the oldest queued item and reaping the leases that expired first: each reads one
+        # index range, however many items wait.
+        Index("ix_work_items_state_id", "state", "id"),
+        Index("ix_work_items_state_lease_expires_at", "state", "lease_expires_at"),
+    )
+
+    id: Mapped[int] = mapped_column(BigInteger().with_variant(Integer, "sqlite"), primary_key=True)
+    task_id: Mapped[int] = mapped_column(ForeignKey("tasks.id"))
+    #: Which of the task's episodes this is, from 0 (``forage --episodes-per-task``).
+    attempt: Mapped[int]
+    action_format: Mapped[str]
+    #: The episode's budgets (and prompt templates, if not the packaged ones) as enqueued.
+    config: Mapped[dict[str, Any]] = mapped_column(PortableJSON, default=dict)
+    state: Mapped[WorkState] = mapped_column(_str_enum(WorkState), default=WorkState.QUEUED)
+    #: Claims so far; a claim whose lease expired counts, a release on shutdown does not.
+    attempts: Mapped[int] = mapped_column(default=0)
+    max_attempts: Mapped[int] = mapped_column(default=3)
+    #: ``host:pid:token`` of the worker holding the lease; None unless leased.
+    lease_owner: Mapped[str | None]
+    lease_expires_at: Mapped[datetime | None]
+    heartbeat_at: Mapped[datetime | None]
+    #: The stored episode, once done (or failed with an episode).
+    episode_id: Mapped[str | None] = mapped_column(ForeignKey("episodes.id", ondelete="SET NULL"))
+    #: Why the item failed; "" otherwise.
+    error: Mapped[str] = mapped_column(Text, default="")
+    created_at: Mapped[datetime] = mapped_column(default=utcnow)
+    updated_at: Mapped[datetime] = mapped_column(default=utcnow, onupdate=utcnow)
+
+    task: Mapped[Task] = relationship()
+
+    def __repr__(self) -> str:
+        return (
+            f"<WorkItem {self.id} task={self.task_id}#{self.attempt} {self.state} "
+            f"attempts={self.attempts}/{self.max_attempts} owner={self.lease_owner!r}>"
+        )
 
 
 class TraceKind(StrEnum):

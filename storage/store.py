@@ -44,6 +44,7 @@ from storage.models import (
     TaskStatus,
 )
 from storage.queries import EpisodeFilter
+from storage.queue import QueueStore
 from storage.stats import StoreStats
 from storage.traces import TraceStore
 
@@ -57,7 +58,7 @@ _SCHEMA_LOCK = threading.Lock()
 _LOOKUP_BATCH = 500
 
 
-class Store(TraceStore):
+class Store(TraceStore, QueueStore):
     """The SQL-indexed store of repositories, images, tasks, episodes and steps.
 
     ``Store(url)`` opens the database and checks its schema: an empty database is created at the latest
