@@ -40,6 +40,8 @@ if TYPE_CHECKING:
 _STATE_CHECKS = 5
 #: Seconds a one-shot exec (killing a timed-out command) may take.
 _EXEC_DEADLINE = 15.0
+#: Most bytes of output that arrived between commands held before the stream is judged open.
+_EARLY_BYTES = 2**20
 #: Most bytes a file read may have (its base64 travels as one command's output).
 _MAX_FILE = 192 * 2**20
 
@@ -193,8 +195,10 @@ class _WebSocketChannel:
         return self._frame()
 
     def is_open(self) -> bool:
-        while not self._ended and self._readable(0):
-            self._early += self._frame() or b""  # output of a background process, for the next command
+        # What waits is output of a background process (kept for the next command, up to a bound: a
+        # process that floods is not read to its end here), or the stream's end.
+        while not self._ended and len(self._early) < _EARLY_BYTES and self._readable(0):
+            self._early += self._frame() or b""
         return not self._ended
 
     def gone_reason(self) -> str:

@@ -158,6 +158,15 @@ def test_huge_output_is_capped_with_bounded_memory(env, command: str) -> None:
     assert env.run("echo ok").output == "ok\n"
 
 
+def test_a_background_flood_between_commands_leaves_the_shell_usable(env) -> None:
+    assert env.run("yes &").exit_code == 0
+    flooded = env.run("echo ok", timeout=30)
+    assert flooded.exit_code == 0 and not flooded.timed_out
+    assert len(flooded.output.encode()) < 8000 + 200, "output between commands is capped too"
+    assert env.run("pkill yes", timeout=10).exit_code == 0
+    assert env.run("echo fine").output == "fine\n"
+
+
 def test_fork_bomb_is_contained_by_the_pids_limit(env, docker_client, request) -> None:
     env.run(":(){ :|:& };:", timeout=5)
     time.sleep(1)
