@@ -45,7 +45,7 @@ def episode_page(
     not the steps. Raises ``KeyError`` for an unknown sort and ``LookupError`` for an unknown ``after``."""
     with store._read() as session:
         query = _sorted(session, selection, sort, descending, after).limit(limit)
-        return list(session.scalars(query.options(*queries.loaded(with_steps=False))))
+        return list(session.scalars(query.options(*queries.loaded(listing=True))))
 
 
 @dataclass(frozen=True)
@@ -108,9 +108,7 @@ def search_page(
             matched = [episode_id for episode_id in ids if episode_id in found][: limit - len(hits)]
             if matched:
                 loaded = session.scalars(
-                    sa.select(Episode)
-                    .where(Episode.id.in_(matched))
-                    .options(*queries.loaded(with_steps=False))
+                    sa.select(Episode).where(Episode.id.in_(matched)).options(*queries.loaded(listing=True))
                 )
                 by_id = {episode.id: episode for episode in loaded}
                 hits += [SearchHit(by_id[i], *found[i]) for i in matched]

@@ -5,6 +5,7 @@ that a ``<script>`` printed by a model does not run."""
 from __future__ import annotations
 
 import asyncio
+import base64
 import os
 import random
 import re
@@ -419,6 +420,7 @@ def test_an_episode_shows_each_tool_its_way(corpus: Corpus, server: Server) -> N
         '<span class="d-add">+        raise ValueError(f&#34;too many items: {text}&#34;)' in html
     )  # final patch
     assert "tests/test_parse.py::test_limit" in html and '<span class="outcome passed">passed</span>' in html
+    assert "6/6 tests passed" in html
     long = [step for step in corpus.hostile.steps if step.observation.count("\n") > 25]
     assert html.count('<details class="obs">\n    <summary>observation ·') == len(long)
 
@@ -651,11 +653,15 @@ def browser(tmp_path_factory: pytest.TempPathFactory) -> Iterator[object]:
 def _screenshot(browser: object, name: str, tmp_path: Path) -> None:
     """A screenshot of the page as tall as its content (at most 2,400 px), kept with the test's files
     and, when ``FORAGER_VIEWER_SCREENSHOTS`` names a folder, there too."""
+    browser.execute_script("window.scrollTo(0, 0)")  # the sticky header at the top, where it belongs
     height = browser.execute_script("return document.documentElement.scrollHeight")
-    browser.set_window_size(1400, min(max(height, 600), 2400))
+    clip = {"x": 0, "y": 0, "width": 1400, "height": min(height, 2400), "scale": 1}
+    shot = browser.execute_cdp_cmd(
+        "Page.captureScreenshot", {"format": "png", "captureBeyondViewport": True, "clip": clip}
+    )
     path = tmp_path / f"{name}.png"
-    assert browser.save_screenshot(str(path))
-    browser.set_window_size(1400, 1000)
+    path.write_bytes(base64.b64decode(shot["data"]))
+    assert path.read_bytes().startswith(b"\x89PNG")
     if folder := os.environ.get(SCREENSHOTS_ENV):
         Path(folder).mkdir(parents=True, exist_ok=True)
         shutil.copy(path, Path(folder) / path.name)
@@ -718,11 +724,10 @@ def _walk(corpus: Corpus, server: Server, browser: object, tmp_path: Path) -> No
     assert observation.startswith("<script>document.title = 'pwned'; window.pwned = 1;</script><img src=x")
     collapsed = browser.find_elements(By.CSS_SELECTOR, ".steps details.obs:not([open])")
     assert collapsed  # long observations start collapsed
+    _screenshot(browser, "trajectory", tmp_path)
     browser.execute_script("window.scrollTo(0, 0)")  # the button sits above the step, under the header
     browser.find_element(By.CSS_SELECTOR, "button.toggle-all").click()
     assert browser.find_elements(By.CSS_SELECTOR, ".steps details.obs:not([open])") == []
-    browser.find_element(By.CSS_SELECTOR, "button.toggle-all").click()
-    _screenshot(browser, "trajectory", tmp_path)
 
     # Two episodes of the task side by side.
     browser.find_element(By.CSS_SELECTOR, "form.compare-form button").click()

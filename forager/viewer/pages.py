@@ -7,7 +7,7 @@ Page functions are synchronous (the store is): the server runs them in a thread.
 from __future__ import annotations
 
 from collections import Counter
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from itertools import zip_longest
 from typing import Any
@@ -39,6 +39,8 @@ PAGE_SIZE = 100
 TOP_GROUPS = 12
 #: Task origins that are not operators (``storage.stats.ORIGIN``): the operator filter cannot select them.
 ORIGINS_WITHOUT_FILTER = ("mined", "imported")
+#: The colour of an image status on the dashboard.
+BUILD_CSS = {ImageStatus.READY: "bar ok", ImageStatus.FAILED: "bar bad", ImageStatus.BUILDING: "bar muted"}
 
 
 @dataclass(frozen=True)
@@ -77,11 +79,18 @@ def dashboard_page(store: Store, links: Links, request: EpisodeQuery) -> Page:
         ]
         return charts.bars(rows)
 
-    def counted(items: list[tuple[str, int]], css: str, param: str | None = None) -> charts.Chart:
+    def counted(
+        items: list[tuple[str, int]], css: Callable[[str], str], param: str | None = None
+    ) -> charts.Chart:
         peak = max((n for _, n in items), default=0)
         rows = [
             charts.Row(
-                label, n / peak, f"{n:,}", f"{label}: {n:,}", filtered(param, label) if param else None, css
+                label,
+                n / peak,
+                f"{n:,}",
+                f"{label}: {n:,}",
+                filtered(param, label) if param else None,
+                css(label),
             )
             for label, n in items[:TOP_GROUPS]
         ]
@@ -103,11 +112,11 @@ def dashboard_page(store: Store, links: Links, request: EpisodeQuery) -> Page:
                 "repository": rates(stats.by_repository, "repository"),
                 "origin": rates(stats.by_origin, "operator"),
                 "model": rates(stats.by_model, "model"),
-                "exit": counted(list(stats.total.exit_reasons.items()), "bar alt", "exit_reason"),
+                "exit": counted(list(stats.total.exit_reasons.items()), lambda _: "bar alt", "exit_reason"),
                 "turns": charts.histogram(vq.histogram(store, selection, "turns"), "turns"),
                 "tokens": charts.histogram(vq.histogram(store, selection, "tokens"), "tokens"),
-                "builds": counted(builds.most_common(), "bar ok"),
-                "failures": counted(failures, "bar bad"),
+                "builds": counted(builds.most_common(), lambda status: BUILD_CSS.get(status, "bar")),
+                "failures": counted(failures, lambda _: "bar bad"),
             },
         },
     )
