@@ -58,6 +58,8 @@ class K8sTestServer:
         self.kubeconfig_path: Path | None = None
         #: Seconds an exec handshake is held before it is answered (a hung kubelet, in drills).
         self.exec_delay = 0.0
+        #: Statuses (429, 500...) to answer the next REST requests with, in order, before serving them.
+        self.fail_next: list[int] = []
         self.pods: dict[tuple[str, str], dict[str, Any]] = {}
         self._containers: dict[tuple[str, str], str] = {}
         self._versions = itertools.count(1)
@@ -145,6 +147,9 @@ class K8sTestServer:
     async def _authenticate(self, request: web.Request, handler: Any) -> web.StreamResponse:
         if request.headers.get("Authorization") != f"Bearer {self.token}":
             return _status(401, "Unauthorized", "Unauthorized")
+        if self.fail_next and not request.path.endswith("/exec"):
+            code = self.fail_next.pop(0)
+            return _status(code, "TooManyRequests" if code == 429 else "InternalError", "injected failure")
         return await handler(request)
 
     # -- pods -------------------------------------------------------------------------------------

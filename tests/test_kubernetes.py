@@ -187,6 +187,20 @@ def test_the_active_deadline_ends_the_pod(backend, monkeypatch) -> None:
             env.run("echo late", timeout=10)
 
 
+def test_throttling_and_server_errors_are_retried(backend, kubernetes, api) -> None:
+    kubernetes.fail_next = [429, 500, 503]  # the create
+    with backend.start(BASE_IMAGE, episode="retried", workdir="/") as env:
+        assert env.run("echo up").output == "up\n"
+        kubernetes.fail_next = [500, 429]  # the delete
+    assert not kubernetes.fail_next and not pod_names(api, "retried")
+    kubernetes.fail_next = [500] * 10
+    try:
+        with pytest.raises(EnvironmentDied, match=r"could not create a pod.*500"):
+            backend.start(BASE_IMAGE, episode="never")
+    finally:
+        kubernetes.fail_next = []
+
+
 def test_many_threads_share_one_backend(backend, api) -> None:
     def episode(number: int) -> list[str]:
         with backend.start(BASE_IMAGE, episode=f"threads-{number}", workdir="/") as env:
