@@ -125,7 +125,7 @@ def _find(needle: str, fields: Iterable[Any]) -> str | None:
     for field in fields:
         if field is None:
             continue
-        if isinstance(field, dict):
+        if isinstance(field, dict) and isinstance(field.get("arguments") or {}, dict):
             arguments = field.get("arguments") or {}
             haystack = "\n".join(str(value) for value in (field.get("tool"), *arguments.values()))
         else:

@@ -764,3 +764,34 @@ def test_a_browser_opens_the_exported_site_from_disk(
     _nothing_injected_ran(browser, f"Episode {corpus.hostile.id[:12]} · Forager")
     browser.find_element(By.CSS_SELECTOR, "button.toggle-all").click()  # the script loaded from disk
     assert browser.find_elements(By.CSS_SELECTOR, ".steps details.obs:not([open])") == []
+
+
+# ---- rendering, without a server ----------------------------------------------------------------------
+
+
+def test_diff_lines_are_classified_by_the_hunk_counts() -> None:
+    from forager.viewer.render import diff
+
+    patch = (
+        "--- a/x.sql\n+++ b/x.sql\n@@ -1,2 +1,2 @@\n"
+        "--- a comment\n+++ another\n keep\n\\ No newline at end of file\n"
+    )
+    shown = diff(patch)
+    assert [line.kind for line in shown.lines] == ["file", "file", "hunk", "del", "add", "ctx", "note"]
+    assert (shown.files, shown.added, shown.removed) == (1, 1, 1)
+    assert diff("not a diff at all").lines[0].kind == "file" and diff(None).lines == []
+
+
+def test_actions_stored_in_unexpected_shapes_still_render() -> None:
+    from forager.viewer.render import MAX_DIFF_CHARS, action_view, grade_view
+
+    assert action_view({"tool": "bash", "arguments": ["ls"]}).kind == "other"
+    assert action_view({"tool": "grep", "arguments": {"pattern": "x", "n": 3}}).arguments == {
+        "pattern": "x",
+        "n": "3",
+    }
+    huge = {"path": "a.py", "old_str": "x" * MAX_DIFF_CHARS, "new_str": "y"}
+    assert action_view({"tool": "edit", "arguments": huge}).kind == "other"
+    assert action_view({"tool": "edit", "arguments": {**huge, "old_str": "x"}}).kind == "edit"
+    assert grade_view({"status": "error", "fail_to_pass": None, "pass_to_pass": ["odd"]}).tests == []
+    assert grade_view(None) is None

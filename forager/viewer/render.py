@@ -23,6 +23,8 @@ from storage import Step
 #: Observations longer than this (lines or characters) are shown collapsed.
 LONG_LINES = 25
 LONG_CHARS = 3000
+#: Edits larger than this are shown as their arguments rather than diffed.
+MAX_DIFF_CHARS = 200_000
 
 
 @dataclass(frozen=True)
@@ -238,12 +240,14 @@ def action_view(action: dict[str, Any] | str) -> ActionView:
         return ActionView("malformed", text=str(action))
     tool = str(action.get("tool", ""))
     arguments = action.get("arguments") or {}
+    if not isinstance(arguments, dict):  # stored by something other than Forager's agent
+        arguments = {"arguments": arguments}
     text_args = {
         key: value if isinstance(value, str) else pretty_json(value) for key, value in arguments.items()
     }
     if tool == "bash" and set(text_args) == {"command"}:
         return ActionView("bash", tool, text=text_args["command"])
-    if tool == "edit" and {"path", "old_str", "new_str"} <= set(text_args):
+    if tool == "edit" and {"path", "old_str", "new_str"} <= set(text_args) and _diffable(text_args):
         path = text_args["path"]
         return ActionView(
             "edit", tool, path, diff=edit_diff(path, text_args["old_str"], text_args["new_str"])
@@ -253,6 +257,11 @@ def action_view(action: dict[str, Any] | str) -> ActionView:
     if tool == "submit":
         return ActionView("submit", tool)
     return ActionView("other", tool, arguments=text_args)
+
+
+def _diffable(arguments: dict[str, str]) -> bool:
+    """Whether an edit is small enough to diff quickly (difflib's cost grows faster than the text)."""
+    return len(arguments["old_str"]) + len(arguments["new_str"]) <= MAX_DIFF_CHARS
 
 
 @dataclass(frozen=True)
@@ -311,6 +320,10 @@ class GradeView:
     failing: int
 
 
+def _mapping(value: Any) -> dict[str, Any]:
+    return value if isinstance(value, dict) else {}
+
+
 def grade_view(grade: dict[str, Any] | None) -> GradeView | None:
     """The grader's report with its per-test outcomes, tests that did not pass first."""
     if not grade:
@@ -318,7 +331,7 @@ def grade_view(grade: dict[str, Any] | None) -> GradeView | None:
     rows = [
         TestRow(str(test), group, str(outcome), outcome == "passed")
         for group, key in (("FAIL_TO_PASS", "fail_to_pass"), ("PASS_TO_PASS", "pass_to_pass"))
-        for test, outcome in (grade.get(key) or {}).items()
+        for test, outcome in _mapping(grade.get(key)).items()
     ]
     rows.sort(key=lambda row: (row.ok, row.group, row.test))
     return GradeView(
