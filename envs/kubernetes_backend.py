@@ -23,6 +23,7 @@ configuration: sharing one there lets threads run each other's REST calls as web
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import re
@@ -137,12 +138,12 @@ class KubernetesBackend:
         pod = self._manifest(name, image, episode, limits, workdir, lifetime)
         try:
             self.call(self.core.create_namespaced_pod, self.namespace, pod)
-        except ApiException as exc:
+        except (ApiException, urllib3.exceptions.HTTPError, OSError) as exc:
             # A create retried after a lost answer finds its own pod (the name has a random part).
-            if _reason(exc) != "AlreadyExists":
+            if not (isinstance(exc, ApiException) and _reason(exc) == "AlreadyExists"):
+                with contextlib.suppress(ApiException, urllib3.exceptions.HTTPError, OSError):
+                    self.delete_pod(name)  # in case a create that seemed to fail was made
                 raise EnvironmentDied(f"could not create a pod from {image}: {_describe(exc)}") from exc
-        except (urllib3.exceptions.HTTPError, OSError) as exc:
-            raise EnvironmentDied(f"could not create a pod from {image}: {_describe(exc)}") from exc
         runtime = KubernetesRuntime(self, name, workdir, limits)
         try:
             self._wait_running(name, image)
@@ -183,15 +184,13 @@ class KubernetesBackend:
         """``method(*args, **kwargs)`` with a deadline, retried on conflicts, throttling, 5xx and
         connection errors (a few times, with jittered backoff)."""
         kwargs.setdefault("_request_timeout", (min(10.0, self.request_timeout), self.request_timeout))
-        for attempt in Retrying(
+        retrying = Retrying(
             retry=retry_if_exception(_transient),
             stop=stop_after_attempt(5),
             wait=wait_exponential(multiplier=0.2, max=5.0) + wait_random(0, 0.5),
             reraise=True,
-        ):
-            with attempt:
-                return method(*args, **kwargs)
-        raise AssertionError("unreachable")
+        )
+        return retrying(method, *args, **kwargs)
 
     def exec_stream(self, pod: str, command: list[str], *, stdin: bool) -> WSClient:
         """An exec websocket to ``command`` in ``pod`` (binary channels), opened within the deadline.
