@@ -250,10 +250,10 @@ class ShellRuntime:
         if not shell.channel.is_open():
             # Lost while idle (an idle connection cut, a shell killed from outside): nothing of this
             # command ran, so it runs in a new shell, and the observation says so.
-            reason = shell.channel.gone_reason()
+            reason, where = shell.channel.gone_reason(), self._cwd
             self._replace_shell(shell)
             done = self._run(command, timeout, limit)
-            note = f"{reason}; a new shell was started in {self._cwd}" + (
+            note = f"{reason}; a new shell was started in {where}" + (
                 f"; {done.note}" if done.note else ""
             )
             return Observation(

@@ -130,7 +130,7 @@ def test_a_websocket_dropped_while_idle_comes_back_in_the_same_place(backend, ku
         env.run("cd /etc && export KEPT='still here'")
         assert kubernetes.drop_exec_streams() == 1
         time.sleep(0.5)
-        observation = env.run('pwd; echo "$KEPT"')
+        observation = env.run('pwd; echo "$KEPT"; cd /')
         assert observation.output == "/etc\nstill here\n" and observation.exit_code == 0
         assert "connection to the shell was lost; a new shell was started in /etc" in observation.note
         assert env.run("echo again").note == ""
