@@ -58,6 +58,10 @@ BUILDER_VERSION = "1"
 #: Named volume shared by all build containers: pip's and uv's download and wheel caches.
 CACHE_VOLUME = "forager-cache"
 JUNIT_PATH = "/tmp/forager-junit.xml"
+#: Where the baseline's per-test timeout plugin is written in a test container (never in the image).
+_PLUGIN_DIR = "/tmp/forager-plugins"
+#: The plugin's source; read, never imported (it imports pytest, which Forager itself does not need).
+_PLUGIN_SOURCE = Path(__file__).with_name("forager_test_timeout.py")
 #: Where a lock file's pins are kept during the install (outside the checkout, and not in /tmp, which
 #: sanitizing empties).
 LOCK_DIR = "/opt/forager"
@@ -88,6 +92,8 @@ class BuildOptions:
     """Seconds for the whole build, tests excluded."""
     test_timeout: float = 900.0
     """Seconds for one baseline test run."""
+    per_test_timeout: float = 120.0
+    """Seconds for one test (its setup, call and teardown) in a baseline run; 0 for no limit."""
     test_runs: int = 2
     min_pass_ratio: float = 0.8
     repair_rounds: int = 8
@@ -553,12 +559,25 @@ class ImageBuilder:
     def _test_run(
         self, tag: str, test_command: str, number: int
     ) -> tuple[dict[str, str] | None, int, str, bool]:
-        """One run of the suite with no network: (outcomes or None, exit code, output, timed out)."""
+        """One run of the suite with no network: (outcomes or None, exit code, output, timed out).
+
+        Each test is bounded by :attr:`BuildOptions.per_test_timeout` through Forager's own pytest plugin,
+        written into the container for this run only: a hanging test fails, the others still run.
+        """
         limit = int(self.options.test_timeout)
         script = (
             f"timeout -k 10 {limit} {test_command} -o junit_family=xunit1 --junitxml={JUNIT_PATH}"
             " -q -rN --color=no"
         )
+        if self.options.per_test_timeout > 0:
+            plugin = _PLUGIN_SOURCE.read_text()
+            script = (
+                f"mkdir -p {_PLUGIN_DIR} && cat > {_PLUGIN_DIR}/forager_test_timeout.py <<'FORAGER_EOF'\n"
+                f"{plugin}FORAGER_EOF\n"
+                f'PYTHONPATH={_PLUGIN_DIR}${{PYTHONPATH:+:$PYTHONPATH}} '
+                f"FORAGER_TEST_TIMEOUT={self.options.per_test_timeout:g} "
+                f"{script} -p forager_test_timeout"
+            )
         container = self._start(
             tag,
             build_container_name(f"{tag.split('/')[-1]}-test{number}"),

@@ -87,12 +87,16 @@ def builder(docker_client, store, tmp_path: Path) -> Iterator[object]:
     Images it built are removed afterwards. Build containers of other work on the engine are ignored.
     """
     from images.builder import BuildOptions, ImageBuilder
-    from images.engine import BUILD_CONTAINER_PREFIX
+    from images.engine import BUILD_CONTAINER_PREFIX, OWNER_LABEL, owner_labels
     from images.proxy import NetworkSettings
 
     def build_containers() -> list:
+        # Only this process's: other work on the engine builds too, and its containers are not ours.
+        filters = {"label": f"{OWNER_LABEL}={owner_labels()[OWNER_LABEL]}"}
         return [
-            c for c in docker_client.containers.list(all=True) if c.name.startswith(BUILD_CONTAINER_PREFIX)
+            c
+            for c in docker_client.containers.list(all=True, filters=filters)
+            if c.name.startswith(BUILD_CONTAINER_PREFIX)
         ]
 
     options = BuildOptions(network=NetworkSettings.from_environment(), test_timeout=120, timeout=600)

@@ -6,10 +6,15 @@ written into a temporary folder, so the parser is checked against what pytest re
 
 from __future__ import annotations
 
+import os
+import subprocess
+import sys
+import time
 from pathlib import Path
 
 import pytest
 
+import images
 from images.baseline import (
     Baseline,
     BaselineError,
@@ -430,3 +435,59 @@ def test_collection_errors_ignore_test_errors_and_colour_codes() -> None:
         "ERROR tests/not_in_summary.py\n"
     )
     assert collection_errors(output) == ["tests/test_a.py", "tests/test_b.py"]
+
+
+# --- per-test timeouts --------------------------------------------------------------------------------
+
+HANGING_SUITE = """\
+import time
+
+
+def test_fast():
+    assert True
+
+
+def test_hangs():
+    try:
+        time.sleep(600)
+    except Exception:  # a broad except in the test must not swallow the timeout
+        pass
+
+
+def test_after_the_hang():
+    assert True
+"""
+
+
+def _run_with_test_timeout(
+    root: Path, limit: str, *args: str
+) -> tuple[subprocess.CompletedProcess[str], dict]:
+    env = {k: v for k, v in os.environ.items() if not k.startswith("PYTEST_")}
+    env["PYTHONPATH"] = str(Path(images.__file__).parent)
+    env["FORAGER_TEST_TIMEOUT"] = limit
+    junit = root / "junit.xml"
+    done = subprocess.run(
+        [sys.executable, "-m", "pytest", "-p", "no:cacheprovider", "-p", "forager_test_timeout",
+         "-o", "junit_family=xunit1", f"--junitxml={junit}", *args],
+        cwd=root, env=env, capture_output=True, text=True, timeout=120,
+    )  # fmt: skip
+    return done, parse_junit(junit.read_bytes()) if junit.is_file() else {}
+
+
+def test_a_hanging_test_costs_that_test_and_the_suite_goes_on(tmp_path: Path) -> None:
+    write(tmp_path, {"pytest.ini": "[pytest]\n", "tests/test_h.py": HANGING_SUITE})
+    started = time.monotonic()
+    done, outcomes = _run_with_test_timeout(tmp_path, "2")
+    assert time.monotonic() - started < 60, done.stdout
+    assert outcomes == {
+        "tests/test_h.py::test_fast": "passed",
+        "tests/test_h.py::test_hangs": "failed",
+        "tests/test_h.py::test_after_the_hang": "passed",
+    }, done.stdout + done.stderr
+    assert "ran longer than 2 s (FORAGER_TEST_TIMEOUT)" in done.stdout
+
+
+def test_without_a_limit_the_plugin_does_nothing(tmp_path: Path) -> None:
+    write(tmp_path, {"pytest.ini": "[pytest]\n", "tests/test_q.py": "def test_q():\n    pass\n"})
+    done, outcomes = _run_with_test_timeout(tmp_path, "")
+    assert done.returncode == 0 and outcomes == {"tests/test_q.py::test_q": "passed"}, done.stdout

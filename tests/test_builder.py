@@ -19,7 +19,7 @@ from images.builder import BuildCancelled, BuildOptions, ImageBuilder
 from images.engine import BUILD_CONTAINER_PREFIX
 from images.sources import parse_source
 from storage import ImageStatus
-from tests.repos import commit, make_repo, python_project, write
+from tests.repos import CALC_TESTS, commit, make_repo, python_project, write
 
 pytestmark = pytest.mark.docker
 
@@ -333,3 +333,18 @@ def test_a_pytest_too_new_for_the_conftest_is_stepped_back(builder: ImageBuilder
     assert step["run"].startswith("uv pip install --exclude-newer 2023-06-02T00:00:00Z 'pytest<")
     assert "cannot import name 'PytestRemovedIn8Warning'" in step["why"]
     assert _pytest_version(docker_client, result.tag) == "7.3.1"
+
+
+def test_one_hanging_test_costs_that_test_not_the_image(builder: ImageBuilder, tmp_path):
+    # As a WSGI toolkit's suite hung on one test at 75%: the baseline keeps every other test's outcome.
+    builder.options = replace(builder.options, per_test_timeout=5, test_timeout=300)
+    hang = "\n\ndef test_hangs():\n    import time\n    time.sleep(600)\n"
+    tests = CALC_TESTS + "\n\ndef test_more():\n    assert add(1, 2) == 3\n" + hang
+    write(tmp_path / "proj", python_project(tests=tests))
+    started = time.monotonic()
+    result = builder.build(parse_source(str(tmp_path / "proj")))
+    assert result.status == ImageStatus.READY, result.reason
+    assert time.monotonic() - started < 240
+    baseline = builder.store.get_image(result.tag).baseline
+    assert baseline["tests/test_calc.py::test_hangs"] == "failed"
+    assert baseline["tests/test_calc.py::test_more"] == "passed" and result.tests_passed == 5

@@ -92,6 +92,9 @@ def build(
     jobs: Annotated[int, typer.Option("--jobs", "-j", min=1, help="Builds at once.")] = 1,
     timeout: Annotated[float, typer.Option(help="Seconds for one build, tests excluded.")] = 1800,
     test_timeout: Annotated[float, typer.Option(help="Seconds for one baseline test run.")] = 900,
+    per_test_timeout: Annotated[
+        float, typer.Option(min=0, help="Seconds for one baseline test (a hanging test fails); 0: none.")
+    ] = 120,
     base_image: Annotated[str, typer.Option("--base", help="Base image to layer on.")] = BASE_IMAGE,
     ca_bundle: CABundleOption = None,
     min_pass_ratio: Annotated[
@@ -123,6 +126,7 @@ def build(
         network=NetworkSettings.from_environment(ca_bundle),
         timeout=timeout,
         test_timeout=test_timeout,
+        per_test_timeout=per_test_timeout,
         min_pass_ratio=min_pass_ratio,
         rebuild=rebuild,
         resolve_newest=resolve_newest,
