@@ -23,7 +23,9 @@ import contextlib
 import itertools
 import json
 import secrets
+import ssl
 import struct
+import subprocess
 import threading
 import time
 import uuid
@@ -49,9 +51,13 @@ _EXEC_PROTOCOL = "v4.channel.k8s.io"
 class K8sTestServer:
     """The server, running on its own event loop in a thread. ``start()``, then ``stop()``."""
 
-    def __init__(self, docker_client: docker.DockerClient, *, pod_pids_limit: int = 512) -> None:
+    def __init__(
+        self, docker_client: docker.DockerClient, *, pod_pids_limit: int = 512, tls_dir: Path | None = None
+    ) -> None:
+        """``tls_dir``: serve HTTPS with a self-signed certificate for 127.0.0.1 made there."""
         self.docker = docker_client
         self.pod_pids_limit = pod_pids_limit
+        self.tls_dir = tls_dir
         self.id = secrets.token_hex(4)
         self.token = secrets.token_hex(16)
         self.url = ""
@@ -97,7 +103,7 @@ class K8sTestServer:
         config = {
             "apiVersion": "v1",
             "kind": "Config",
-            "clusters": [{"name": "test", "cluster": {"server": self.url}}],
+            "clusters": [{"name": "test", "cluster": {"server": self.url, **self._authority()}}],
             "users": [{"name": "test", "user": {"token": self.token}}],
             "contexts": [
                 {"name": "test", "context": {"cluster": "test", "user": "test", "namespace": namespace}}
@@ -120,11 +126,28 @@ class K8sTestServer:
         app.router.add_get(base + "/{name}/exec", self._exec)
         self._runner = web.AppRunner(app, handle_signals=False)
         await self._runner.setup()
-        site = web.TCPSite(self._runner, "127.0.0.1", 0)
+        site = web.TCPSite(self._runner, "127.0.0.1", 0, ssl_context=self._tls_context())
         await site.start()
         port = site._server.sockets[0].getsockname()[1]  # type: ignore[union-attr]
-        self.url = f"http://127.0.0.1:{port}"
+        self.url = f"{'https' if self.tls_dir else 'http'}://127.0.0.1:{port}"
         self._spawn(self._reap())
+
+    def _tls_context(self) -> ssl.SSLContext | None:
+        if self.tls_dir is None:
+            return None
+        cert, key = self.tls_dir / "server.crt", self.tls_dir / "server.key"
+        subprocess.run(
+            ["openssl", "req", "-x509", "-newkey", "rsa:2048", "-nodes", "-days", "1",
+             "-subj", "/CN=127.0.0.1", "-addext", "subjectAltName=IP:127.0.0.1",
+             "-keyout", str(key), "-out", str(cert)],
+            check=True, capture_output=True,
+        )  # fmt: skip
+        context = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
+        context.load_cert_chain(cert, key)
+        return context
+
+    def _authority(self) -> dict[str, str]:
+        return {"certificate-authority": str(self.tls_dir / "server.crt")} if self.tls_dir else {}
 
     async def _shutdown(self) -> None:
         await self._drop_execs()

@@ -24,7 +24,7 @@ from envs.kubernetes_backend import OWNER_HOST_LABEL, KubernetesBackend
 from envs.runtime import EnvironmentDied
 from images.base import BASE_IMAGE
 from images.engine import OWNER_LABEL
-from tests.k8s_server import POD_LABEL
+from tests.k8s_server import POD_LABEL, K8sTestServer
 
 pytestmark = pytest.mark.docker
 
@@ -248,3 +248,24 @@ def test_gc_deletes_the_pods_of_a_killed_process_only(backend, kubernetes, api, 
         assert not pod_names(api, "crashed-worker")
         assert pod_names(api, "live-worker") == [live.pod], "a live process's pod stays"
         assert live.run("echo ok").output == "ok\n"
+
+
+def test_over_tls_with_a_verified_certificate(docker_client, tmp_path: Path) -> None:
+    """Real clusters speak TLS: decrypted frames can wait in the TLS layer, unseen by polling the socket."""
+    server = K8sTestServer(docker_client, tls_dir=tmp_path).start()
+    try:
+        kubeconfig = server.kubeconfig(tmp_path / "kubeconfig", namespace="forager-tls")
+        backend = KubernetesBackend(kubeconfig=str(kubeconfig))
+        assert backend.configuration.host.startswith("https://") and backend.configuration.verify_ssl
+        with backend.start(BASE_IMAGE, workdir="/", limits=Limits(output_bytes=8000)) as env:
+            assert [env.run(f"echo {n}").output for n in range(200)] == [f"{n}\n" for n in range(200)]
+            flood = env.run("seq 1 300000", timeout=20)
+            assert flood.exit_code == 0 and flood.output.endswith("299999\n300000\n") and flood.elided
+            env.write_file("blob.bin", bytes(range(256)) * 1000)
+            assert env.read_file("blob.bin") == bytes(range(256)) * 1000
+            server.drop_exec_streams()
+            time.sleep(0.3)
+            assert "connection to the shell was lost" in env.run("true").note
+        backend.close()
+    finally:
+        server.stop()
