@@ -14,9 +14,8 @@ import time
 from collections import Counter
 from dataclasses import dataclass, field
 
-import docker
-
 from core.progress import Progress, ProgressEvent, no_progress
+from envs.backend import Backend
 from forager.agent import AgentConfig, run_episode
 from forager.model import ModelClient
 from storage import EpisodeFilter, EpisodeStatus, Store, Task
@@ -44,7 +43,7 @@ async def forage(
     store: Store,
     tasks: list[Task],
     model: ModelClient,
-    docker_client: docker.DockerClient,
+    backend: Backend,
     config: AgentConfig,
     *,
     model_name: str,
@@ -88,7 +87,7 @@ async def forage(
         async with gate:
             for attempt in range(infra_retries + 1):
                 episode, steps = await run_episode(
-                    task, task.image, model, docker_client, config, model_name=model_name, policy=policy
+                    task, task.image, model, backend, config, model_name=model_name, policy=policy
                 )
                 await asyncio.to_thread(store.save_episode, episode, steps)
                 summary.tokens += episode.prompt_tokens + episode.completion_tokens

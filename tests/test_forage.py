@@ -10,7 +10,8 @@ from pathlib import Path
 
 import pytest
 
-from envs.gc import EPISODE_LABEL
+from envs.backend import EPISODE_LABEL
+from envs.docker_backend import DockerBackend
 from envs.mutate_fix import MutateOptions, generate
 from forager import Episode
 from forager.agent import AgentConfig, run_episode
@@ -19,6 +20,7 @@ from forager.pipeline import forage
 from forager.policies.oracle import oracle_app
 from forager.policies.server import start_in_thread
 from images.builder import BuildOptions, ImageBuilder
+from images.engine import owner_labels
 from images.proxy import NetworkSettings
 from images.sources import parse_source
 from storage import EpisodeFilter, ImageStatus, Store
@@ -39,7 +41,13 @@ def world(docker_client, tmp_path_factory):
     built = builder.build(parse_source(str(root / "calc")))
     assert built.status == ImageStatus.READY, built.reason
     image = store.get_image(built.tag)
-    generate(docker_client, store, image, MutateOptions(max_tasks=3, seed=3), cache_dir=root / "cache")
+    generate(
+        DockerBackend(docker_client),
+        store,
+        image,
+        MutateOptions(max_tasks=3, seed=3),
+        cache_dir=root / "cache",
+    )
     tasks = store.list_tasks()
     assert len(tasks) >= 2
     yield root, store, tasks
@@ -49,10 +57,12 @@ def world(docker_client, tmp_path_factory):
 
 @pytest.fixture(autouse=True)
 def no_leaked_containers(docker_client):
-    """Every test ends with no episode container of its own left (others on the engine are not ours)."""
-    before = {c.id for c in docker_client.containers.list(all=True, filters={"label": EPISODE_LABEL})}
+    """Every test ends with no episode container of its own left: those this process owns (other
+    processes on the engine, such as parallel test runs, own theirs)."""
+    ours = {"label": [EPISODE_LABEL, "=".join(next(iter(owner_labels().items())))]}
+    before = {c.id for c in docker_client.containers.list(all=True, filters=ours)}
     yield
-    after = {c.id for c in docker_client.containers.list(all=True, filters={"label": EPISODE_LABEL})}
+    after = {c.id for c in docker_client.containers.list(all=True, filters=ours)}
     assert not after - before, "episode containers leaked"
 
 
@@ -66,10 +76,22 @@ def test_oracle_episodes_are_foraged_resolved_and_stored(world, docker_client, a
             async with ModelClient(ModelConfig(base_url=base_url)) as client:
                 config = AgentConfig(action_format=action_format)
                 first = await forage(
-                    store, tasks, client, docker_client, config, model_name="oracle", concurrency=2
+                    store,
+                    tasks,
+                    client,
+                    DockerBackend(docker_client),
+                    config,
+                    model_name="oracle",
+                    concurrency=2,
                 )
                 again = await forage(
-                    store, tasks, client, docker_client, config, model_name="oracle", concurrency=2
+                    store,
+                    tasks,
+                    client,
+                    DockerBackend(docker_client),
+                    config,
+                    model_name="oracle",
+                    concurrency=2,
                 )
                 return first, again
 
@@ -116,7 +138,9 @@ def test_faults_retried_and_clean_failures_lose_nothing(world, docker_client):
             async with ModelClient(
                 ModelConfig(base_url=server.base_url, model="fake", backoff=0.01)
             ) as client:
-                return await run_episode(task, task.image, client, docker_client, config, model_name="fake")
+                return await run_episode(
+                    task, task.image, client, DockerBackend(docker_client), config, model_name="fake"
+                )
 
         episode, steps = asyncio.run(go(AgentConfig(max_format_errors=3)))
     assert episode.exit_reason == "format_errors" and len(steps) == 4
@@ -134,7 +158,9 @@ def test_faults_retried_and_clean_failures_lose_nothing(world, docker_client):
     async def dead():
         config = ModelConfig(base_url="http://127.0.0.1:9/v1", model="x", max_retries=1, backoff=0.01)
         async with ModelClient(config) as client:
-            return await run_episode(task, task.image, client, docker_client, AgentConfig(), model_name="x")
+            return await run_episode(
+                task, task.image, client, DockerBackend(docker_client), AgentConfig(), model_name="x"
+            )
 
     episode, steps = asyncio.run(dead())
     assert episode.exit_reason == "model_error" and episode.status == "failed"
@@ -159,7 +185,9 @@ def test_committed_work_counts_every_call_is_answered_and_a_broken_repository_is
 
     async def go(server, config):
         async with ModelClient(ModelConfig(base_url=server.base_url, model="fake", backoff=0.01)) as client:
-            return await run_episode(task, task.image, client, docker_client, config, model_name="fake")
+            return await run_episode(
+                task, task.image, client, DockerBackend(docker_client), config, model_name="fake"
+            )
 
     with FakeOpenAI(script) as server:
         episode, steps = asyncio.run(go(server, AgentConfig()))
@@ -211,7 +239,12 @@ def test_cli_episode_show_and_replay_reproduce_a_stored_episode(world, docker_cl
             async with ModelClient(ModelConfig(base_url=base_url)) as client:
                 config = AgentConfig(action_format="cwm_text")
                 return await run_episode(
-                    tasks[0], tasks[0].image, client, docker_client, config, model_name="oracle"
+                    tasks[0],
+                    tasks[0].image,
+                    client,
+                    DockerBackend(docker_client),
+                    config,
+                    model_name="oracle",
                 )
 
         episode, steps = asyncio.run(go())
