@@ -81,7 +81,7 @@ def view(
             port=port,
             token=token,
             on_ready=lambda: console.print(
-                f"forager view of {store.url} at {shown} (Ctrl-C stops)", highlight=False
+                f"forager view of {store.url} at {shown} (Ctrl-C stops)", highlight=False, soft_wrap=True
             ),
         )
     finally:
