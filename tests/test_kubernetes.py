@@ -212,6 +212,32 @@ def test_many_threads_share_one_backend(backend, api) -> None:
     assert not any(pod_names(api, f"threads-{number}") for number in range(6))
 
 
+def test_sigterm_mid_command_deletes_the_pod(kubernetes, api, docker_client) -> None:
+    # The CLI handles SIGTERM like Ctrl-C (as default_int_handler does here): the with block closes.
+    script = textwrap.dedent(
+        f"""
+        import signal
+        from envs.kubernetes_backend import KubernetesBackend
+        signal.signal(signal.SIGTERM, signal.default_int_handler)
+        with KubernetesBackend(kubeconfig={str(kubernetes.kubeconfig_path)!r}).start(
+            {BASE_IMAGE!r}, episode="terminated-worker", workdir="/"
+        ) as env:
+            print(env.pod, flush=True)
+            env.run("sleep 60", timeout=120)
+        """
+    )
+    worker = subprocess.Popen(
+        [sys.executable, "-c", script], cwd=Path(__file__).parents[1], stdout=subprocess.PIPE, text=True
+    )
+    pod = worker.stdout.readline().strip()
+    assert pod_names(api, "terminated-worker") == [pod]
+    time.sleep(0.5)
+    worker.terminate()
+    worker.wait(30)
+    assert not pod_names(api, "terminated-worker")
+    assert not containers_of(docker_client, "forager-test", pod)
+
+
 def test_gc_deletes_the_pods_of_a_killed_process_only(backend, kubernetes, api, tmp_path: Path) -> None:
     script = textwrap.dedent(
         f"""
