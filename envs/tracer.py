@@ -154,7 +154,11 @@ class _Recording:
 
 
 class Tracer:
-    """Records the first call of each target made while armed (``start`` ... ``stop``)."""
+    """Records the first call of each target made while armed (``start`` ... ``stop``).
+
+    One recording at a time: a target called while another is being recorded is recorded only if it is
+    called again later, so callers give one target per test (``envs.traces`` does).
+    """
 
     def __init__(
         self,

@@ -98,6 +98,86 @@ def count_to(n):
 """
 
 
+def cwm(*frames: str) -> str:
+    """Frames written one per line, as they read; the format itself has no newlines between them."""
+    return "".join(frame + trace_format.FRAME_SEP for frame in frames) + trace_format.END_OF_TEXT
+
+
+#: Hand-written traces of the fixture functions (also the ones recorded in an image, tests/test_traces.py).
+TOTAL = cwm(
+    '<|call_sep|>{"items": "[1, 2]"}<|action_sep|>def total(items):',
+    '<|line_sep|>{"items": ".."}<|action_sep|>    acc = 0',
+    '<|line_sep|>{"items": "..", "acc": "0"}<|action_sep|>    for x in items:',
+    '<|line_sep|>{"items": "..", "acc": "..", "x": "1"}<|action_sep|>        acc += square(x)',
+    '<|call_sep|>{"v": "1"}<|action_sep|>def square(v):',
+    '<|line_sep|>{"v": ".."}<|action_sep|>    return v * v',
+    '<|return_sep|><|action_sep|>    return v * v<|arg_sep|>"1"',
+    '<|line_sep|>{"items": "[1, 2]", "acc": "1", "x": "1"}<|action_sep|>    for x in items:',
+    '<|line_sep|>{"items": "..", "acc": "..", "x": "2"}<|action_sep|>        acc += square(x)',
+    '<|call_sep|>{"v": "2"}<|action_sep|>def square(v):',
+    '<|line_sep|>{"v": ".."}<|action_sep|>    return v * v',
+    '<|return_sep|><|action_sep|>    return v * v<|arg_sep|>"4"',
+    '<|line_sep|>{"items": "[1, 2]", "acc": "5", "x": "2"}<|action_sep|>    for x in items:',
+    '<|line_sep|>{"items": "..", "acc": "..", "x": ".."}<|action_sep|>    return acc',
+    '<|return_sep|><|action_sep|>    return acc<|arg_sep|>"5"',
+)
+
+FACT = cwm(
+    '<|call_sep|>{"n": "3"}<|action_sep|>def fact(n):',
+    '<|line_sep|>{"n": ".."}<|action_sep|>    if n <= 1:',
+    '<|line_sep|>{"n": ".."}<|action_sep|>    return n * fact(n - 1)',
+    '<|call_sep|>{"n": "2"}<|action_sep|>def fact(n):',
+    '<|line_sep|>{"n": ".."}<|action_sep|>    if n <= 1:',
+    '<|line_sep|>{"n": ".."}<|action_sep|>    return n * fact(n - 1)',
+    '<|call_sep|>{"n": "1"}<|action_sep|>def fact(n):',
+    '<|line_sep|>{"n": ".."}<|action_sep|>    if n <= 1:',
+    '<|line_sep|>{"n": ".."}<|action_sep|>        return 1',
+    '<|return_sep|><|action_sep|>        return 1<|arg_sep|>"1"',
+    '<|return_sep|><|action_sep|>    return n * fact(n - 1)<|arg_sep|>"2"',
+    '<|return_sep|><|action_sep|>    return n * fact(n - 1)<|arg_sep|>"6"',
+)
+
+SAFE_DIV = cwm(
+    '<|call_sep|>{"a": "1", "b": "0"}<|action_sep|>def safe_div(a, b):',
+    '<|line_sep|>{"a": "..", "b": ".."}<|action_sep|>    try:',
+    '<|line_sep|>{"a": "..", "b": ".."}<|action_sep|>        q = a / b',
+    "<|exception_sep|><|action_sep|>        q = a / b<|arg_sep|>\"ZeroDivisionError('division by zero')\"",
+    '<|line_sep|>{"a": "..", "b": ".."}<|action_sep|>    except ZeroDivisionError:',
+    '<|line_sep|>{"a": "..", "b": ".."}<|action_sep|>        q = None',
+    '<|line_sep|>{"a": "..", "b": "..", "q": "None"}<|action_sep|>    return q',
+    '<|return_sep|><|action_sep|>    return q<|arg_sep|>"None"',
+)
+
+FAIL = cwm(
+    '<|call_sep|>{"x": "1"}<|action_sep|>def fail(x):',
+    '<|line_sep|>{"x": ".."}<|action_sep|>    y = x + 1',
+    '<|line_sep|>{"x": "..", "y": "2"}<|action_sep|>    raise ValueError(y)',
+    '<|exception_sep|><|action_sep|>    raise ValueError(y)<|arg_sep|>"ValueError(2)"',
+    '<|return_sep|><|action_sep|>    raise ValueError(y)<|arg_sep|>"None"',
+)
+
+GEN_SUM = cwm(
+    '<|call_sep|>{"n": "3"}<|action_sep|>def gen_sum(n):',
+    '<|line_sep|>{"n": ".."}<|action_sep|>    return sum(evens(n))',
+    '<|call_sep|>{"n": "3"}<|action_sep|>def evens(n):',
+    '<|line_sep|>{"n": ".."}<|action_sep|>    for i in range(n):',
+    '<|line_sep|>{"n": "..", "i": "0"}<|action_sep|>        if i % 2 == 0:',
+    '<|line_sep|>{"n": "..", "i": ".."}<|action_sep|>            yield i',
+    '<|return_sep|><|action_sep|>            yield i<|arg_sep|>"0"',
+    '<|call_sep|>{"n": "3", "i": "0"}<|action_sep|>            yield i',
+    '<|line_sep|>{"n": "..", "i": ".."}<|action_sep|>    for i in range(n):',
+    '<|line_sep|>{"n": "..", "i": "1"}<|action_sep|>        if i % 2 == 0:',
+    '<|line_sep|>{"n": "..", "i": ".."}<|action_sep|>    for i in range(n):',
+    '<|line_sep|>{"n": "..", "i": "2"}<|action_sep|>        if i % 2 == 0:',
+    '<|line_sep|>{"n": "..", "i": ".."}<|action_sep|>            yield i',
+    '<|return_sep|><|action_sep|>            yield i<|arg_sep|>"2"',
+    '<|call_sep|>{"n": "3", "i": "2"}<|action_sep|>            yield i',
+    '<|line_sep|>{"n": "..", "i": ".."}<|action_sep|>    for i in range(n):',
+    '<|return_sep|><|action_sep|>    for i in range(n):<|arg_sep|>"None"',
+    '<|return_sep|><|action_sep|>    return sum(evens(n))<|arg_sep|>"2"',
+)
+
+
 @pytest.fixture(scope="module")
 def fixture(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, ModuleType]:
     root = tmp_path_factory.mktemp("project")
@@ -107,11 +187,6 @@ def fixture(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, ModuleType]
     module = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(module)
     return root, module
-
-
-def cwm(*frames: str) -> str:
-    """Frames written one per line, as they read; the format itself has no newlines between them."""
-    return "".join(frame + trace_format.FRAME_SEP for frame in frames) + trace_format.END_OF_TEXT
 
 
 def recorded(fixture: tuple[Path, ModuleType], name: str, *args: object, **options: object) -> dict:
@@ -140,88 +215,24 @@ def test_a_loop_calling_a_function(fixture: tuple[Path, ModuleType]) -> None:
         "    return v * v\n"
         "<|frame_sep|>"
     )
-    assert frames_of(result) == cwm(
-        '<|call_sep|>{"items": "[1, 2]"}<|action_sep|>def total(items):',
-        '<|line_sep|>{"items": ".."}<|action_sep|>    acc = 0',
-        '<|line_sep|>{"items": "..", "acc": "0"}<|action_sep|>    for x in items:',
-        '<|line_sep|>{"items": "..", "acc": "..", "x": "1"}<|action_sep|>        acc += square(x)',
-        '<|call_sep|>{"v": "1"}<|action_sep|>def square(v):',
-        '<|line_sep|>{"v": ".."}<|action_sep|>    return v * v',
-        '<|return_sep|><|action_sep|>    return v * v<|arg_sep|>"1"',
-        '<|line_sep|>{"items": "[1, 2]", "acc": "1", "x": "1"}<|action_sep|>    for x in items:',
-        '<|line_sep|>{"items": "..", "acc": "..", "x": "2"}<|action_sep|>        acc += square(x)',
-        '<|call_sep|>{"v": "2"}<|action_sep|>def square(v):',
-        '<|line_sep|>{"v": ".."}<|action_sep|>    return v * v',
-        '<|return_sep|><|action_sep|>    return v * v<|arg_sep|>"4"',
-        '<|line_sep|>{"items": "[1, 2]", "acc": "5", "x": "2"}<|action_sep|>    for x in items:',
-        '<|line_sep|>{"items": "..", "acc": "..", "x": ".."}<|action_sep|>    return acc',
-        '<|return_sep|><|action_sep|>    return acc<|arg_sep|>"5"',
-    )
+    assert frames_of(result) == TOTAL
 
 
 def test_recursion_ends_when_the_entry_call_returns(fixture: tuple[Path, ModuleType]) -> None:
     result = recorded(fixture, "fact", 3)
-    assert frames_of(result) == cwm(
-        '<|call_sep|>{"n": "3"}<|action_sep|>def fact(n):',
-        '<|line_sep|>{"n": ".."}<|action_sep|>    if n <= 1:',
-        '<|line_sep|>{"n": ".."}<|action_sep|>    return n * fact(n - 1)',
-        '<|call_sep|>{"n": "2"}<|action_sep|>def fact(n):',
-        '<|line_sep|>{"n": ".."}<|action_sep|>    if n <= 1:',
-        '<|line_sep|>{"n": ".."}<|action_sep|>    return n * fact(n - 1)',
-        '<|call_sep|>{"n": "1"}<|action_sep|>def fact(n):',
-        '<|line_sep|>{"n": ".."}<|action_sep|>    if n <= 1:',
-        '<|line_sep|>{"n": ".."}<|action_sep|>        return 1',
-        '<|return_sep|><|action_sep|>        return 1<|arg_sep|>"1"',
-        '<|return_sep|><|action_sep|>    return n * fact(n - 1)<|arg_sep|>"2"',
-        '<|return_sep|><|action_sep|>    return n * fact(n - 1)<|arg_sep|>"6"',
-    )
+    assert frames_of(result) == FACT
 
 
 def test_an_exception_caught(fixture: tuple[Path, ModuleType]) -> None:
-    assert frames_of(recorded(fixture, "safe_div", 1, 0)) == cwm(
-        '<|call_sep|>{"a": "1", "b": "0"}<|action_sep|>def safe_div(a, b):',
-        '<|line_sep|>{"a": "..", "b": ".."}<|action_sep|>    try:',
-        '<|line_sep|>{"a": "..", "b": ".."}<|action_sep|>        q = a / b',
-        "<|exception_sep|><|action_sep|>        q = a / b"
-        "<|arg_sep|>\"ZeroDivisionError('division by zero')\"",
-        '<|line_sep|>{"a": "..", "b": ".."}<|action_sep|>    except ZeroDivisionError:',
-        '<|line_sep|>{"a": "..", "b": ".."}<|action_sep|>        q = None',
-        '<|line_sep|>{"a": "..", "b": "..", "q": "None"}<|action_sep|>    return q',
-        '<|return_sep|><|action_sep|>    return q<|arg_sep|>"None"',
-    )
+    assert frames_of(recorded(fixture, "safe_div", 1, 0)) == SAFE_DIV
 
 
 def test_an_exception_escaping_the_entry(fixture: tuple[Path, ModuleType]) -> None:
-    assert frames_of(recorded(fixture, "fail", 1)) == cwm(
-        '<|call_sep|>{"x": "1"}<|action_sep|>def fail(x):',
-        '<|line_sep|>{"x": ".."}<|action_sep|>    y = x + 1',
-        '<|line_sep|>{"x": "..", "y": "2"}<|action_sep|>    raise ValueError(y)',
-        '<|exception_sep|><|action_sep|>    raise ValueError(y)<|arg_sep|>"ValueError(2)"',
-        '<|return_sep|><|action_sep|>    raise ValueError(y)<|arg_sep|>"None"',
-    )
+    assert frames_of(recorded(fixture, "fail", 1)) == FAIL
 
 
 def test_a_generator_is_entered_at_every_resumption(fixture: tuple[Path, ModuleType]) -> None:
-    assert frames_of(recorded(fixture, "gen_sum", 3)) == cwm(
-        '<|call_sep|>{"n": "3"}<|action_sep|>def gen_sum(n):',
-        '<|line_sep|>{"n": ".."}<|action_sep|>    return sum(evens(n))',
-        '<|call_sep|>{"n": "3"}<|action_sep|>def evens(n):',
-        '<|line_sep|>{"n": ".."}<|action_sep|>    for i in range(n):',
-        '<|line_sep|>{"n": "..", "i": "0"}<|action_sep|>        if i % 2 == 0:',
-        '<|line_sep|>{"n": "..", "i": ".."}<|action_sep|>            yield i',
-        '<|return_sep|><|action_sep|>            yield i<|arg_sep|>"0"',
-        '<|call_sep|>{"n": "3", "i": "0"}<|action_sep|>            yield i',
-        '<|line_sep|>{"n": "..", "i": ".."}<|action_sep|>    for i in range(n):',
-        '<|line_sep|>{"n": "..", "i": "1"}<|action_sep|>        if i % 2 == 0:',
-        '<|line_sep|>{"n": "..", "i": ".."}<|action_sep|>    for i in range(n):',
-        '<|line_sep|>{"n": "..", "i": "2"}<|action_sep|>        if i % 2 == 0:',
-        '<|line_sep|>{"n": "..", "i": ".."}<|action_sep|>            yield i',
-        '<|return_sep|><|action_sep|>            yield i<|arg_sep|>"2"',
-        '<|call_sep|>{"n": "3", "i": "2"}<|action_sep|>            yield i',
-        '<|line_sep|>{"n": "..", "i": ".."}<|action_sep|>    for i in range(n):',
-        '<|return_sep|><|action_sep|>    for i in range(n):<|arg_sep|>"None"',
-        '<|return_sep|><|action_sep|>    return sum(evens(n))<|arg_sep|>"2"',
-    )
+    assert frames_of(recorded(fixture, "gen_sum", 3)) == GEN_SUM
 
 
 def test_hostile_reprs_are_contained(fixture: tuple[Path, ModuleType]) -> None:

@@ -10,7 +10,7 @@ from typing import Annotated
 import typer
 
 from core.errors import ForagerError
-from forager.cli import db, doctor, envs, export, forage, images, tasks, view
+from forager.cli import db, doctor, envs, export, forage, images, tasks, traces, view
 from forager.cli.episode import episode_list
 from forager.cli.output import error
 from forager.settings import DEFAULT_HOME, Settings
@@ -55,6 +55,7 @@ def _group(help_text: str) -> typer.Typer:
 
 app.add_typer(images.app, name="images")
 app.add_typer(tasks.app, name="tasks")
+app.add_typer(traces.app, name="traces")
 app.add_typer(forage.episode_app, name="episode")
 forage.episode_app.command("list")(episode_list)
 app.command("forage")(forage.forage)
