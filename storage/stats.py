@@ -1,12 +1,17 @@
 """``forager db stats``: what the stored episodes amount to, per repository, task origin and model.
 
-Everything is aggregated in SQL (counts, rates, exit reasons, and the percentiles, by ranking rows with
-window functions), so the cost is a few scans of the selected episodes and the answer a few rows per
-group, whatever the store's size. Percentiles are nearest-rank: the median of 1, 2, 3, 4 is 2.
+The database aggregates: per grouping, one histogram of (exit reason, resolved, turns) and one of
+tokens, plus one list of (task, model) pairs for the distinct task counts. Each is a scan of a narrow
+covering index (``ix_episodes_summary``), and each answer has a few rows per group whatever the number
+of episodes; Python only adds the histograms up. Percentiles are nearest-rank (the median of 1, 2, 3, 4
+is 2); tokens are counted exactly below 1,000 and to three significant digits above (rounded down),
+which keeps their histogram small.
 """
 
 from __future__ import annotations
 
+import math
+from collections import Counter
 from dataclasses import asdict, dataclass, field
 from typing import Any
 
@@ -78,8 +83,7 @@ class StoreStats:
             "filter": self.filter.to_json(),
             "total": self.total.to_json(),
             **{
-                f"by_{name}": [group.to_json() for group in getattr(self, f"by_{name}")]
-                for name in GROUPINGS
+                f"by_{name}": [group.to_json() for group in getattr(self, f"by_{name}")] for name in GROUPINGS
             },
         }
 
@@ -87,91 +91,114 @@ class StoreStats:
 def compute(session: Session, selection: EpisodeFilter | None) -> StoreStats:
     """The statistics of the episodes ``selection`` picks (all when None)."""
     selection = selection or EpisodeFilter()
-    (total,) = _grouped(session, selection, _TOTAL) or [_empty("all")]
-    groups = {name: _grouped(session, selection, key) for name, key in GROUPINGS.items()}
-    return StoreStats(selection, total, *(groups[name] for name in GROUPINGS))
-
-
-def _grouped(session: Session, selection: EpisodeFilter, key: sa.ColumnElement[Any]) -> list[GroupStats]:
-    """One ``GroupStats`` per value of ``key``, most episodes first."""
-    base = (
-        sa.select(
-            key.label("key"),
-            Episode.task_id,
-            Episode.resolved,
-            Episode.exit_reason,
-            Episode.n_steps.label("turns"),
-            (Episode.prompt_tokens + Episode.completion_tokens).label("tokens"),
-        )
-        .join(Episode.task)
-        .join(Task.image)
-        .join(Image.repository)
-        .where(*conditions(selection))
-        .cte("selected")
-    )
-    counts = session.execute(
-        sa.select(
-            base.c.key,
-            sa.func.count(),
-            sa.func.count(sa.distinct(base.c.task_id)),
-            sa.func.count(sa.distinct(sa.case((base.c.resolved.is_(True), base.c.task_id)))),
-            sa.func.count(base.c.resolved),
-            sa.func.count(sa.case((base.c.resolved.is_(True), 1))),
-        ).group_by(base.c.key)
-    ).all()
-    reasons: dict[str, dict[str, int]] = {}
-    for group, reason, n in session.execute(
-        sa.select(base.c.key, base.c.exit_reason, sa.func.count())
-        .group_by(base.c.key, base.c.exit_reason)
-        .order_by(sa.func.count().desc(), base.c.exit_reason)
+    where = conditions(selection)
+    groups: dict[str, dict[str, _Group]] = {name: {} for name in ("total", *GROUPINGS)}
+    for name, key in (("total", _TOTAL), *GROUPINGS.items()):
+        found = groups[name]
+        for group, reason, resolved, turns, n in session.execute(
+            _joined(
+                key, sa.select(key, Episode.exit_reason, Episode.resolved, Episode.n_steps, sa.func.count())
+            )
+            .where(*where)
+            .group_by(Episode.n_steps, Episode.resolved, Episode.exit_reason, key)
+        ):
+            found.setdefault(str(group), _Group()).add(reason, resolved, turns, n)
+        tokens = _rounded(Episode.prompt_tokens + Episode.completion_tokens)
+        for group, value, n in session.execute(
+            _joined(key, sa.select(key, tokens, sa.func.count())).where(*where).group_by(tokens, key)
+        ):
+            found[str(group)].tokens[value] += n
+    solved = sa.func.max(sa.case((Episode.resolved.is_(True), 1), else_=0))
+    keys = (Repository.name, ORIGIN)
+    for task_id, model, repository, origin, resolved in session.execute(
+        _joined(Repository.name, sa.select(Episode.task_id, Episode.model, *keys, solved))
+        .where(*where)
+        .group_by(Episode.task_id, Episode.model, *keys)
     ):
-        reasons.setdefault(group, {})[reason] = n
-    percentiles = _percentiles(session, base)
-    groups = [
-        GroupStats(
-            str(group),
-            episodes,
-            tasks,
-            tasks_resolved,
-            graded,
-            resolved,
-            *percentiles.get(group, (None, None, None, None)),
-            exit_reasons=reasons.get(group, {}),
-        )
-        for group, episodes, tasks, tasks_resolved, graded, resolved in counts
-    ]
-    return sorted(groups, key=lambda g: (-g.episodes, g.key))
-
-
-def _percentiles(session: Session, base: sa.CTE) -> dict[str, tuple[int, int, int, int]]:
-    """Per key: nearest-rank p50 and p90 of turns, then of tokens.
-
-    Ranks rows with ROW_NUMBER within each key (portable: SQLite has no percentile aggregate); the
-    p-th percentile is the smallest value whose rank is at least p times the group's size.
-    """
-    ranked = sa.select(
-        base.c.key,
-        base.c.turns,
-        base.c.tokens,
-        sa.func.row_number().over(partition_by=base.c.key, order_by=base.c.turns).label("turns_rank"),
-        sa.func.row_number().over(partition_by=base.c.key, order_by=base.c.tokens).label("tokens_rank"),
-        sa.func.count().over(partition_by=base.c.key).label("n"),
-    ).subquery()
-
-    def nearest_rank(value: sa.ColumnElement[int], rank: sa.ColumnElement[int], p: float) -> Any:
-        return sa.func.min(sa.case((rank >= p * ranked.c.n, value)))
-
-    rows = session.execute(
-        sa.select(
-            ranked.c.key,
-            nearest_rank(ranked.c.turns, ranked.c.turns_rank, 0.5),
-            nearest_rank(ranked.c.turns, ranked.c.turns_rank, 0.9),
-            nearest_rank(ranked.c.tokens, ranked.c.tokens_rank, 0.5),
-            nearest_rank(ranked.c.tokens, ranked.c.tokens_rank, 0.9),
-        ).group_by(ranked.c.key)
+        for name, group in (
+            ("total", "all"),
+            ("repository", repository),
+            ("origin", origin),
+            ("model", model),
+        ):
+            groups[name][str(group)].attempted(task_id, bool(resolved))
+    total = groups["total"]["all"].stats("all") if groups["total"] else _Group().stats("all")
+    return StoreStats(
+        selection,
+        total,
+        *(
+            sorted(
+                (found.stats(key) for key, found in groups[name].items()), key=lambda g: (-g.episodes, g.key)
+            )
+            for name in GROUPINGS
+        ),
     )
-    return {key: (t50, t90, k50, k90) for key, t50, t90, k50, k90 in rows}
 
 
-def _empty(key: str) -> GroupStats:
-    return GroupStats(key, 0, 0, 0, 0, 0, None, None, None, None)
+class _Group:
+    """Histograms of one group, added up from the database's answers."""
+
+    def __init__(self) -> None:
+        self.exit_reasons: Counter[str] = Counter()
+        self.turns: Counter[int] = Counter()
+        self.tokens: Counter[int] = Counter()
+        self.graded = self.resolved = 0
+        self.tasks: set[int] = set()
+        self.tasks_resolved: set[int] = set()
+
+    def add(self, reason: str, resolved: bool | None, turns: int, n: int) -> None:
+        self.exit_reasons[reason] += n
+        self.turns[turns] += n
+        self.graded += n if resolved is not None else 0
+        self.resolved += n if resolved else 0
+
+    def attempted(self, task_id: int, resolved: bool) -> None:
+        self.tasks.add(task_id)
+        if resolved:
+            self.tasks_resolved.add(task_id)
+
+    def stats(self, key: str) -> GroupStats:
+        episodes = self.turns.total()
+        reasons = dict(sorted(self.exit_reasons.items(), key=lambda item: (-item[1], item[0])))
+        return GroupStats(
+            key,
+            episodes,
+            len(self.tasks),
+            len(self.tasks_resolved),
+            self.graded,
+            self.resolved,
+            _nearest_rank(self.turns, 0.5),
+            _nearest_rank(self.turns, 0.9),
+            _nearest_rank(self.tokens, 0.5),
+            _nearest_rank(self.tokens, 0.9),
+            exit_reasons=reasons,
+        )
+
+
+def _joined(key: sa.ColumnElement[Any], query: sa.Select[Any]) -> sa.Select[Any]:
+    """``query`` over episodes, joined to what ``key`` needs (only that: joins cost a lookup a row)."""
+    if key is _TOTAL or key is Episode.model:
+        return query.select_from(Episode)
+    query = query.select_from(Episode).join(Episode.task)
+    return query.join(Task.image).join(Image.repository) if key is Repository.name else query
+
+
+def _rounded(tokens: sa.ColumnElement[int]) -> sa.ColumnElement[int]:
+    """``tokens`` exact below 1,000, else rounded down to three significant digits."""
+    steps = [(10**digits, 10 ** (digits - 3)) for digits in range(4, 10)]
+    return sa.case(
+        (tokens < 1000, tokens),
+        *((tokens < limit, tokens // step * step) for limit, step in steps),
+        else_=tokens // 10**7 * 10**7,
+    )
+
+
+def _nearest_rank(histogram: Counter[int], p: float) -> int | None:
+    """The smallest value with at least ``p`` of the counts at or below it; None for no counts."""
+    needed = math.ceil(p * histogram.total())
+    seen = 0
+    for value in sorted(histogram):
+        seen += histogram[value]
+        if seen >= needed:
+            return value
+    return None

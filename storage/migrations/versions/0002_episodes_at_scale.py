@@ -5,7 +5,8 @@ Revises: 0001
 Create Date: 2026-12-06
 
 - Episodes get composite indexes that end in (created_at, id), the order listings page through, in place
-  of the single-column ones; steps lose the index their (episode_id, index) constraint already provides.
+  of the single-column ones, and a covering index of what statistics read; steps lose the index their
+  (episode_id, index) constraint already provides.
 - Tasks get ``operator``, a copy of ``meta["operator"]`` that an index can serve.
 - Episodes get ``system_prompt`` and ``task_prompt`` (moved out of ``config``, compressed) and ``tools``
   (the offered tool schemas, compressed JSON); steps get ``message`` (the assistant message as sent,
@@ -35,6 +36,21 @@ EPISODE_INDEXES = [
     ("ix_episodes_model_resolved_created_at", ["model", "resolved", "created_at", "id"]),
     ("ix_episodes_resolved_created_at", ["resolved", "created_at", "id"]),
     ("ix_episodes_exit_reason_created_at", ["exit_reason", "created_at", "id"]),
+    (
+        "ix_episodes_summary",
+        [
+            "model",
+            "task_id",
+            "resolved",
+            "exit_reason",
+            "n_steps",
+            "prompt_tokens",
+            "completion_tokens",
+            "created_at",
+            "status",
+            "action_format",
+        ],
+    ),
 ]
 #: (name, column) of the single-column episode indexes they replace.
 OLD_EPISODE_INDEXES = [
