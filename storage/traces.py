@@ -12,7 +12,7 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
 import sqlalchemy as sa
-from sqlalchemy.orm import Session, joinedload
+from sqlalchemy.orm import Session, defer, joinedload
 
 from storage.errors import StoreError
 from storage.models import Image, Repository, Trace, TraceKind, TraceStatus
@@ -94,7 +94,7 @@ class TraceStore:
 
     def list_traces(self, selection: TraceFilter | None = None, limit: int | None = None) -> list[Trace]:
         """Traces in id order, without their recording (``data`` is not loaded: it is the bulk)."""
-        query = sa.select(Trace).options(sa.orm.defer(Trace.data), sa.orm.defer(Trace.context))
+        query = sa.select(Trace).options(defer(Trace.data), defer(Trace.context))
         query = query.where(*(selection or TraceFilter()).conditions()).order_by(Trace.id).limit(limit)
         with self._read() as session:
             return list(session.scalars(query))
