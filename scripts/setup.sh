@@ -30,6 +30,24 @@ if ! docker info >/dev/null 2>&1; then
 fi
 docker version --format '    Docker Engine {{.Server.Version}}'
 
+say "Container registry on 127.0.0.1:5000 (for forager images push and its tests)"
+registry_up() { python3 -c 'import urllib.request; urllib.request.urlopen("http://127.0.0.1:5000/v2/", timeout=2)' 2>/dev/null; }
+if ! registry_up; then
+    if ! command -v docker-registry >/dev/null && can_apt; then apt_install docker-registry; fi
+    if command -v docker-registry >/dev/null; then
+        # Plain HTTP on loopback only, no auth: the engine trusts 127.0.0.0/8 registries as insecure.
+        registry_dir="${FORAGER_REGISTRY_DIR:-/var/lib/forager-registry}"
+        mkdir -p "$registry_dir"
+        printf 'version: 0.1\nlog:\n  level: warn\nstorage:\n  filesystem:\n    rootdirectory: %s\nhttp:\n  addr: 127.0.0.1:5000\n' \
+            "$registry_dir/data" >"$registry_dir/config.yml"
+        nohup docker-registry serve "$registry_dir/config.yml" >"$registry_dir/registry.log" 2>&1 &
+        for _ in $(seq 30); do registry_up && break; sleep 1; done
+        registry_up || die "the registry did not come up: see $registry_dir/registry.log"
+    else
+        echo "    docker-registry is not installed (needs root and apt): registry tests will be skipped"
+    fi
+fi
+
 say "Base image"
 if ! docker image inspect forager/base:bookworm >/dev/null 2>&1; then
     command -v debootstrap >/dev/null || apt_install debootstrap

@@ -12,6 +12,7 @@ from docker.errors import ImageNotFound
 from rich.markup import escape
 from rich.table import Table
 
+from core.errors import ForagerError
 from envs.backend import make_backend
 from forager.cli.output import (
     JsonOption,
@@ -27,8 +28,11 @@ from images.builder import BuildOptions, BuildResult, ImageBuilder
 from images.engine import connect
 from images.proxy import NetworkSettings
 from images.recipe import InstallRecipe
+from images.registry import parse_registry
+from images.registry import pull as pull_image
+from images.registry import push as push_image
 from images.sources import SourceSpec, parse_source, read_source_file
-from storage import Image, ImageStatus
+from storage import Image, ImageStatus, Store
 
 app = typer.Typer(help="Build, list and inspect repository images.", no_args_is_help=True)
 
@@ -224,6 +228,73 @@ def prune(ctx: typer.Context) -> None:
     )
 
 
+@app.command()
+def push(
+    ctx: typer.Context,
+    registry: Annotated[
+        str,
+        typer.Option(
+            "--registry", metavar="HOST[:PORT]/PREFIX", help="Where to push, e.g. 127.0.0.1:5000/forager."
+        ),
+    ],
+    refs: Annotated[
+        list[str] | None,
+        typer.Argument(metavar="[IMAGE...]", help="Image ids or tags. Default: every ready image."),
+    ] = None,
+    json: JsonOption = False,
+) -> None:
+    """Push images to a registry (layers it has already are not sent) and record where each went.
+
+    Kubernetes workers then run the recorded reference, and `forager images pull` fetches it on machines
+    that did not build it.
+    """
+    store = open_store(ctx)
+    registry = parse_registry(registry)
+    images = _chosen(store, refs)
+    client = connect(timeout=3600)
+    results = []
+    with progress_display(transient=False) as progress:
+        for image in images:
+            results.append(push_image(client, store, image, registry, progress=progress))
+    if json:
+        print_json([result.__dict__ for result in results])
+        return
+    table = Table("tag", "reference", "layers sent", "already there", "seconds", box=None)
+    for r in results:
+        counts = (str(r.layers_pushed), str(r.layers_skipped), f"{r.seconds:.1f}")
+        table.add_row(escape(r.tag), escape(r.reference), *counts)
+    console.print(table)
+
+
+@app.command()
+def pull(
+    ctx: typer.Context,
+    refs: Annotated[
+        list[str] | None,
+        typer.Argument(metavar="[IMAGE...]", help="Image ids or tags. Default: every pushed image."),
+    ] = None,
+) -> None:
+    """Fetch pushed images onto this machine's engine under their own tags (for workers here)."""
+    store = open_store(ctx)
+    images = _chosen(store, refs, pushed=True)
+    client = connect(timeout=3600)
+    with progress_display(transient=False) as progress:
+        for image in images:
+            pull_image(client, store, image, progress=progress)
+    console.print(f"{len(images)} image(s) on this engine", highlight=False)
+
+
+def _chosen(store: Store, refs: list[str] | None, *, pushed: bool = False) -> list[Image]:
+    if refs:
+        return [find_image(store, ref) for ref in refs]
+    images = [i for i in store.list_images(status=ImageStatus.READY) if i.registry_ref or not pushed]
+    if not images:
+        raise ForagerError(
+            f"no {'pushed' if pushed else 'ready'} image in {store.url}: see `forager images list`"
+        )
+    return images
+
+
 def _status(status: ImageStatus, failure_class: str | None) -> str:
     if status == ImageStatus.READY:
         return "[green]ready[/]"
@@ -264,6 +335,7 @@ def _image_json(image: Image, full: bool = False) -> dict[str, object]:
         "tests_passed": image.tests_passed, "tests_total": image.tests_total, "size_bytes": image.size_bytes,
         "unique_bytes": image.unique_bytes, "build_seconds": image.build_seconds,
         "test_command": image.test_command, "log_path": image.log_path, "created_at": image.created_at,
+        "registry_ref": image.registry_ref,
     }  # fmt: skip
     if full:
         data.update(recipe=image.recipe, baseline=image.baseline, flaky=image.flaky, log_tail=image.log_tail)
