@@ -116,10 +116,13 @@ class KubernetesBackend:
             self.call(self.core.list_namespaced_pod, self.namespace, label_selector=EPISODE_LABEL, limit=1)
         except (ApiException, urllib3.exceptions.HTTPError, OSError) as exc:
             self.api_client.close()
-            raise BackendError(
-                f"the Kubernetes API at {self.configuration.host} does not answer for namespace "
-                f"{self.namespace!r}: {_describe(exc)}"
-            ) from exc
+            where = f"the Kubernetes API at {self.configuration.host}"
+            if isinstance(exc, ApiException) and exc.status in (401, 403):
+                raise BackendError(
+                    f"{where} refused to list pods in namespace {self.namespace!r} ({_describe(exc)}): check "
+                    "the kubeconfig's credentials and that its Role grants pods and pods/exec"
+                ) from exc
+            raise BackendError(f"{where} does not answer: {_describe(exc)}") from exc
 
     # -- the protocol -----------------------------------------------------------------------------
 

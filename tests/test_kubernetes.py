@@ -63,7 +63,8 @@ def test_a_missing_configuration_says_where_to_look(monkeypatch, tmp_path: Path)
 def test_a_refusing_or_dead_api_server_is_one_clear_error(kubernetes, tmp_path: Path) -> None:
     wrong = tmp_path / "wrong-token"
     wrong.write_text(kubernetes.kubeconfig_path.read_text().replace(kubernetes.token, "not-the-token"))
-    with pytest.raises(BackendError, match=r"does not answer.*401"):
+    refused = r"refused to list pods in namespace 'forager-test' \(401 Unauthorized.*credentials"
+    with pytest.raises(BackendError, match=refused):
         KubernetesBackend(kubeconfig=str(wrong))
     dead = tmp_path / "dead"
     dead.write_text(kubernetes.kubeconfig_path.read_text().replace(kubernetes.url, "http://127.0.0.1:9"))
