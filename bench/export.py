@@ -456,9 +456,61 @@ def viewer_pages(bench: Bench) -> None:
         thread.join(timeout=10)
 
 
+def export_format(url: str, format_name: str, out: str) -> dict[str, Any]:
+    """Child job: ``forager export FORMAT`` of every episode of the store to ``out``."""
+    from forager.exports import export
+
+    started = time.perf_counter()
+    summary = export(Store(url).iter_episodes(), format_name, out)
+    return {"episodes": summary.read, "seconds": time.perf_counter() - started, "bytes": summary.bytes}
+
+
+def dedup_all(url: str) -> dict[str, Any]:
+    """Child job: near-duplicate filtering of every trajectory; the time deciding, apart from reading."""
+    from forager.dedup import NearDuplicateFilter
+
+    dedup = NearDuplicateFilter()
+    started, deciding, actions = time.perf_counter(), 0.0, 0
+    for episode in Store(url).iter_episodes():
+        steps = [step.action for step in episode.steps]
+        actions += len(steps)
+        decided = time.perf_counter()
+        dedup.keep(str(episode.task_id), episode.task.image.repository.name, steps)
+        deciding += time.perf_counter() - decided
+    report = dedup.report
+    return {
+        "episodes": report.kept + report.dropped,
+        "dropped": report.dropped,
+        "actions": actions,
+        "deciding": deciding,
+        "seconds": time.perf_counter() - started,
+    }
+
+
+def exports(bench: Bench) -> None:
+    """``forager export`` sft and parquet of the whole store, and ``--dedup``, each in a fresh process."""
+    import tempfile
+
+    target = "target <= 200 MiB, constant"
+    for format_name in ("sft", "parquet"):
+        with tempfile.TemporaryDirectory() as folder:
+            result = bench.in_child("export:export_format", format_name, str(Path(folder) / "out"))
+        megabytes = result["bytes"] / 2**20
+        bench.report(f"export {format_name}: episodes/s", result["episodes"] / result["seconds"], "ep/s")
+        bench.report(f"  ... {result['episodes']} episodes, {megabytes:.0f} MiB in", result["seconds"], "s")
+        bench.report(f"export {format_name}: peak RSS", result["peak_rss_mib"], "MiB", target)
+    result = bench.in_child("export:dedup_all")
+    trajectories, deciding = result["episodes"], result["deciding"]
+    bench.report("dedup: trajectories decided/s (reading apart)", trajectories / deciding, "/s")
+    bench.report(f"  ... {trajectories} trajectories, {result['actions']} actions", deciding, "s")
+    bench.report(f"  ... {result['dropped']} dropped; with reading, in all", result["seconds"], "s")
+    bench.report("dedup: peak RSS", result["peak_rss_mib"], "MiB")
+
+
 #: What the benchmark measures, in order; append a section to measure more.
 SECTIONS: list[Callable[[Bench], None]] = [listing, streaming, statistics_section]
 SECTIONS.append(viewer_pages)
+SECTIONS.append(exports)
 
 
 def _memory_mib(field: str) -> float:
