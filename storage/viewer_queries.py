@@ -330,11 +330,24 @@ class Choices:
     operators: list[str]
 
 
-def choices(store: Store) -> Choices:
-    """The distinct models, exit reasons, repository names and operators stored (each read on an index)."""
+def choices(store: Store, most: int = 500) -> Choices:
+    """The distinct models, exit reasons, repository names and operators stored (up to ``most`` each).
+
+    Each is read by skipping through the column's index, one seek per distinct value, rather than by
+    scanning every row: a store of millions of episodes has a handful of models and exit reasons.
+    """
 
     def distinct(column: sa.ColumnElement[Any]) -> list[str]:
-        return [value for value in session.scalars(sa.select(column).distinct().order_by(column)) if value]
+        values: list[str] = []
+        while len(values) < most:
+            query = sa.select(sa.func.min(column)).where(
+                column > values[-1] if values else column.is_not(None)
+            )
+            value = session.scalar(query)
+            if value is None:
+                return [value for value in values if value]
+            values.append(value)
+        return [value for value in values if value]
 
     with store._read() as session:
         return Choices(
