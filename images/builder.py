@@ -51,6 +51,13 @@ from images.readers.pytest_config import explicit_test_files
 from images.recipe import IMAGE_ENV, REPO_DIR, VENV_DIR, InstallRecipe, RecipeStep
 from images.repair import Repair, diagnose
 from images.sources import Checkout, SourceError, SourceSpec, fetch
+from images.steps import (
+    PYTEST,
+    first_change,
+    one_package_each,
+    plan_recipe,
+    without_install_limits,
+)
 from storage import Image, ImageStatus, Store
 
 #: Bump when the same plan would turn into different steps: it changes every image tag.
@@ -62,11 +69,6 @@ JUNIT_PATH = "/tmp/forager-junit.xml"
 _PLUGIN_DIR = "/tmp/forager-plugins"
 #: The plugin's source; read, never imported (it imports pytest, which Forager itself does not need).
 _PLUGIN_SOURCE = Path(__file__).with_name("forager_test_timeout.py")
-#: Where a lock file's pins are kept during the install (outside the checkout, and not in /tmp, which
-#: sanitizing empties).
-LOCK_DIR = "/opt/forager"
-CONSTRAINTS = f"{LOCK_DIR}/constraints.txt"
-PYTEST = "python -m pytest -p no:cacheprovider"
 _CONTINUE = "--continue-on-collection-errors"
 _COLLECTED = re.compile(r"^[1-9]\d* tests? collected", re.MULTILINE)
 
@@ -149,49 +151,6 @@ def image_tag(name: str, commit: str, recipe_digest: str) -> str:
     repository = re.sub(r"[^a-z0-9_.-]+", "-", name.lower()).strip("-._") or "repo"
     repository = re.sub(r"([_.-])[_.-]+", lambda m: "__" if m[0] == "__" else m[1], repository)
     return f"forager/{repository}:{commit[:12]}-{recipe_digest[:8]}"
-
-
-def plan_recipe(
-    plan: InstallPlan, checkout: Checkout, base_image: str, resolve_as_of: datetime | None = None
-) -> InstallRecipe:
-    """The install steps a detected plan calls for, before any repair.
-
-    With ``resolve_as_of``, every install step resolves as of that moment (uv's ``--exclude-newer``);
-    with a lock file in the plan, its pins constrain every install step.
-    """
-    steps = [RecipeStep(f"python3 -m venv {VENV_DIR}", "a virtual environment of its own for the project")]
-    install_env = {}
-    if resolve_as_of is not None:
-        install_env["UV_EXCLUDE_NEWER"] = resolve_as_of.astimezone(UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
-    if plan.pins:
-        pins = " ".join(shlex.quote(pin) for pin in plan.pins)
-        why = f"the versions {plan.lock_file} pins, as constraints for every install step"
-        steps.append(RecipeStep(f"mkdir -p {LOCK_DIR} && printf '%s\\n' {pins} > {CONSTRAINTS}", why))
-        install_env["UV_CONSTRAINT"] = CONSTRAINTS
-    uv = "uv pip install"
-    if plan.installable:
-        target = "." + (f"[{','.join(plan.extras)}]" if plan.extras else "")
-        why = "the project, editable" + (f", with extras {', '.join(plan.extras)}" if plan.extras else "")
-        env = {"SETUPTOOLS_SCM_PRETEND_VERSION": checkout.version} if checkout.version else {}
-        steps.append(RecipeStep(f"{uv} -e {shlex.quote(target)}", why, env))
-    for group in plan.dependency_groups:
-        steps.append(RecipeStep(f"{uv} --group {shlex.quote(group)}", f"dependency group {group}"))
-    for path in plan.requirement_files:
-        steps.append(RecipeStep(f"{uv} -r {shlex.quote(path)}", f"requirements file {path}", required=False))
-    if plan.packages:
-        packages = " ".join(shlex.quote(p) for p in plan.packages)
-        why = "test tools and dependencies declared outside the metadata"
-        steps.append(RecipeStep(f"{uv} {packages}", why, required=False))
-    paths = " ".join(shlex.quote(p) for p in plan.test_paths)
-    args = " ".join(shlex.quote(a) for a in plan.pytest_args)
-    test_command = " ".join(part for part in (PYTEST, args, paths) if part)
-    return InstallRecipe(
-        base_image=base_image,
-        steps=tuple(steps),
-        test_command=test_command,
-        install_env=install_env,
-        lock_file=plan.lock_file,
-    )
 
 
 class ImageBuilder:
@@ -458,15 +417,15 @@ class ImageBuilder:
             if rounds < self.options.repair_rounds:
                 # Extras only mean something to the step that installs the project itself.
                 extras = plan.extras if step.required else ()
-                replacement = _first_change(
+                replacement = first_change(
                     diagnose(run.log.since(mark), tried=tried, extras=extras, version=version), step, tried
                 )
             if replacement is None and rounds < self.options.repair_rounds:
-                replacement = _without_install_limits(step, run.env)
+                replacement = without_install_limits(step, run.env)
             if replacement is not None:
                 rounds += 1
                 queue[:0] = replacement
-            elif not step.required and (one_by_one := _one_package_each(step)):
+            elif not step.required and (one_by_one := one_package_each(step)):
                 run.log.section("installing the packages one by one, to keep those that install")
                 queue[:0] = one_by_one
             elif not step.required:
@@ -574,7 +533,7 @@ class ImageBuilder:
             script = (
                 f"mkdir -p {_PLUGIN_DIR} && cat > {_PLUGIN_DIR}/forager_test_timeout.py <<'FORAGER_EOF'\n"
                 f"{plugin}FORAGER_EOF\n"
-                f'PYTHONPATH={_PLUGIN_DIR}${{PYTHONPATH:+:$PYTHONPATH}} '
+                f"PYTHONPATH={_PLUGIN_DIR}${{PYTHONPATH:+:$PYTHONPATH}} "
                 f"FORAGER_TEST_TIMEOUT={self.options.per_test_timeout:g} "
                 f"{script} -p forager_test_timeout"
             )
@@ -843,85 +802,6 @@ def _missing_tools(
         else []
     )
     return before, after
-
-
-def _one_package_each(step: RecipeStep) -> list[RecipeStep]:
-    """``uv pip install a b c`` as one step per package; [] for anything else."""
-    words = shlex.split(step.run)
-    packages = words[3:]
-    if words[:3] != ["uv", "pip", "install"] or len(packages) < 2 or any(p.startswith("-") for p in packages):
-        return []
-    return [replace(step, run=f"uv pip install {shlex.quote(p)}", why=f"{step.why}: {p}") for p in packages]
-
-
-#: What a step may be freed of when it cannot be installed otherwise, most particular first: the lock
-#: file's pins (a lock older than the requirements it must satisfy), then the commit's date (a project
-#: whose pinned requirements were released after it, or a release deleted since).
-_INSTALL_LIMITS = (
-    ("UV_CONSTRAINT", "the lock file's pins cannot be installed with the rest: installing without them"),
-    ("UV_EXCLUDE_NEWER", "nothing released before the commit's date satisfies it: resolving newest releases"),
-)
-
-
-def _without_install_limits(step: RecipeStep, env: dict[str, str]) -> list[RecipeStep] | None:
-    """``step`` freed of the next install limit in effect (``env -u VAR``), or None when none is left."""
-    if not step.run.startswith(("uv pip install", "env -u ")):
-        return None
-    for variable, why in _INSTALL_LIMITS:
-        if variable in env and f"env -u {variable} " not in step.run:
-            return [replace(step, run=f"env -u {variable} {step.run}", why=f"{step.why} (repair: {why})")]
-    return None
-
-
-def _first_change(repairs: list[Repair], step: RecipeStep, tried: list[Repair]) -> list[RecipeStep] | None:
-    """The steps to run instead of ``step`` for the first repair that changes anything (all are
-    marked tried), or None: a repair that changes nothing would only fail again."""
-    for repair in repairs:
-        tried.append(repair)
-        replacement = _apply(repair, step)
-        if [(s.run, s.env) for s in replacement] != [(step.run, step.env)]:
-            return replacement
-    return None
-
-
-def _apply(repair: Repair, step: RecipeStep) -> list[RecipeStep]:
-    """The steps to run instead of ``step`` after ``repair``."""
-    why = f"repair: {repair.why}"
-    if repair.kind == "install":
-        return [RecipeStep(f"uv pip install {shlex.quote(repair.value)}", why, required=False), step]
-    if repair.kind == "env":
-        key, _, value = repair.value.partition("=")
-        return [replace(step, env={**step.env, key: value}, why=f"{step.why} ({why})")]
-    if repair.kind == "drop_extra":
-        command = re.sub(
-            r"\[([^\]]*)\]",
-            lambda m: _without(m[1], repair.value),
-            step.run,
-            count=1,
-        )
-        return [replace(step, run=command, why=f"{step.why} ({why})")]
-    if repair.kind == "relax_pins":
-        match = re.search(r"-r (\S+)", step.run)
-        if match:
-            relaxed = f"/tmp/forager-relaxed-{abs(hash(match[1])) % 10**8}.txt"
-            command = f"sed -E 's/(==|~=|<=|<)[^;#]*//' {match[1]} > {relaxed} && uv pip install -r {relaxed}"
-            return [replace(step, run=command, why=f"{step.why} ({why})")]
-        return [replace(step, run=re.sub(r"==[^\s'\"]+", "", step.run), why=f"{step.why} ({why})")]
-    if repair.kind == "no_build_isolation":
-        return [
-            RecipeStep(f"uv pip install {shlex.quote(repair.value)} setuptools wheel", why, required=False)
-            if repair.value
-            else RecipeStep("uv pip install setuptools wheel", why, required=False),
-            replace(step, run=step.run.replace("uv pip install", "uv pip install --no-build-isolation", 1)),
-        ]
-    if repair.kind == "no_editable":
-        return [replace(step, run=step.run.replace(" -e ", " ", 1), why=f"{step.why} ({why})")]
-    return [step]
-
-
-def _without(extras: str, dropped: str) -> str:
-    kept = [e for e in extras.split(",") if e.strip() and e.strip() != dropped]
-    return f"[{','.join(kept)}]" if kept else ""
 
 
 def _digest(recipe: InstallRecipe, base_id: str) -> str:

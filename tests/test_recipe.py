@@ -5,18 +5,12 @@ from pathlib import Path
 
 import pytest
 
-from images.builder import (
-    _apply,
-    _first_change,
-    _one_package_each,
-    _without_install_limits,
-    image_tag,
-    plan_recipe,
-)
+from images.builder import image_tag
 from images.detect import detect
 from images.recipe import InstallRecipe, RecipeStep
 from images.repair import Repair
 from images.sources import Checkout, parse_source
+from images.steps import apply_repair, first_change, one_package_each, plan_recipe, without_install_limits
 from tests.repos import write
 
 
@@ -95,23 +89,24 @@ PROJECT = RecipeStep("uv pip install -e '.[test,docs]'", "the project")
 
 
 def test_repairs_applied_to_a_step() -> None:
-    install = _apply(Repair("install", "PyYAML", "No module named 'yaml'"), PROJECT)
+    install = apply_repair(Repair("install", "PyYAML", "No module named 'yaml'"), PROJECT)
     assert [s.run for s in install] == ["uv pip install PyYAML", PROJECT.run]
     assert install[0].required is False
 
-    env = _apply(Repair("env", "SETUPTOOLS_SCM_PRETEND_VERSION=0.0.0", "scm"), PROJECT)
+    env = apply_repair(Repair("env", "SETUPTOOLS_SCM_PRETEND_VERSION=0.0.0", "scm"), PROJECT)
     assert env[0].env == {"SETUPTOOLS_SCM_PRETEND_VERSION": "0.0.0"} and env[0].run == PROJECT.run
 
-    assert _apply(Repair("drop_extra", "docs", "x"), PROJECT)[0].run == "uv pip install -e '.[test]'"
+    assert apply_repair(Repair("drop_extra", "docs", "x"), PROJECT)[0].run == "uv pip install -e '.[test]'"
     only = RecipeStep("uv pip install -e '.[docs]'", "p")
-    assert _apply(Repair("drop_extra", "docs", "x"), only)[0].run == "uv pip install -e '.'"
-    assert _apply(Repair("no_editable", "", "x"), PROJECT)[0].run == "uv pip install '.[test,docs]'"
+    assert apply_repair(Repair("drop_extra", "docs", "x"), only)[0].run == "uv pip install -e '.'"
+    assert apply_repair(Repair("no_editable", "", "x"), PROJECT)[0].run == "uv pip install '.[test,docs]'"
 
-    isolated = _apply(Repair("no_build_isolation", "numpy", "x"), PROJECT)
+    isolated = apply_repair(Repair("no_build_isolation", "numpy", "x"), PROJECT)
     assert isolated[0].run == "uv pip install numpy setuptools wheel"
     assert isolated[1].run.startswith("uv pip install --no-build-isolation -e")
 
-    relaxed = _apply(Repair("relax_pins", "numpy==1.16", "x"), RecipeStep("uv pip install -r req.txt", "r"))
+    requirements = RecipeStep("uv pip install -r req.txt", "r")
+    relaxed = apply_repair(Repair("relax_pins", "numpy==1.16", "x"), requirements)
     assert "req.txt" in relaxed[0].run and "uv pip install -r /tmp/forager-relaxed-" in relaxed[0].run
 
 
@@ -119,20 +114,20 @@ def test_a_repair_that_changes_nothing_is_passed_over() -> None:
     tried: list[Repair] = []
     useless = Repair("relax_pins", "python-sbom[hatch]>=0.1.2", "build requirement")
     useful = Repair("install", "hatchling", "x")
-    assert _first_change([useless], PROJECT, tried) is None
-    assert _first_change([useless, useful], PROJECT, tried)[0].run == "uv pip install hatchling"
+    assert first_change([useless], PROJECT, tried) is None
+    assert first_change([useless, useful], PROJECT, tried)[0].run == "uv pip install hatchling"
     assert tried == [useless, useless, useful]
 
 
 def test_failing_package_lists_are_split() -> None:
     step = RecipeStep("uv pip install pytest 'nope>=1' pytest-cov", "tools", required=False)
-    assert [s.run for s in _one_package_each(step)] == [
+    assert [s.run for s in one_package_each(step)] == [
         "uv pip install pytest",
         "uv pip install 'nope>=1'",
         "uv pip install pytest-cov",
     ]
-    assert _one_package_each(RecipeStep("uv pip install -r req.txt", "r")) == []
-    assert _one_package_each(RecipeStep("uv pip install pytest", "r")) == []
+    assert one_package_each(RecipeStep("uv pip install -r req.txt", "r")) == []
+    assert one_package_each(RecipeStep("uv pip install pytest", "r")) == []
 
 
 def test_a_locked_project_at_an_old_commit_resolves_as_of_its_date(tmp_path: Path) -> None:
@@ -185,10 +180,10 @@ def test_recipes_stored_before_install_env_still_load() -> None:
 def test_a_step_is_freed_of_the_lock_then_of_the_date_when_nothing_else_helps() -> None:
     env = {"UV_CONSTRAINT": "/opt/forager/constraints.txt", "UV_EXCLUDE_NEWER": "2020-01-01T00:00:00Z"}
     step = RecipeStep("uv pip install -e .", "the project")
-    (first,) = _without_install_limits(step, env)
+    (first,) = without_install_limits(step, env)
     assert first.run == "env -u UV_CONSTRAINT uv pip install -e ." and "lock file's pins" in first.why
-    (second,) = _without_install_limits(first, env)
+    (second,) = without_install_limits(first, env)
     assert second.run == "env -u UV_EXCLUDE_NEWER env -u UV_CONSTRAINT uv pip install -e ."
-    assert _without_install_limits(second, env) is None
-    assert _without_install_limits(step, {}) is None
-    assert _without_install_limits(RecipeStep("python3 -m venv /venv", "v"), env) is None
+    assert without_install_limits(second, env) is None
+    assert without_install_limits(step, {}) is None
+    assert without_install_limits(RecipeStep("python3 -m venv /venv", "v"), env) is None

@@ -15,7 +15,7 @@ from images.readers.collector import Collector, Extra, add_declared, extra_size,
 from images.readers.common import normalize_name, poetry_constraint, str_list, toml_table
 
 #: Directories whose ``.py`` files do not make a repository a Python project on their own.
-NON_SOURCE_DIRS = frozenset({"tests", "test", "testing", "docs", "doc", "node_modules", "venv"})
+_NON_SOURCE_DIRS = frozenset({"tests", "test", "testing", "docs", "doc", "node_modules", "venv"})
 
 _EXTRA_MARKER_RE = re.compile(r"""extra\s*==\s*["']([^"']+)["']""")
 
@@ -71,7 +71,7 @@ def _is_python(c: Collector) -> bool:
         return True
     for dirpath, dirnames, filenames in os.walk(c.root):
         dirnames[:] = sorted(
-            d for d in dirnames if not d.startswith(".") and d.lower() not in NON_SOURCE_DIRS
+            d for d in dirnames if not d.startswith(".") and d.lower() not in _NON_SOURCE_DIRS
         )
         for filename in sorted(filenames):
             if filename.endswith(".py"):
