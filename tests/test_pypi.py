@@ -7,12 +7,17 @@ import http.server
 import json
 import threading
 from collections.abc import Iterator
+from dataclasses import replace
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import ClassVar
 
 import pytest
 
+from images.builder import BuildOptions, ImageBuilder, _Log
+from images.proxy import NetworkSettings
 from images.pypi import PackageIndexError, cached_sdist, download, find_sdist, has_upload_times
+from images.sources import Checkout, parse_source
 
 #: filename → (content, yanked); "demo-pkg" has a pre-release newer than its newest final release.
 FILES: dict[str, tuple[bytes, bool]] = {
@@ -146,3 +151,24 @@ def test_upload_times_are_detected_and_their_absence_is_said(index: str) -> None
     assert has_upload_times(f"{index}/json", project="demo-pkg") is False
     with pytest.raises(PackageIndexError, match="cannot reach the package index"):
         has_upload_times("http://127.0.0.1:9/simple")
+
+
+@pytest.mark.parametrize("kind", ["json", "html"])
+def test_the_builder_resolves_as_of_the_commit_only_where_the_index_has_upload_times(
+    index: str, tmp_path: Path, kind: str
+) -> None:
+    options = BuildOptions(network=NetworkSettings(index_url=f"{index}/{kind}"))
+    builder = ImageBuilder(client=None, store=None, home=tmp_path, options=options)  # type: ignore[arg-type]
+    committed = datetime(2021, 3, 4, 5, 6, tzinfo=UTC)
+    checkout = Checkout(parse_source(str(tmp_path)), tmp_path, "c" * 40, committed_at=committed)
+    log = _Log(tmp_path / "build.log")
+    moment = builder._resolve_as_of(checkout, log)
+    if kind == "json":
+        assert moment == committed + timedelta(days=1)
+        assert "resolving as of 2021-03-05 05:06 UTC" in log.text()
+    else:
+        assert moment is None, "an index without upload times would make uv treat every file as missing"
+        assert f"the package index {index}/html gives no upload times (PEP 700)" in log.text()
+    builder.options = replace(options, resolve_newest=True)
+    assert builder._resolve_as_of(checkout, log) is None and "--resolve-newest" in log.text()
+    assert builder._resolve_as_of(replace(checkout, committed_at=None), log) is None
