@@ -356,7 +356,7 @@ RULES: tuple[Rule, ...] = (
         r" attribute|(?!cannot import name|No module named)).*$",
         _step_back_raised,
     ),
-    _rule(r"^INTERNALERROR> (?!\s)(?!Traceback)\w*(?:Error|Exception)\b.*$", _step_back_internal),
+    _rule(r"^INTERNALERROR> (?!\s)(?!Traceback)[\w.]*(?:Error|Exception|Warning)\b.*$", _step_back_internal),
     # Imports, fixtures, async tests and markers that a missing distribution or plugin explains.
     _rule(_MODULE, _missing_module),
     _rule(r"fixture '(?P<name>\w+)' not found", _install_from(FIXTURE_PLUGINS)),

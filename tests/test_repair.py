@@ -185,6 +185,26 @@ def test_an_internal_error_raised_in_a_plugin_steps_pytest_then_the_plugin_back(
     assert pairs(diagnose(output)) == [("step_back", "pytest"), ("step_back", "pytest-oldplugin")]
 
 
+def test_a_deprecation_turned_error_inside_a_plugin_steps_pytest_then_the_plugin_back() -> None:
+    # As a code formatter's pinned plugin reading config.inicfg, which the newest pytest deprecated,
+    # under filterwarnings = error.
+    log = excerpt(
+        """
+        INTERNALERROR> Traceback (most recent call last):
+        INTERNALERROR>   File "/venv/site-packages/_pytest/main.py", line 289, in wrap_session
+        INTERNALERROR>     config._do_configure()
+        INTERNALERROR>   File "/venv/site-packages/pluggy/_callers.py", line 103, in _multicall
+        INTERNALERROR>     res = hook_impl.function(*args)
+        INTERNALERROR>   File "/venv/site-packages/pytest_formatcheck/plugin.py", line 40, in pytest_configure
+        INTERNALERROR>     ini = config.inicfg
+        INTERNALERROR>   File "/venv/site-packages/_pytest/config/__init__.py", line 1100, in inicfg
+        INTERNALERROR>     warnings.warn(CONFIG_INICFG, stacklevel=2)
+        INTERNALERROR> pytest.PytestRemovedIn10Warning: config.inicfg is deprecated
+        """
+    )
+    assert pairs(diagnose(log)) == [("step_back", "pytest"), ("step_back", "pytest-formatcheck")]
+
+
 def test_the_projects_own_attribute_error_is_not_a_release_to_step_back(tmp_path: Path) -> None:
     # pytest's import machinery is on the stack, but the error is raised in the project's code.
     root = project(
