@@ -10,7 +10,7 @@ from typing import Annotated
 import typer
 
 from core.errors import ForagerError
-from forager.cli import db, doctor, envs, export, forage, images, tasks, traces, view
+from forager.cli import db, doctor, envs, export, forage, images, k8s, tasks, traces, view
 from forager.cli.episode import episode_list
 from forager.cli.output import error
 from forager.settings import DEFAULT_HOME, Settings
@@ -49,10 +49,6 @@ def root(
     ctx.obj = Settings(home=home, db=db_url)
 
 
-def _group(help_text: str) -> typer.Typer:
-    return typer.Typer(help=help_text, no_args_is_help=True)
-
-
 app.add_typer(images.app, name="images")
 app.add_typer(tasks.app, name="tasks")
 app.add_typer(traces.app, name="traces")
@@ -62,7 +58,7 @@ app.command("forage")(forage.forage)
 app.command("export")(export.export_command)
 app.add_typer(db.app, name="db")
 app.add_typer(envs.app, name="envs")
-app.add_typer(_group("Kubernetes: foraging as Jobs, episodes as pods."), name="k8s")
+app.add_typer(k8s.app, name="k8s")
 app.add_typer(forage.serve_app, name="serve")
 app.command()(doctor.doctor)
 app.command("view")(view.view)
