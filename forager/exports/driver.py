@@ -50,7 +50,8 @@ class ExportSummary:
     skipped_unresolved: int = 0
     skipped_max_per_task: int = 0
     skipped_by_writer: int = 0
-    """Episodes the format has no place for (a second prediction of one instance)."""
+    """Episodes the format has no place for (a second prediction of an instance, an sft episode without
+    a turn)."""
     dropped_duplicates: int = 0
     seconds: float = 0.0
     bytes: int = 0
