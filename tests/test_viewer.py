@@ -795,3 +795,28 @@ def test_actions_stored_in_unexpected_shapes_still_render() -> None:
     assert action_view({"tool": "edit", "arguments": {**huge, "old_str": "x"}}).kind == "edit"
     assert grade_view({"status": "error", "fail_to_pass": None, "pass_to_pass": ["odd"]}).tests == []
     assert grade_view(None) is None
+
+
+def test_the_dashboard_is_computed_once_a_minute(corpus: Corpus, server: Server) -> None:
+    def episodes_card(html: str) -> str:
+        return re.search(r"<b>([\d,]+)</b><span>episodes", html).group(1)
+
+    first = get(server.url + "/").text
+    assert episodes_card(first) == "36" and "figures as of 20" in first
+    task = corpus.tasks[0]
+    extra = corpus.episodes[0]
+    corpus.store.save_episode(
+        Episode(
+            task_id=task.id,
+            model="late-model",
+            action_format="function_calling",
+            status=EpisodeStatus.COMPLETED,
+            exit_reason="submitted",
+            started_at=extra.started_at,
+            finished_at=extra.finished_at,
+        ),
+        [],
+    )
+    assert get(server.url + "/").text == first  # the same figures, saying when they were computed
+    assert episodes_card(get(server.url + "/?resolved=no").text) != "36"  # another selection: computed now
+    assert "late-model" in get(server.url + "/episodes").text  # listings are always current

@@ -15,6 +15,7 @@ from __future__ import annotations
 import asyncio
 import hmac
 import ipaddress
+import time
 from collections.abc import Awaitable, Callable
 from typing import Any
 
@@ -39,6 +40,9 @@ SECURITY_HEADERS = {
 }
 TOKEN_COOKIE = "forager_view_token"
 LOOPBACK_NAMES = ("localhost", "127.0.0.1", "::1")
+#: How long a rendered dashboard is served again (it says when it was computed), and how many are kept.
+DASHBOARD_SECONDS = 60.0
+KEPT_PAGES = 64
 
 STORE_KEY = web.AppKey("store", Store)
 TOKEN_KEY = web.AppKey("token", str)
@@ -66,8 +70,12 @@ def make_app(store: Store, *, token: str | None = None, loopback: bool = True) -
     links = Links()
 
     def page(
-        build: Callable[..., pages.Page], *args: Any
+        build: Callable[..., pages.Page], *args: Any, keep: float = 0.0
     ) -> Callable[[web.Request], Awaitable[web.Response]]:
+        """A handler that builds and renders a page in a thread; with ``keep``, a rendered page is served
+        again for that many seconds (for the dashboard, whose statistics read every selected episode)."""
+        kept: dict[str, tuple[float, str]] = {}
+
         async def handler(request: web.Request) -> web.Response:
             names = [request.match_info[name] for name in args] if args else [request.query]
 
@@ -75,17 +83,25 @@ def make_app(store: Store, *, token: str | None = None, loopback: bool = True) -
                 built = build(store, links, *names)
                 return env.get_template(built.template).render(links=links, **built.context)
 
-            try:
-                html = await asyncio.to_thread(render)
-            except ViewerError as exc:
-                return _error(env, links, exc.status, str(exc))
-            except StoreError as exc:
-                return _error(env, links, 503, str(exc))
+            hit = kept.get(request.path_qs)
+            if hit is not None and time.monotonic() - hit[0] < keep:
+                html = hit[1]
+            else:
+                try:
+                    html = await asyncio.to_thread(render)
+                except ViewerError as exc:
+                    return _error(env, links, exc.status, str(exc))
+                except StoreError as exc:
+                    return _error(env, links, 503, str(exc))
+                if keep:
+                    if len(kept) >= KEPT_PAGES:
+                        kept.clear()
+                    kept[request.path_qs] = (time.monotonic(), html)
             return web.Response(text=html, content_type="text/html", headers={"Cache-Control": "no-cache"})
 
         return handler
 
-    app.router.add_get("/", page(pages.dashboard))
+    app.router.add_get("/", page(pages.dashboard, keep=DASHBOARD_SECONDS))
     app.router.add_get("/episodes", page(pages.episodes))
     app.router.add_get("/episodes/{id}", page(pages.episode, "id"))
     app.router.add_get("/compare", page(pages.compare))

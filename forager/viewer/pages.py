@@ -9,6 +9,7 @@ from __future__ import annotations
 from collections import Counter
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
+from datetime import UTC, datetime
 from itertools import zip_longest
 from typing import Any
 
@@ -105,6 +106,7 @@ def dashboard_page(store: Store, links: Links, request: EpisodeQuery) -> Page:
         "dashboard.html",
         {
             "request": request,
+            "computed_at": datetime.now(UTC),
             "choices": vq.choices(store),
             "counts": store.counts(),
             "stats": stats,
