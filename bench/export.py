@@ -440,13 +440,15 @@ def viewer_pages(bench: Bench) -> None:
         ("episode list, sorted by turns", "/episodes?sort=turns", 10),
         (f"trajectory ({longest.n_steps} steps)", f"/episodes/{longest.id}", 20),
         ("search in steps (one page)", "/episodes?q=AssertionError", 5),
-        ("dashboard", "/", 3),
+        ("dashboard, computed", "/?fresh={n}", 3),  # a new address each time: not the minute's copy
+        ("dashboard, its copy for the minute", "/", 5),
     ]
     try:
         for name, path, repeat in pages:
 
-            def fetch(path: str = path) -> None:
-                with urllib.request.urlopen(base + path, timeout=120) as response:
+            def fetch(path: str = path, calls: list[int] = []) -> None:  # noqa: B006 (a counter)
+                calls.append(1)
+                with urllib.request.urlopen(base + path.format(n=len(calls)), timeout=120) as response:
                     response.read()
 
             bench.report(f"viewer page p50: {name}", bench.time(fetch, repeat=repeat), "s")
