@@ -66,7 +66,7 @@ class Shell:
     def __init__(self, channel: Channel) -> None:
         self.channel = channel
         self.pid = 0
-        self._sentinel = b""
+        self._buffer = CappedBuffer(1, b"")
 
     @classmethod
     def open(cls, channel: Channel, cwd: str) -> Shell:
@@ -92,7 +92,7 @@ class Shell:
     def run(self, command: str, timeout: float, limit: int) -> tuple[str, int, tuple[int, str] | None]:
         """Send ``command``; return (output, bytes elided, (exit code, cwd)) or a None status on timeout."""
         nonce = secrets.token_hex(8)
-        self._sentinel = f"__FORAGER_{nonce}__".encode()
+        self._buffer = CappedBuffer(limit, f"__FORAGER_{nonce}__".encode())
         # The command arrives as a quoted here-document, so no character in it is special to this
         # wrapper; stdin is /dev/null so interactive programs fail fast instead of waiting for input.
         script = (
@@ -102,11 +102,12 @@ class Shell:
             f"printf '%s %d %s\\n' '__FORAGER_{nonce}__' \"$__forager_status\" \"$PWD\"\n"
         )
         self.channel.send(script.encode("utf-8", errors="surrogateescape"))
-        return self.wait(timeout, limit)
+        return self.wait(timeout)
 
-    def wait(self, timeout: float, limit: int) -> tuple[str, int, tuple[int, str] | None]:
-        """Read until the sentinel line or ``timeout``; see :meth:`run`."""
-        buffer = CappedBuffer(limit, self._sentinel)
+    def wait(self, timeout: float) -> tuple[str, int, tuple[int, str] | None]:
+        """Read on until the sentinel line or ``timeout``; all of the command's output so far, capped
+        once (see :meth:`run`)."""
+        buffer = self._buffer
         deadline = time.monotonic() + timeout
         while buffer.status is None:
             remaining = deadline - time.monotonic()
@@ -158,23 +159,30 @@ class CappedBuffer:
             del self.pending[:-held]
 
     def _keep(self, data: bytes | bytearray) -> None:
-        room = max(0, self.half - len(self.head))
-        self.head += data[:room]
-        self.tail += data[room:]
-        if len(self.tail) > self.half:
-            self.elided += len(self.tail) - self.half
-            del self.tail[: len(self.tail) - self.half]
+        self.head, self.tail, self.elided = _kept(self.head, self.tail, self.elided, self.half, data)
 
     def text(self) -> str:
         """The output so far, decoded (undecodable bytes escaped), with the elision marked."""
-        if self.status is None:  # no sentinel is coming: what was held back is output too
-            self._keep(self.pending)
-            self.pending.clear()
-        head = self.head.decode("utf-8", errors="backslashreplace")
-        tail = self.tail.decode("utf-8", errors="backslashreplace")
-        if not self.elided:
-            return head + tail
-        return f"{head}\n[... {self.elided} bytes elided ...]\n{tail}"
+        head, tail, elided = self.head, self.tail, self.elided
+        if self.status is None:  # if no sentinel comes, what is held back is output too
+            head, tail, elided = _kept(bytearray(head), bytearray(tail), elided, self.half, self.pending)
+        text = head.decode("utf-8", errors="backslashreplace")
+        if elided:
+            text += f"\n[... {elided} bytes elided ...]\n"
+        return text + tail.decode("utf-8", errors="backslashreplace")
+
+
+def _kept(
+    head: bytearray, tail: bytearray, elided: int, half: int, data: bytes | bytearray
+) -> tuple[bytearray, bytearray, int]:
+    """``head`` and ``tail`` (each at most ``half`` bytes) with ``data`` appended, and the bytes elided."""
+    room = max(0, half - len(head))
+    head += data[:room]
+    tail += data[room:]
+    if len(tail) > half:
+        elided += len(tail) - half
+        del tail[: len(tail) - half]
+    return head, tail, elided
 
 
 class ShellRuntime:
@@ -253,9 +261,7 @@ class ShellRuntime:
             reason, where = shell.channel.gone_reason(), self._cwd
             self._replace_shell(shell)
             done = self._run(command, timeout, limit)
-            note = f"{reason}; a new shell was started in {where}" + (
-                f"; {done.note}" if done.note else ""
-            )
+            note = f"{reason}; a new shell was started in {where}" + (f"; {done.note}" if done.note else "")
             return Observation(
                 done.output, done.exit_code, time.monotonic() - started,
                 timed_out=done.timed_out, elided=done.elided, note=note,
@@ -273,8 +279,7 @@ class ShellRuntime:
         if status is None:  # out of time: kill what the command started, then the shell if need be
             self._kill_children(shell.pid)
             try:
-                late_output, late_elided, status = shell.wait(KILL_GRACE, limit)
-                output, elided = output + late_output, elided + late_elided
+                output, elided, status = shell.wait(KILL_GRACE)
             except ShellGone:
                 status = None
             if status is None:

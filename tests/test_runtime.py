@@ -158,6 +158,13 @@ def test_huge_output_is_capped_with_bounded_memory(env, command: str) -> None:
     assert env.run("echo ok").output == "ok\n"
 
 
+def test_a_flood_that_times_out_is_capped_once(env) -> None:
+    # The output read after the kill continues the same capped buffer: no second cap's worth.
+    observation = env.run("yes", timeout=1)
+    assert observation.timed_out and observation.elided > 0
+    assert len(observation.output.encode()) < 8000 + 200
+
+
 def test_a_background_flood_between_commands_leaves_the_shell_usable(env) -> None:
     assert env.run("yes &").exit_code == 0
     flooded = env.run("echo ok", timeout=30)
