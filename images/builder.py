@@ -331,14 +331,20 @@ class ImageBuilder:
             if self._upload_times is None:
                 index = self.options.network.index_url or default_index_url()
                 try:
-                    self._upload_times = (has_upload_times(index, self.options.network.ca_bundle), index)
+                    available = has_upload_times(index, self.options.network.ca_bundle)
+                    self._upload_times = (
+                        available,
+                        f"the package index {index} gives no upload times (PEP 700)",
+                    )
                 except PackageIndexError as exc:
-                    self._upload_times = (False, f"{index} ({exc})")
-            available, index = self._upload_times
+                    self._upload_times = (
+                        False,
+                        f"the package index could not be asked for upload times: {exc}",
+                    )
+            available, why_not = self._upload_times
         if not available:
             log.section(
-                f"resolving the newest releases: the package index {index} gives no upload times (PEP 700), "
-                "so resolving as of the commit's date is impossible"
+                f"resolving the newest releases: {why_not}, so the commit's date cannot be used"
             )
         return available
 
