@@ -1020,6 +1020,17 @@ def test_pinned_constraints_and_compiled_requirements_are_locks(tmp_path: Path) 
     assert plan.lock_file == "constraints.txt" and len(plan.pins) == 3
 
 
+def test_a_named_pylock_for_tests_is_preferred(tmp_path: Path) -> None:
+    lock = '[[packages]]\nname = "pytest"\nversion = "{}"\n'
+    files = {
+        "pyproject.toml": PROJECT,
+        "pylock.docs.toml": lock.format("6.0.0"),
+        "pylock.test.toml": lock.format("7.0.0"),
+    }
+    plan = detect(make(tmp_path, files))
+    assert (plan.lock_file, plan.pins) == ("pylock.test.toml", ("pytest==7.0.0",))
+
+
 def test_a_malformed_lock_is_skipped_with_evidence(tmp_path: Path) -> None:
     plan = detect(make(tmp_path, {"pyproject.toml": PROJECT, "uv.lock": "[[package]\n", "Pipfile.lock": "{"}))
     assert (plan.lock_file, plan.pins) == (None, ())

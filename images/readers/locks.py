@@ -1,8 +1,8 @@
 """Lock files: the exact versions the project's authors resolved, as constraints for every install step.
 
 Read in this order, the first one present wins: ``uv.lock``, ``poetry.lock``, ``pdm.lock``,
-``pylock.toml`` (PEP 751), ``Pipfile.lock``, then pinned ``constraints*.txt`` files and pinned
-requirement files (``pip-compile`` output). Only versions from a package index become pins: the project
+``pylock.toml`` (PEP 751), ``Pipfile.lock``, ``pylock.NAME.toml`` (a test-ish NAME first), then
+pinned ``constraints*.txt`` files and pinned requirement files (``pip-compile`` output). Only versions from a package index become pins: the project
 itself, and git, path and URL sources, are left to the rest of the plan. The pins constrain what the plan
 installs (the project with its test extras and groups, test tools) rather than installing the whole lock,
 so a lock's platform-specific or unrelated groups never break a build.
@@ -19,7 +19,7 @@ from packaging.utils import canonicalize_name
 from packaging.version import InvalidVersion, Version
 
 from images.readers.collector import Collector
-from images.readers.common import parse_requirement
+from images.readers.common import name_tier, parse_requirement
 
 #: (file, what it is) in precedence order; the first one present is followed.
 LOCK_FILES = (
@@ -35,7 +35,10 @@ _CONSTRAINT_FILE = re.compile(r"(?:requirements/)?(?:constraints?|.*[-_]constrai
 
 
 def read(c: Collector) -> None:
-    for rel, kind in LOCK_FILES:
+    # PEP 751 also names locks for one purpose ``pylock.NAME.toml``: a test-ish one, else the first.
+    named = sorted(path.name for path in c.root.glob("pylock.*.toml") if path.is_file())
+    named.sort(key=lambda rel: name_tier(rel.removeprefix("pylock.").removesuffix(".toml")) is None)
+    for rel, kind in [*LOCK_FILES, *((rel, "pylock") for rel in named)]:
         if not (c.root / rel).is_file():
             continue
         entries = _lock_entries(c, rel, kind)
