@@ -2,10 +2,11 @@
 
 Read in this order, the first one present wins: ``uv.lock``, ``poetry.lock``, ``pdm.lock``,
 ``pylock.toml`` (PEP 751), ``Pipfile.lock``, ``pylock.NAME.toml`` (a test-ish NAME first), then
-pinned ``constraints*.txt`` files and pinned requirement files (``pip-compile`` output). Only versions from a package index become pins: the project
-itself, and git, path and URL sources, are left to the rest of the plan. The pins constrain what the plan
-installs (the project with its test extras and groups, test tools) rather than installing the whole lock,
-so a lock's platform-specific or unrelated groups never break a build.
+pinned ``constraints*.txt`` files and pinned requirement files (``pip-compile`` output). Only versions
+from a package index become pins: the project itself, and git, path and URL sources, are left to the
+rest of the plan. The pins constrain what the plan installs (the project with its test extras and
+groups, test tools) rather than installing the whole lock, so a lock's platform-specific or unrelated
+groups never break a build.
 """
 
 from __future__ import annotations
