@@ -7,7 +7,6 @@ import io
 import json
 import os
 import shutil
-import socket
 import subprocess
 import sys
 import tarfile
@@ -24,6 +23,7 @@ from envs.docker_backend import DockerBackend
 from images.base import BASE_IMAGE, MINBASE_IMAGE
 from images.registry import RegistryError, parse_registry, pull, push, repository_for
 from storage import Image, ImageStatus, Store
+from tests.farm import answers, free_port
 
 #: The registry's binary: Debian's package name, then the upstream one.
 REGISTRY_BINARIES = ("docker-registry", "registry")
@@ -50,9 +50,7 @@ def registry(tmp_path_factory) -> Iterator[str]:
             pytest.fail(message)
         pytest.skip(message)
     root = tmp_path_factory.mktemp("registry")
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        port = probe.getsockname()[1]
+    port = free_port()
     config = root / "config.yml"
     config.write_text(
         "version: 0.1\nlog:\n  level: error\nstorage:\n  filesystem:\n"
@@ -62,21 +60,13 @@ def registry(tmp_path_factory) -> Iterator[str]:
         [binary, "serve", str(config)], stdout=subprocess.DEVNULL, stderr=subprocess.PIPE
     )
     deadline = time.monotonic() + 30
-    while not _answers(f"http://127.0.0.1:{port}/v2/"):
+    while not answers(f"http://127.0.0.1:{port}/v2/"):
         assert server.poll() is None, server.stderr.read().decode() if server.stderr else ""
         assert time.monotonic() < deadline, "the registry did not start"
         time.sleep(0.1)
     yield f"127.0.0.1:{port}"
     server.terminate()
     server.wait(10)
-
-
-def _answers(url: str) -> bool:
-    try:
-        with urllib.request.urlopen(url, timeout=2):
-            return True
-    except OSError:
-        return False
 
 
 @pytest.fixture
@@ -177,9 +167,7 @@ def test_the_cli_pushes_and_a_dead_registry_is_one_clear_error(
     )
     assert json.loads(shown.stdout)["registry_ref"] == result["reference"]
 
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        dead = f"127.0.0.1:{probe.getsockname()[1]}"
+    dead = f"127.0.0.1:{free_port()}"
     with pytest.raises(RegistryError, match="Is the registry running"):
         push(docker_client, store, small_image, dead, attempts=1)
     done = subprocess.run([*run, "--registry", "https://x"], capture_output=True, text=True, timeout=60)

@@ -10,7 +10,7 @@ from typing import Annotated
 import typer
 
 from core.errors import ForagerError
-from forager.cli import db, doctor, envs, export, forage, images, k8s, tasks, traces, view
+from forager.cli import db, doctor, envs, export, forage, images, k8s, tasks, traces, view, worker
 from forager.cli.episode import episode_list
 from forager.cli.output import error
 from forager.settings import DEFAULT_HOME, Settings
@@ -55,6 +55,7 @@ app.add_typer(traces.app, name="traces")
 app.add_typer(forage.episode_app, name="episode")
 forage.episode_app.command("list")(episode_list)
 app.command("forage")(forage.forage)
+app.command("worker")(worker.worker)
 app.command("export")(export.export_command)
 app.add_typer(db.app, name="db")
 app.add_typer(envs.app, name="envs")

@@ -32,6 +32,7 @@ from forager.cli.output import (
 from forager.model import ModelClient, ModelConfig
 from forager.pipeline import forage as run_forage
 from forager.prompts import Prompts
+from forager.worker import item_config
 from images.builder import BuildOptions, ImageBuilder
 from images.engine import connect
 from images.proxy import NetworkSettings
@@ -63,7 +64,10 @@ StreamOption = Annotated[
 
 def forage(
     ctx: typer.Context,
-    model: ModelOption,
+    model: Annotated[
+        str | None,
+        typer.Option("--model", help="Base URL of an OpenAI-compatible server (…/v1); not with --enqueue."),
+    ] = None,
     action_format: FormatOption = "function_calling",
     model_name: NameOption = None,
     source: Annotated[
@@ -92,6 +96,10 @@ def forage(
     task_prompt: Annotated[Path | None, typer.Option(help="A task prompt template file.")] = None,
     backend: BackendOption = "docker",
     stream: StreamOption = False,
+    enqueue: Annotated[
+        bool,
+        typer.Option("--enqueue", help="Queue the episodes for `forager worker`s instead of running them."),
+    ] = False,
     json: JsonOption = False,
 ) -> None:
     """Run episodes of verified tasks against a served model; store every one, graded (resumable)."""
@@ -104,6 +112,11 @@ def forage(
     config = _agent_config(
         action_format, max_turns, max_tokens, wall_clock, command_timeout, system_prompt, task_prompt
     )
+    if enqueue:
+        _enqueue(store, tasks, config, episodes_per_task, json)
+        return
+    if model is None:
+        raise typer.BadParameter("name the model server, or pass --enqueue", param_hint="--model")
 
     async def go():
         async with ModelClient(
@@ -132,6 +145,25 @@ def forage(
     counts = (summary.episodes, summary.resolved, summary.failed, summary.skipped)
     table.add_row(*map(str, counts), reasons or "-", f"{summary.tokens_per_second:.0f}")
     console.print(table)
+
+
+def _enqueue(
+    store: Store, tasks: list[Task], config: AgentConfig, episodes_per_task: int, json: bool
+) -> None:
+    """Queue the episodes for workers; items queued before (whatever their state) are not added again."""
+    added = store.enqueue(
+        [t.id for t in tasks], action_format=config.action_format, config=item_config(config),
+        episodes_per_task=episodes_per_task,
+    )  # fmt: skip
+    counts = store.queue_counts()
+    if json:
+        print_json({"added": added, "queued": counts.queued, "leased": counts.leased, "done": counts.done})
+        return
+    console.print(
+        f"{added} episodes queued ({len(tasks) * episodes_per_task - added} were already); the queue holds "
+        f"{counts.queued} queued, {counts.leased} running, {counts.done} done: run `forager worker`",
+        highlight=False,
+    )
 
 
 @episode_app.command("run")
