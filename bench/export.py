@@ -19,6 +19,7 @@ with :meth:`Bench.report` (exports and dedup, viewer pages ...).
 from __future__ import annotations
 
 import argparse
+import importlib
 import json
 import os
 import random
@@ -526,7 +527,10 @@ def _memory_mib(field: str) -> float:
 
 def _child(function: str, url: str, args: list[str]) -> None:
     module, name = function.split(":")
-    target = getattr(__import__(module), name)
+    # This file runs as __main__ in the child: its own functions are in globals().
+    target = (
+        globals()[name] if module == Path(__file__).stem else getattr(importlib.import_module(module), name)
+    )
     start = _memory_mib("VmRSS")
     result = target(url, *args)
     print(json.dumps({**result, "start_rss_mib": start, "peak_rss_mib": _memory_mib("VmHWM")}))
@@ -550,7 +554,7 @@ def _open(label: str, url: str, args: argparse.Namespace) -> Store:
             metadata.reflect(engine)
             metadata.drop_all(engine)
             engine.dispose()
-    store = Store(url)
+    store = Store(url, upgrade=True)  # a benchmark store follows the schema without asking
     if store.counts()["episodes"] == args.episodes:
         return store
     if store.counts()["episodes"]:
@@ -576,6 +580,10 @@ def main() -> None:
     )
     parser.add_argument("--child", nargs="+", help=argparse.SUPPRESS)
     args = parser.parse_args()
+    # Run as a script, this folder leads sys.path, and its other scripts would shadow modules of the same
+    # name (bench/queue.py, the standard library's queue that urllib3 imports).
+    if sys.path and Path(sys.path[0]).resolve() == Path(__file__).resolve().parent:
+        del sys.path[0]
     if args.child:
         _child(args.child[0], args.child[1], args.child[2:])
         return

@@ -197,9 +197,10 @@ class Task(Base):
         return f"<Task {self.id} {self.instance_id!r} {self.kind} {self.status} image={self.image_id}>"
 
 
-#: The episode columns of the covering index that statistics scan.
+#: The episode columns of the covering index that statistics scan, in the order of their per-model
+#: histogram, which then reads the index in order instead of sorting.
 SUMMARY_COLUMNS = (
-    "model", "task_id", "resolved", "exit_reason", "n_steps", "prompt_tokens", "completion_tokens",
+    "model", "exit_reason", "resolved", "n_steps", "prompt_tokens", "completion_tokens", "task_id",
     "created_at", "status", "action_format",
 )  # fmt: skip
 

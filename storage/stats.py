@@ -34,7 +34,6 @@ GROUPINGS: dict[str, sa.ColumnElement[Any]] = {
     "origin": ORIGIN,
     "model": Episode.model,
 }
-_TOTAL = sa.literal("all")
 
 
 @dataclass(frozen=True)
@@ -92,47 +91,55 @@ def compute(session: Session, selection: EpisodeFilter | None) -> StoreStats:
     """The statistics of the episodes ``selection`` picks (all when None)."""
     selection = selection or EpisodeFilter()
     where = conditions(selection)
-    groups: dict[str, dict[str, _Group]] = {name: {} for name in ("total", *GROUPINGS)}
-    for name, key in (("total", _TOTAL), *GROUPINGS.items()):
+    groups: dict[str, dict[str, _Group]] = {name: {} for name in GROUPINGS}
+    tokens = _rounded(Episode.prompt_tokens + Episode.completion_tokens)
+    for name, key in GROUPINGS.items():
         found = groups[name]
+        outcomes = sa.select(key, Episode.exit_reason, Episode.resolved, Episode.n_steps, sa.func.count())
         for group, reason, resolved, turns, n in session.execute(
-            _joined(
-                key, sa.select(key, Episode.exit_reason, Episode.resolved, Episode.n_steps, sa.func.count())
-            )
+            _joined(key, outcomes)
             .where(*where)
-            .group_by(Episode.n_steps, Episode.resolved, Episode.exit_reason, key)
+            .group_by(key, Episode.exit_reason, Episode.resolved, Episode.n_steps)
         ):
-            found.setdefault(str(group), _Group()).add(reason, resolved, turns, n)
-        tokens = _rounded(Episode.prompt_tokens + Episode.completion_tokens)
+            if str(group) not in found:
+                found[str(group)] = _Group()
+            found[str(group)].add(reason, resolved, turns, n)
         for group, value, n in session.execute(
             _joined(key, sa.select(key, tokens, sa.func.count())).where(*where).group_by(tokens, key)
         ):
             found[str(group)].tokens[value] += n
+    # Every episode has one model: the total adds the models up.
+    total = _Group()
+    for group in groups["model"].values():
+        total.merge(group)
+    # Distinct tasks: the (model, task) pairs, then which repository and origin each task has.
     solved = sa.func.max(sa.case((Episode.resolved.is_(True), 1), else_=0))
-    keys = (Repository.name, ORIGIN)
-    for task_id, model, repository, origin, resolved in session.execute(
-        _joined(Repository.name, sa.select(Episode.task_id, Episode.model, *keys, solved))
+    attempts = session.execute(
+        sa.select(Episode.model, Episode.task_id, solved)
         .where(*where)
-        .group_by(Episode.task_id, Episode.model, *keys)
-    ):
-        for name, group in (
-            ("total", "all"),
-            ("repository", repository),
-            ("origin", origin),
-            ("model", model),
-        ):
+        .group_by(Episode.model, Episode.task_id)
+    ).all()
+    task_keys = {
+        task_id: (repository, origin)
+        for task_id, repository, origin in session.execute(
+            sa.select(Task.id, Repository.name, ORIGIN)
+            .join(Task.image)
+            .join(Image.repository)
+            .where(Task.id.in_(sa.select(Episode.task_id).where(*where)))
+        )
+    }
+    for model, task_id, resolved in attempts:
+        repository, origin = task_keys[task_id]
+        total.attempted(task_id, bool(resolved))
+        for name, group in (("repository", repository), ("origin", origin), ("model", model)):
             groups[name][str(group)].attempted(task_id, bool(resolved))
-    total = groups["total"]["all"].stats("all") if groups["total"] else _Group().stats("all")
-    return StoreStats(
-        selection,
-        total,
-        *(
-            sorted(
-                (found.stats(key) for key, found in groups[name].items()), key=lambda g: (-g.episodes, g.key)
-            )
-            for name in GROUPINGS
-        ),
-    )
+
+    def ranked(name: str) -> list[GroupStats]:
+        return sorted(
+            (found.stats(key) for key, found in groups[name].items()), key=lambda g: (-g.episodes, g.key)
+        )
+
+    return StoreStats(selection, total.stats("all"), *(ranked(name) for name in GROUPINGS))
 
 
 class _Group:
@@ -151,6 +158,14 @@ class _Group:
         self.turns[turns] += n
         self.graded += n if resolved is not None else 0
         self.resolved += n if resolved else 0
+
+    def merge(self, other: _Group) -> None:
+        """Add ``other``'s episodes (not its tasks: those are counted apart) to this group's."""
+        self.exit_reasons.update(other.exit_reasons)
+        self.turns.update(other.turns)
+        self.tokens.update(other.tokens)
+        self.graded += other.graded
+        self.resolved += other.resolved
 
     def attempted(self, task_id: int, resolved: bool) -> None:
         self.tasks.add(task_id)
@@ -177,7 +192,7 @@ class _Group:
 
 def _joined(key: sa.ColumnElement[Any], query: sa.Select[Any]) -> sa.Select[Any]:
     """``query`` over episodes, joined to what ``key`` needs (only that: joins cost a lookup a row)."""
-    if key is _TOTAL or key is Episode.model:
+    if key is Episode.model:
         return query.select_from(Episode)
     query = query.select_from(Episode).join(Episode.task)
     return query.join(Task.image).join(Image.repository) if key is Repository.name else query

@@ -17,6 +17,7 @@ from sqlalchemy.orm.exc import DetachedInstanceError
 from storage import Episode, EpisodeFilter, EpisodeStatus, Image, Step, Store, StoreError, Task, TaskKind
 from storage.migrations import alembic_config
 from tests import test_storage
+from tests.cli import forager
 from tests.test_storage import _episode, _image, _schema_diff, _steps, _task
 
 # The same databases as tests/test_storage.py: a new SQLite file, or the emptied test PostgreSQL database.
@@ -360,3 +361,62 @@ def test_image_relationship_of_listed_episodes_is_shared_per_page(store: Store, 
     page = store.list_episodes()
     images = {id(episode.task.image) for episode in page}
     assert len(images) == 2 and all(isinstance(episode.task.image, Image) for episode in page)
+
+
+# ---- the command line --------------------------------------------------------------------------------
+
+
+def test_episode_list_pages_and_filters_from_the_command_line(db_url: str, world, tmp_path: Path) -> None:
+    first = forager(
+        "--db", db_url, "episode", "list", "--model", "qwen", "--limit", "2", "--json", home=tmp_path
+    )
+    assert first.returncode == 0, first.stderr
+    page = json.loads(first.stdout)
+    assert [row["created_at"] for row in page["episodes"]] == [_at(0).isoformat(), _at(1).isoformat()]
+    assert page["episodes"][0]["repository"] == "attrs" and page["episodes"][0]["operator"] == "swap_compare"
+    rest = forager(
+        "--db",
+        db_url,
+        "episode",
+        "list",
+        "--model",
+        "qwen",
+        "--after",
+        page["next_after"],
+        "--json",
+        home=tmp_path,
+    )
+    assert [row["created_at"] for row in json.loads(rest.stdout)["episodes"]] == [
+        _at(3).isoformat(),
+        _at(6).isoformat(),
+    ]
+    assert json.loads(rest.stdout)["next_after"] is None
+
+    # A time without a zone is UTC; the kind and the resolved flag filter too.
+    window = forager(
+        "--db", db_url, "episode", "list", "--since", "2026-11-01T12:03:00", "--until", "2026-11-01 12:06:00",
+        "--kind", "mutate_fix", "--unresolved", home=tmp_path,
+    )  # fmt: skip
+    assert window.returncode == 0, window.stderr
+    assert "widgets-negate" in window.stdout and "attrs-mined" not in window.stdout
+    assert "next page" not in window.stdout
+
+    missing = forager("--db", db_url, "episode", "list", "--after", "nope", home=tmp_path)
+    assert missing.returncode == 1 and missing.stderr.startswith("error: no episode 'nope' to list after")
+    bad_kind = forager("--db", db_url, "episode", "list", "--kind", "bugfix", home=tmp_path)
+    assert bad_kind.returncode == 2 and "bugfix" in bad_kind.stderr
+
+
+def test_db_stats_from_the_command_line(db_url: str, world, tmp_path: Path) -> None:
+    as_json = forager("--db", db_url, "db", "stats", "--json", home=tmp_path)
+    assert as_json.returncode == 0, as_json.stderr
+    report = json.loads(as_json.stdout)
+    assert (report["total"]["episodes"], report["total"]["tasks"]) == (8, 4)
+    assert {group["key"] for group in report["by_model"]} == {"gpt", "qwen"}
+    text = forager("--db", db_url, "db", "stats", "--repository", "acme/widgets", home=tmp_path)
+    assert text.returncode == 0, text.stderr
+    for expected in ("per repository", "acme/widgets", "negate_condition", "imported", "per model"):
+        assert expected in text.stdout
+    assert "attrs" not in text.stdout.replace("acme/widgets", "")
+    nothing = forager("--db", db_url, "db", "stats", "--model", "nobody", home=tmp_path)
+    assert nothing.stdout.strip() == "no episode matches"

@@ -100,7 +100,7 @@ def stats(
 
 def _table(title: str, groups: list[GroupStats]) -> Table:
     table = Table(title=title, title_justify="left", title_style="bold", box=None, pad_edge=False)
-    table.add_column(overflow="fold")
+    table.add_column(no_wrap=True)
     for name in ("tasks", "solved", "episodes", "resolved", "turns", "tokens"):
         table.add_column(name, justify="right", no_wrap=True)
     table.add_column("exit reasons", overflow="fold")

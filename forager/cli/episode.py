@@ -6,8 +6,6 @@ from datetime import UTC, datetime
 from typing import Annotated, Any
 
 import typer
-from rich.markup import escape
-from rich.table import Table
 
 from core.errors import ForagerError
 from forager.cli.output import JsonOption, console, open_store, print_json
@@ -96,20 +94,26 @@ def episode_list(
     if not episodes:
         console.print("no episode matches" if after is None else "no more episodes")
         return
-    table = Table("id", "created (UTC)", "task", "repository", "model", "exit", "resolved", "steps", "tokens")
-    for episode in episodes:
-        table.add_row(
+    header = ("id", "created (UTC)", "task", "repository", "model", "exit", "resolved", "steps", "tokens")
+    rows = [
+        (
             episode.id,
-            f"{episode.created_at:%Y-%m-%d %H:%M}",
-            escape(episode.task.instance_id),
-            escape(episode.task.image.repository.name),
-            escape(episode.model),
-            escape(episode.exit_reason),
+            f"{episode.created_at:%Y-%m-%d %H:%M:%S}",
+            episode.task.instance_id,
+            episode.task.image.repository.name,
+            episode.model,
+            episode.exit_reason,
             {True: "yes", False: "no", None: "-"}[episode.resolved],
             str(episode.n_steps),
             str(episode.prompt_tokens + episode.completion_tokens),
         )
-    console.print(table)
+        for episode in episodes
+    ]
+    widths = [max(len(row[column]) for row in (header, *rows)) for column in range(len(header))]
+    for row in (header, *rows):  # whole lines, never folded: ids are meant to be copied
+        line = "  ".join(cell.ljust(width) for cell, width in zip(row, widths, strict=True)).rstrip()
+        style = "bold" if row is header else None
+        console.print(line, soft_wrap=True, highlight=False, markup=False, style=style)
     if more:
         console.print(f"next page: --after {more}", highlight=False)
 
