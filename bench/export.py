@@ -578,6 +578,12 @@ def main() -> None:
     parser.add_argument(
         "--rebuild", action="store_true", help="drop the benchmark stores and build them again"
     )
+    parser.add_argument(
+        "--section",
+        action="append",
+        choices=[section.__name__ for section in SECTIONS],
+        help="measure only this section (repeatable; default: all)",
+    )
     parser.add_argument("--child", nargs="+", help=argparse.SUPPRESS)
     args = parser.parse_args()
     # Run as a script, this folder leads sys.path, and its other scripts would shadow modules of the same
@@ -591,7 +597,8 @@ def main() -> None:
         store = _open(label, url, args)
         bench = Bench(label, url, store)
         for section in SECTIONS:
-            section(bench)
+            if not args.section or section.__name__ in args.section:
+                section(bench)
         store.close()
 
 
