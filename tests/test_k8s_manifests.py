@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 import re
+import secrets
 import shutil
 import subprocess
 import threading
@@ -22,6 +23,8 @@ from kubernetes import client
 from envs.backend import EPISODE_LABEL
 from forager.k8s import Cluster, ClusterError, ManifestError, ManifestOptions, render, write
 from forager.k8s.cluster import object_path
+from images.proxy import NetworkSettings
+from images.self_image import WORKER_UID, build_self_image, find_checkout, self_dockerfile, self_dockerignore
 from storage import Store
 from tests.cli import forager
 from tests.test_queue import episode_for, make_tasks
@@ -370,3 +373,46 @@ def test_status_reads_the_queue_from_the_store_without_a_cluster(tmp_path: Path)
     assert shown.returncode == 0, shown.stderr
     assert "queued 3, leased 1, done 1, failed 0; 1 episodes in the last hour" in shown.stdout
     assert "worker pod-1:7:bb: last heartbeat" in shown.stdout
+
+
+# -- Forager's worker image ------------------------------------------------------------------------
+
+
+def test_the_documented_dockerfile_is_the_recipe_images_self_follows() -> None:
+    assert (ROOT / "k8s" / "Dockerfile").read_text() == self_dockerfile()
+    assert (ROOT / "k8s" / "Dockerfile.dockerignore").read_text() == self_dockerignore()
+    job = render()[-1]["spec"]["template"]["spec"]
+    assert job["securityContext"]["runAsUser"] == WORKER_UID == job["securityContext"]["runAsGroup"]
+
+
+@pytest.mark.docker
+def test_the_worker_image_runs_forager_the_way_the_job_runs_it(docker_client, tmp_path: Path) -> None:
+    tag = f"forager/worker:test-{secrets.token_hex(4)}"
+    image = build_self_image(
+        docker_client, find_checkout(), NetworkSettings.from_environment(), tag=tag, log_dir=tmp_path
+    )
+    try:
+        assert image.tag == tag
+        config = docker_client.images.get(tag).attrs["Config"]
+        assert config["User"] == f"{WORKER_UID}:{WORKER_UID}"
+        container = render()[-1]["spec"]["template"]["spec"]["containers"][0]
+        # As the Job's pod: read-only root, scratch /tmp, no capabilities, its env; no network needed
+        # to render manifests and read a queue.
+        env = {e["name"]: e["value"] for e in container["env"] if "value" in e}
+
+        def run(*args: str) -> str:
+            return docker_client.containers.run(
+                tag, list(args), remove=True, read_only=True, tmpfs={"/tmp": ""}, network_mode="none",
+                cap_drop=["ALL"], security_opt=["no-new-privileges"], environment=env,
+            ).decode()  # fmt: skip
+
+        status = json.loads(
+            run("forager", "--db", "sqlite:////tmp/forager/q.db", "k8s", "status", "--no-cluster", "--json")
+        )
+        assert status["remaining"] == 0 and status["job"] is None
+        assert "--until-empty" in run(*container["command"], "worker", "--help")
+        assert documents(run("forager", "k8s", "render", "--workers", "3")) == render(
+            ManifestOptions(workers=3)
+        )
+    finally:
+        docker_client.images.remove(tag, force=True)

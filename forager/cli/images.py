@@ -31,6 +31,7 @@ from images.recipe import InstallRecipe
 from images.registry import parse_registry
 from images.registry import pull as pull_image
 from images.registry import push as push_image
+from images.self_image import SELF_IMAGE, build_self_image, find_checkout
 from images.sources import SourceSpec, parse_source, read_source_file
 from storage import Image, ImageStatus, Store
 
@@ -76,6 +77,33 @@ def base(
     console.print(
         f"{image.tag} {verb} ({image.size_bytes / 2**20:.0f} MiB, {image.id[7:19]})", highlight=False
     )
+
+
+@app.command("self")
+def self_(
+    ctx: typer.Context,
+    tag: Annotated[str, typer.Option(help="Tag of the image.")] = SELF_IMAGE,
+    checkout: Annotated[
+        Path | None, typer.Option(help="The Forager checkout to install. Default: the one running.")
+    ] = None,
+    ca_bundle: CABundleOption = None,
+    json: JsonOption = False,
+) -> None:
+    """Build Forager's own worker image (for `forager k8s`) from the checkout, on the base image.
+
+    Push it where the cluster pulls from (`docker push`), then pass it to `forager k8s render --image`.
+    """
+    client = connect()
+    with progress_display() as progress:
+        image = build_self_image(
+            client, find_checkout(checkout), NetworkSettings.from_environment(ca_bundle), tag=tag,
+            log_dir=settings(ctx).logs / "worker-image", progress=progress,
+        )  # fmt: skip
+    if json:
+        print_json(image.__dict__)
+        return
+    size = f"{image.size_bytes / 2**20:.0f} MiB"
+    console.print(f"{image.tag} built ({size}, {image.id[7:19]})", highlight=False)
 
 
 @app.command()
