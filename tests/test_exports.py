@@ -12,11 +12,13 @@ from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 import datasets
+import pyarrow.parquet as pq
 import pytest
 
 from forager.conversation import assistant_message, observation_messages, opening_messages
 from forager.dedup import NearDuplicateFilter
 from forager.exports import FORMATS, ExportError, export, writer
+from forager.exports.parquet import SCHEMA
 from storage import (
     Episode,
     EpisodeStatus,
@@ -282,11 +284,9 @@ def test_dedup_drops_a_near_duplicate_of_the_same_task_only(store: Store, tmp_pa
 
 def test_parquet_shards_load_with_datasets_and_the_card_tells_what_is_in_them(filled: Store, tmp_path: Path):
     out = tmp_path / "pq"
-    summary = export(
-        filled.iter_episodes(), "parquet", out, dedup=NearDuplicateFilter(), shard_bytes=1, row_group_bytes=1
-    )
+    summary = export(filled.iter_episodes(), "parquet", out, dedup=NearDuplicateFilter())
     shards = sorted(p.name for p in (out / "data").iterdir())
-    assert shards == [f"train-{i:05d}-of-00004.parquet" for i in range(4)]  # one row group each
+    assert shards == ["train-00000-of-00001.parquet"]
     assert summary.dropped_duplicates == 0
     ds = datasets.load_dataset("parquet", data_dir=str(out), split="train")
     assert len(ds) == 4
@@ -311,6 +311,23 @@ def test_parquet_shards_load_with_datasets_and_the_card_tells_what_is_in_them(fi
     assert "| comparison_flip | 2 | 1 | 50.0% |" in card
     assert "4 kept, 0 dropped" in card and "| attrs | 2 | 0 |" in card
     assert '"temperature": 0.7' in card
+
+
+def test_parquet_is_sharded_by_size_and_every_shard_has_the_schema(store: Store, tmp_path: Path):
+    image = _image(store, "https://github.com/acme/calc", "acme__calc", "forager/acme__calc:1")
+    task = _task(store, image, "calc-1")
+    for minute in range(130):
+        _episode(store, task, [_bash(f"echo {minute}")], minutes=minute)
+    # Rows become Arrow data 64 at a time; with tiny limits each such batch is a row group and a shard.
+    export(store.iter_episodes(), "parquet", tmp_path / "pq", shard_bytes=1, row_group_bytes=1)
+    shards = sorted((tmp_path / "pq" / "data").iterdir())
+    assert [p.name for p in shards] == [f"train-{i:05d}-of-00003.parquet" for i in range(3)]
+    assert [pq.read_metadata(p).num_rows for p in shards] == [64, 64, 2]
+    assert all(pq.read_schema(p).equals(SCHEMA, check_metadata=False) for p in shards)
+    ds = datasets.load_dataset("parquet", data_dir=str(tmp_path / "pq"), split="train")
+    assert [json.loads(row["trajectory"][2]["tool_calls"][0]["function"]["arguments"]) for row in ds] == [
+        {"command": f"echo {minute}"} for minute in range(130)
+    ]
 
 
 def test_an_export_of_nothing_is_an_error_and_writes_nothing(filled: Store, tmp_path: Path):

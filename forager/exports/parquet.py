@@ -66,6 +66,8 @@ SCHEMA = pa.schema(
         ("generation_config", pa.string()),
     ]
 )
+#: Rows converted to Arrow at a time.
+_ROWS_PER_BATCH = 64
 #: SFT field -> parquet column, where the names differ.
 _RENAMED = {"messages": "trajectory", "repository": "repo", "exit_reason": "exit_status"}
 
@@ -78,8 +80,8 @@ class ParquetWriter:
     directory: ClassVar[bool] = True
 
     def __init__(self, path: Path, *, shard_bytes: int = 256 << 20, row_group_bytes: int = 8 << 20) -> None:
-        """``shard_bytes``: a shard is closed once it is that large. ``row_group_bytes``: rows are buffered
-        up to about that much text, then written as one row group (what bounds the memory)."""
+        """``shard_bytes``: a shard is closed once it is that large. ``row_group_bytes``: rows are kept as
+        Arrow data up to that size, then written as one row group (what bounds the memory)."""
         self._root = path
         self._data = path / "data"
         self._data.mkdir()
@@ -87,25 +89,35 @@ class ParquetWriter:
         self._row_group_bytes = row_group_bytes
         self._shards: list[Path] = []
         self._writer: pq.ParquetWriter | None = None
+        # Rows as Python objects cost several times their text: they become Arrow data a few at a time.
         self._rows: list[dict[str, Any]] = []
-        self._buffered = 0
+        self._batches: list[pa.RecordBatch] = []
+        self._batched_bytes = 0
 
     def write(self, rec: EpisodeRecord) -> bool:
-        row = parquet_row(rec)
-        self._rows.append(row)
-        self._buffered += sum(len(m["content"] or "") for m in row["trajectory"]) + len(row["model_patch"])
-        if self._buffered >= self._row_group_bytes:
+        self._rows.append(parquet_row(rec))
+        if len(self._rows) >= _ROWS_PER_BATCH:
+            self._convert()
+        if self._batched_bytes >= self._row_group_bytes:
             self._flush()
         return True
 
+    def _convert(self) -> None:
+        if self._rows:
+            batch = pa.RecordBatch.from_pylist(self._rows, schema=SCHEMA)
+            self._batches.append(batch)
+            self._batched_bytes += batch.nbytes
+            self._rows = []
+
     def _flush(self) -> None:
-        if not self._rows:
+        self._convert()
+        if not self._batches:
             return
         if self._writer is None:
             self._shards.append(self._data / f"shard-{len(self._shards):05d}.parquet")
             self._writer = pq.ParquetWriter(self._shards[-1], SCHEMA, compression="zstd")
-        self._writer.write_table(pa.Table.from_pylist(self._rows, schema=SCHEMA))
-        self._rows, self._buffered = [], 0
+        self._writer.write_table(pa.Table.from_batches(self._batches, schema=SCHEMA))
+        self._batches, self._batched_bytes = [], 0
         if self._shards[-1].stat().st_size >= self._shard_bytes:
             self._writer.close()
             self._writer = None
