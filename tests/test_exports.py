@@ -15,6 +15,7 @@ import datasets
 import pyarrow.parquet as pq
 import pytest
 
+from core.progress import ProgressEvent
 from forager.conversation import assistant_message, observation_messages, opening_messages
 from forager.dedup import NearDuplicateFilter
 from forager.exports import FORMATS, ExportError, export, writer
@@ -245,7 +246,17 @@ def test_sft_messages_are_the_conversation_the_agent_kept(filled: Store, tmp_pat
 
 
 def test_resolved_only_and_max_per_task_select_in_store_order(filled: Store, tmp_path: Path):
-    summary = export(filled.iter_episodes(), "sft", tmp_path / "r.jsonl", resolved_only=True)
+    events: list[ProgressEvent] = []
+    summary = export(
+        filled.iter_episodes(),
+        "sft",
+        tmp_path / "r.jsonl",
+        resolved_only=True,
+        total=4,
+        progress=events.append,
+    )
+    assert (events[0].completed, events[-1].completed, events[-1].total) == (0, 4, 4)
+    assert events[-1].message == "2 written of 4 read"
     assert [r["instance_id"] for r in _rows(tmp_path / "r.jsonl")] == [
         "acme__calc-7",
         "attrs.comparison.3f2a1",
