@@ -11,6 +11,8 @@ from images.recipe import InstallRecipe, RecipeStep
 from images.repair import Repair
 from images.sources import Checkout, parse_source
 from images.steps import apply_repair, first_change, one_package_each, plan_recipe, without_install_limits
+from storage import Image, ImageStatus, Store
+from tests.cli import forager
 from tests.repos import write
 
 
@@ -187,3 +189,27 @@ def test_a_step_is_freed_of_the_lock_then_of_the_date_when_nothing_else_helps() 
     assert without_install_limits(second, env) is None
     assert without_install_limits(step, {}) is None
     assert without_install_limits(RecipeStep("python3 -m venv /venv", "v"), env) is None
+
+
+def test_images_show_says_which_lock_and_which_date_the_versions_follow(tmp_path: Path) -> None:
+    store = Store(f"sqlite:///{tmp_path / 'forager.db'}", upgrade=True)
+    repository = store.get_or_create_repository("./proj", "proj", "c" * 40)
+    recipe = InstallRecipe(
+        "base",
+        (RecipeStep("uv pip install -e .", "the project"),),
+        "pytest",
+        install_env={
+            "UV_EXCLUDE_NEWER": "2023-06-02T00:00:00Z",
+            "UV_CONSTRAINT": "/opt/forager/constraints.txt",
+        },
+        lock_file="uv.lock",
+    )
+    store.save_image(
+        Image(
+            repository_id=repository.id, tag="forager/proj:cccccccccccc-12345678", status=ImageStatus.READY,
+            base_image="base", recipe=recipe.to_json(), recipe_hash=recipe.digest(), test_command="pytest",
+        )
+    )  # fmt: skip
+    shown = forager("images", "show", "forager/proj:cccccccccccc-12345678", home=tmp_path)
+    assert shown.returncode == 0, shown.stderr
+    assert "versions   pinned by uv.lock; the rest as of 2023-06-02T00:00:00Z" in shown.stdout

@@ -219,8 +219,13 @@ def show(ctx: typer.Context, ref: RefArgument, json: JsonOption = False) -> None
     if image.build_seconds is not None:
         console.print(f"build      {image.build_seconds:.0f} s, log {image.log_path}", highlight=False)
     if image.recipe:
+        recipe = InstallRecipe.from_json(image.recipe)
+        pinned = f"pinned by {recipe.lock_file}" if recipe.lock_file else "no lock file"
+        when = recipe.install_env.get("UV_EXCLUDE_NEWER")
+        rest = f"the rest as of {when}" if when else "the rest at their newest releases"
+        console.print(f"versions   {pinned}; {rest}", highlight=False)
         console.print("recipe")
-        for step in InstallRecipe.from_json(image.recipe).steps:
+        for step in recipe.steps:
             console.print(f"  [dim]# {escape(step.why)}[/]\n  {escape(step.run)}", highlight=False)
     if image.log_tail and image.status == ImageStatus.FAILED:
         console.print("log tail", style="bold")
