@@ -6,6 +6,7 @@ Page functions are synchronous (the store is): the server runs them in a thread.
 
 from __future__ import annotations
 
+import time
 from collections import Counter
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
@@ -107,7 +108,7 @@ def dashboard_page(store: Store, links: Links, request: EpisodeQuery) -> Page:
         {
             "request": request,
             "computed_at": datetime.now(UTC),
-            "choices": vq.choices(store),
+            "choices": _choices(store),
             "counts": store.counts(),
             "stats": stats,
             "charts": {
@@ -158,7 +159,7 @@ def episodes(store: Store, links: Links, query: Mapping[str, str]) -> Page:
         "episodes.html",
         {
             "request": request,
-            "choices": vq.choices(store),
+            "choices": _choices(store),
             "rows": rows,
             "hits": hits,
             "scanned": scanned,
@@ -239,7 +240,7 @@ def tasks(store: Store, links: Links, query: Mapping[str, str]) -> Page:
         "tasks.html",
         {
             "given": given,
-            "choices": vq.choices(store),
+            "choices": _choices(store),
             "kinds": [kind.value for kind in TaskKind],
             "statuses": [status.value for status in TaskStatus],
             "rows": rows,
@@ -285,7 +286,7 @@ def images(store: Store, links: Links, query: Mapping[str, str]) -> Page:
         "images.html",
         {
             "given": given,
-            "choices": vq.choices(store),
+            "choices": _choices(store),
             "statuses": [s.value for s in ImageStatus],
             "rows": rows,
             "next": links.images(**given, after=str(next_after)) if next_after else None,
@@ -308,6 +309,19 @@ def image_page(found: Image, tasks: list[vq.TaskRow]) -> Page:
         "image.html",
         {"image": found, "baseline": Counter(found.baseline.values()).most_common(), "tasks": tasks},
     )
+
+
+#: The filter menus' values per store (by URL), with when they were read: menus may lag a new model or
+#: exit reason by ``CHOICES_SECONDS``, and no listing pays for reading them again.
+_kept_choices: dict[str, tuple[float, vq.Choices]] = {}
+CHOICES_SECONDS = 60.0
+
+
+def _choices(store: Store) -> vq.Choices:
+    kept = _kept_choices.get(store.url)
+    if kept is None or time.monotonic() - kept[0] > CHOICES_SECONDS:
+        kept = _kept_choices[store.url] = (time.monotonic(), vq.choices(store))
+    return kept[1]
 
 
 def _percent(rate: float | None) -> str:
