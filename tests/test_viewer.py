@@ -820,3 +820,26 @@ def test_the_dashboard_is_computed_once_a_minute(corpus: Corpus, server: Server)
     assert get(server.url + "/").text == first  # the same figures, saying when they were computed
     assert episodes_card(get(server.url + "/?resolved=no").text) != "36"  # another selection: computed now
     assert "late-model" in get(server.url + "/episodes").text  # listings are always current
+
+
+def test_images_and_tasks_listings_filter_and_page(
+    corpus: Corpus, server: Server, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    failed = get(server.url + "/images?status=failed").text
+    assert "forager/broken-pkg:1" in failed and "forager/attrs:23.1" not in failed
+    attrs = get(server.url + "/images?repository=attrs").text
+    assert "forager/attrs:23.1" in attrs and "forager/broken-pkg:1" not in attrs
+    issue = get(server.url + "/tasks?kind=issue_fix").text
+    assert "widgets-issue-2" in issue and "widgets-swap-0" not in issue
+    swap = get(server.url + "/tasks?operator=swap_comparison").text
+    assert "widgets-swap-0" in swap and "attrs-flip-1" not in swap
+    assert get(server.url + "/tasks?status=bogus").status == 400
+    assert get(server.url + "/images?status=bogus").status == 400
+    monkeypatch.setattr(pages, "PAGE_SIZE", 3)
+    seen, url = [], server.url + "/tasks"
+    while url:
+        html = get(url).text
+        seen += re.findall(r'<td><a href="/tasks/\d+">([^<]+)</a></td>', html)
+        following = [href for href in hrefs(html) if "after=" in href]
+        url = urljoin(server.url, following[0]) if following else ""
+    assert seen == [task.instance_id for task in reversed(corpus.tasks)]
