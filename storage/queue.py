@@ -26,8 +26,9 @@ from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 from sqlalchemy.orm import Session
 
 from storage.models import Episode, Image, Step, Task, WorkItem, WorkState
-from storage.types import utcnow
+from storage.types import UTCDateTime, utcnow
 
+_ITEMS = WorkItem.__table__
 #: Rows per INSERT when enqueueing: below SQLite's and PostgreSQL's limits on bound parameters.
 _INSERT_BATCH = 2_000
 
@@ -128,48 +129,45 @@ class QueueStore:
         attempts is marked failed instead. Then the oldest queued item. ``action_format`` restricts the
         claim to items of that format.
         """
+        same_format = [_ITEMS.c.action_format == action_format] if action_format else []
+        # Core statements on the session's connection: compiled once and cached, so a claim costs little
+        # Python besides its round trips (the ORM's unit of work would cost more than the SQL).
         with self.session() as session:
-            now = self._now(session)
-            same_format = [WorkItem.action_format == action_format] if action_format else []
-            while True:
-                expired = session.scalars(
-                    self._claimable(WorkState.LEASED, WorkItem.lease_expires_at < now, *same_format)
-                    .order_by(WorkItem.lease_expires_at)
-                ).first()  # fmt: skip
-                if expired is None or expired.attempts < expired.max_attempts:
-                    break
-                expired.state, expired.lease_owner, expired.lease_expires_at = WorkState.FAILED, None, None
-                expired.error = f"its lease expired on each of {expired.attempts} attempts"
-            item = expired or session.scalars(
-                self._claimable(WorkState.QUEUED, *same_format).order_by(WorkItem.id)
-            ).first()
-            if item is None:
-                return None
-            item.state = WorkState.LEASED
-            item.lease_owner = owner
-            item.attempts += 1
-            item.lease_expires_at = now + timedelta(seconds=lease_seconds)
-            item.heartbeat_at = now
-            tag = session.scalar(
-                sa.select(Image.tag).join(Task, Task.image_id == Image.id).where(Task.id == item.task_id)
-            )
-            return Lease(
-                item.id, item.task_id, tag or "", item.attempt, item.action_format, dict(item.config),
-                owner, item.attempts, item.max_attempts, item.lease_expires_at,
+            connection = session.connection()
+            now = self._now_sql()
+            expired = [_ITEMS.c.state == WorkState.LEASED, _ITEMS.c.lease_expires_at < now, *same_format]
+            exhausted = sa.select(_ITEMS.c.id).where(*expired, _ITEMS.c.attempts >= _ITEMS.c.max_attempts)
+            connection.execute(
+                _ITEMS.update()
+                .where(_ITEMS.c.id.in_(exhausted.with_for_update(skip_locked=True)))
+                .values(
+                    state=WorkState.FAILED, lease_owner=None, lease_expires_at=None, updated_at=now,
+                    error="its lease expired on every attempt",
+                )
             )  # fmt: skip
+            for conditions, order in (
+                ([*expired, _ITEMS.c.attempts < _ITEMS.c.max_attempts], _ITEMS.c.lease_expires_at),
+                ([_ITEMS.c.state == WorkState.QUEUED, *same_format], _ITEMS.c.id),
+            ):
+                row = connection.execute(self._lease_one(owner, lease_seconds, conditions, order)).first()
+                if row is not None:
+                    image = sa.select(Image.tag).join(Task, Task.image_id == Image.id)
+                    tag = connection.execute(image.where(Task.id == row.task_id)).scalar()
+                    return Lease(row[0], row[1], tag or "", *row[2:5], owner, *row[5:])
+            return None
 
     def heartbeat(self, lease: Lease, *, lease_seconds: float) -> Lease | None:
         """Extend ``lease`` by ``lease_seconds`` from now; None if it is no longer held (the item was
         queued or claimed again after it expired, or released)."""
         with self.session() as session:
-            now = self._now(session)
-            expires = now + timedelta(seconds=lease_seconds)
-            updated = session.execute(
-                sa.update(WorkItem)
+            now, extended = self._now_sql(), self._now_sql(lease_seconds)
+            expires = session.connection().execute(
+                _ITEMS.update()
                 .where(*_held(lease))
-                .values(lease_expires_at=expires, heartbeat_at=now, updated_at=now)
-            ).rowcount
-        if not updated:
+                .values(lease_expires_at=extended, heartbeat_at=now, updated_at=now)
+                .returning(_ITEMS.c.lease_expires_at)
+            ).scalar()
+        if expires is None:
             return None
         return replace(lease, expires_at=expires)
 
@@ -267,23 +265,43 @@ class QueueStore:
         with self._read() as session:
             return list(session.scalars(query))
 
-    def _claimable(self, state: WorkState, *conditions: sa.ColumnElement[bool]) -> sa.Select[tuple[WorkItem]]:
-        # SKIP LOCKED: a row another worker is claiming is passed over instead of waited for. SQLite has
-        # no row locks (the clause is dropped); its write lock serializes claims instead.
-        return (
-            sa.select(WorkItem)
-            .where(WorkItem.state == state, *conditions)
-            .limit(1)
-            .with_for_update(skip_locked=True)
-        )
+    def _lease_one(
+        self,
+        owner: str,
+        lease_seconds: float,
+        conditions: list[sa.ColumnElement[bool]],
+        order: sa.ColumnElement[Any],
+    ) -> sa.Update:
+        """UPDATE the first item ``conditions`` select to leased by ``owner``, RETURNING what a Lease holds:
+        choosing, locking and leasing it in one round trip.
 
-    def _now(self, session: Session) -> datetime:
-        """The database's clock on PostgreSQL (shared by every machine), this machine's on SQLite."""
+        SKIP LOCKED: an item another worker is claiming is passed over instead of waited for. SQLite has
+        no row locks (the clause is dropped); its write lock serializes claims instead.
+        """
+        candidate = (
+            sa.select(_ITEMS.c.id).where(*conditions).order_by(order).limit(1).with_for_update(skip_locked=True)
+        )
+        now = self._now_sql()
+        return (
+            _ITEMS.update()
+            .where(_ITEMS.c.id == candidate.scalar_subquery())
+            .values(
+                state=WorkState.LEASED, lease_owner=owner, attempts=_ITEMS.c.attempts + 1,
+                lease_expires_at=self._now_sql(lease_seconds), heartbeat_at=now, updated_at=now,
+            )
+            .returning(
+                _ITEMS.c.id, _ITEMS.c.task_id, _ITEMS.c.attempt, _ITEMS.c.action_format, _ITEMS.c.config,
+                _ITEMS.c.attempts, _ITEMS.c.max_attempts, _ITEMS.c.lease_expires_at,
+            )
+        )  # fmt: skip
+
+    def _now_sql(self, plus_seconds: float = 0.0) -> sa.ColumnElement[datetime]:
+        """Now (plus some seconds), in SQL: the database's clock on PostgreSQL (shared by every machine),
+        this machine's on SQLite."""
         if self._backend == "postgresql":
-            now = session.scalar(sa.select(sa.func.now()))
-            assert now is not None
-            return now
-        return utcnow()
+            now = sa.func.now()
+            return now + timedelta(seconds=plus_seconds) if plus_seconds else now
+        return sa.literal(utcnow() + timedelta(seconds=plus_seconds), UTCDateTime())
 
 
 def _held(lease: Lease) -> list[sa.ColumnElement[bool]]:
