@@ -168,7 +168,9 @@ class K8sTestServer:
 
     @web.middleware
     async def _authenticate(self, request: web.Request, handler: Any) -> web.StreamResponse:
-        if request.headers.get("Authorization") != f"Bearer {self.token}":
+        # The scheme is case-insensitive (RFC 7235): in-cluster configuration sends "bearer".
+        scheme, _, token = request.headers.get("Authorization", "").partition(" ")
+        if scheme.lower() != "bearer" or token != self.token:
             return _status(401, "Unauthorized", "Unauthorized")
         if self.fail_next and not request.path.endswith("/exec"):
             code = self.fail_next.pop(0)
