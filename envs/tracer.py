@@ -48,6 +48,10 @@ class TraceBudgetExceeded(BaseException):
     """
 
 
+class TargetsDone(BaseException):
+    """Raised into a test whose entry points are all recorded: the rest of it would only cost time."""
+
+
 class Renderer:
     """Bounded, exception-safe reprs. Counts what it truncated and what it could not render."""
 
@@ -94,14 +98,22 @@ class Renderer:
         try:
             items = value.items() if kind is dict else value  # type: ignore[attr-defined]
             head = list(itertools.islice(items, self.max_items + 1))  # type: ignore[call-overload]
-            if kind is dict:
-                parts = [
-                    self._render(k, depth + 1, active) + ": " + self._render(v, depth + 1, active)
-                    for k, v in head[: self.max_items]
-                ]
-            else:
-                parts = [self._render(item, depth + 1, active) for item in head[: self.max_items]]
-            if len(head) > self.max_items:
+            parts = []
+            size = 0
+            for item in head[: self.max_items]:
+                if kind is dict:
+                    text = (
+                        self._render(item[0], depth + 1, active)
+                        + ": "
+                        + self._render(item[1], depth + 1, active)
+                    )
+                else:
+                    text = self._render(item, depth + 1, active)
+                parts.append(text)
+                size += len(text) + 2
+                if size > self.max_chars:  # the whole is cut there anyway: rendering more only costs time
+                    break
+            if len(parts) < len(head):
                 self.truncated += 1
                 parts.append("...")
         finally:
@@ -179,11 +191,15 @@ class Tracer:
         self._project: dict = {}
         self._blocks: dict = {}
         self._previous_trace = None
+        self._stop_when_done = False
 
     # -- arming ------------------------------------------------------------------------------------
 
-    def start(self, targets: list) -> None:
+    def start(self, targets: list, *, stop_when_done: bool = False) -> None:
+        """Arm for ``targets``. ``stop_when_done``: once every target is recorded, end the program (a
+        test whose rest is of no use) by raising ``TargetsDone`` at its next call."""
         self._targets = list(targets)
+        self._stop_when_done = stop_when_done
         self.results = []
         self._previous_trace = sys.gettrace()
         sys.settrace(self._global)
@@ -204,6 +220,8 @@ class Tracer:
                 if target.matches(code):
                     break
             else:
+                if self._stop_when_done and not self._targets:
+                    raise TargetsDone("every entry point of this test is recorded")
                 return None
             self._targets.remove(target)  # the first call of each target only
             recording = _Recording(target, frame)
@@ -211,7 +229,12 @@ class Tracer:
                 self._finish(recording, "generator")
                 return None
             self._begin(recording)
-        elif recording.reason or not self._is_project(code):
+        elif recording.reason:
+            return None
+        elif not self._is_project(code):
+            # Library code makes no event of its own: its time is checked when it calls.
+            if time.monotonic() > recording.deadline:
+                self._over_time(recording)
             return None
         self._event(recording, frame, "call", None)
         return self._local
@@ -259,11 +282,14 @@ class Tracer:
             recording.reason = "frames"
             self._finish(recording, "frames")
         elif time.monotonic() > recording.deadline:
-            # Stop the program too: a trace over its time is most often a loop that never ends. Raised
-            # from a trace function, the exception goes into the traced frame (and unsets tracing).
-            recording.reason = "wall_clock"
-            self._finish(recording, "wall_clock")
-            raise TraceBudgetExceeded("the trace ran out of its wall-clock budget")
+            self._over_time(recording)
+
+    def _over_time(self, recording: _Recording) -> None:
+        """Drop the recording and stop the program too: a trace over its time is most often a loop that
+        never ends. Raised from a trace function, the exception goes into the traced frame."""
+        recording.reason = "wall_clock"
+        self._finish(recording, "wall_clock")
+        raise TraceBudgetExceeded("the trace ran out of its wall-clock budget")
 
     # -- recordings --------------------------------------------------------------------------------
 
@@ -420,7 +446,8 @@ def pytest_runtest_call(item) -> None:
                 )
             )
     _PLUGIN["armed"] = item.nodeid
-    _PLUGIN["tracer"].start(targets)
+    # A test entry point ends with the test; after a function entry point the rest of the test is waste.
+    _PLUGIN["tracer"].start(targets, stop_when_done=all(e.get("kind") != "test" for e in entries))
 
 
 def pytest_runtest_makereport(item, call) -> None:

@@ -344,20 +344,23 @@ def _runs(entries: Sequence[Entry], tests_per_run: int) -> list[list[Entry]]:
 
 
 def trace_run(runtime: Runtime, image: Image, entries: Sequence[Entry], options: TraceOptions) -> list[Trace]:
-    """Record ``entries`` (twice, if determinism is checked) in ``runtime`` and return their rows."""
-    first = record(runtime, image.test_command or "", entries, options, "a")
-    second = (
-        record(runtime, image.test_command or "", entries, options, "b") if options.check_determinism else {}
-    )
-    return [
-        _row(image, entry, first.get(str(n)), second.get(str(n)), options) for n, entry in enumerate(entries)
-    ]
+    """Record ``entries`` (twice, if determinism is checked) in ``runtime`` and return their rows.
+
+    The second run takes only the entry points the first one kept: a dropped one needs no check.
+    """
+    numbered = {str(n): entry for n, entry in enumerate(entries)}
+    first = record(runtime, image.test_command or "", numbered, options, "a")
+    kept = {n: entry for n, entry in numbered.items() if first.get(n, {}).get("status") == "ok"}
+    second = {}
+    if options.check_determinism and kept:
+        second = record(runtime, image.test_command or "", kept, options, "b")
+    return [_row(image, entry, first.get(n), second.get(n), options) for n, entry in numbered.items()]
 
 
 def record(
-    runtime: Runtime, test_command: str, entries: Sequence[Entry], options: TraceOptions, name: str = "a"
+    runtime: Runtime, test_command: str, entries: dict[str, Entry], options: TraceOptions, name: str = "a"
 ) -> dict[str, dict[str, Any]]:
-    """One pytest run recording ``entries``: the tracer's result per entry index (absent if it crashed)."""
+    """One pytest run recording ``entries`` (by id): the tracer's result per id (absent if it crashed)."""
     output = f"{TRACER_DIR}/{name}.jsonl"
     request = {
         "root": runtime.workdir,
@@ -378,12 +381,12 @@ def record(
                 "name": entry.qualname.rpartition(".")[2],
                 "firstlineno": entry.firstlineno,
             }
-            for n, entry in enumerate(entries)
+            for n, entry in entries.items()
         ],
     }
     request_path = f"{TRACER_DIR}/request-{name}.json"
     runtime.write_file(request_path, json.dumps(request).encode())
-    files = list(dict.fromkeys(entry.test.split("::", 1)[0] for entry in entries))
+    files = list(dict.fromkeys(entry.test.split("::", 1)[0] for entry in entries.values()))
     command = (
         f"rm -f {output}; rm -rf {_BASETEMP}; cd {shlex.quote(runtime.workdir)} && PYTHONHASHSEED=0 "
         f"PYTHONPATH={TRACER_DIR}${{PYTHONPATH:+:$PYTHONPATH}} FORAGER_TRACE_REQUEST={request_path} "
