@@ -66,6 +66,18 @@ SCHEMA = pa.schema(
         ("generation_config", pa.string()),
     ]
 )
+#: The columns of few distinct values, dictionary-encoded; a dictionary of the long texts (messages,
+#: patches) would cost memory for nothing.
+_DICTIONARY_COLUMNS = [
+    "repo",
+    "task_kind",
+    "operator",
+    "model",
+    "policy",
+    "action_format",
+    "exit_status",
+    "status",
+]
 #: Rows converted to Arrow at a time.
 _ROWS_PER_BATCH = 64
 #: SFT field -> parquet column, where the names differ.
@@ -115,7 +127,9 @@ class ParquetWriter:
             return
         if self._writer is None:
             self._shards.append(self._data / f"shard-{len(self._shards):05d}.parquet")
-            self._writer = pq.ParquetWriter(self._shards[-1], SCHEMA, compression="zstd")
+            self._writer = pq.ParquetWriter(
+                self._shards[-1], SCHEMA, compression="zstd", use_dictionary=_DICTIONARY_COLUMNS
+            )
         self._writer.write_table(pa.Table.from_batches(self._batches, schema=SCHEMA))
         self._batches, self._batched_bytes = [], 0
         if self._shards[-1].stat().st_size >= self._shard_bytes:
