@@ -133,35 +133,43 @@ class QueueStore:
         # Core statements on the session's connection: compiled once and cached, so a claim costs little
         # Python besides its round trips (the ORM's unit of work would cost more than the SQL).
         with self.session() as session:
-            connection = session.connection()
-            now = self._now_sql()
-            expired = [_ITEMS.c.state == WorkState.LEASED, _ITEMS.c.lease_expires_at < now, *same_format]
-            exhausted = sa.select(_ITEMS.c.id).where(*expired, _ITEMS.c.attempts >= _ITEMS.c.max_attempts)
-            connection.execute(
-                _ITEMS.update()
-                .where(_ITEMS.c.id.in_(exhausted.with_for_update(skip_locked=True)))
-                .values(
-                    state=WorkState.FAILED, lease_owner=None, lease_expires_at=None, updated_at=now,
-                    error="its lease expired on every attempt",
-                )
+            connection = self._unsynchronized(session)
+            expired = [
+                _ITEMS.c.state == WorkState.LEASED, _ITEMS.c.lease_expires_at < self._now_sql(), *same_format
+            ]  # fmt: skip
+            queued = [_ITEMS.c.state == WorkState.QUEUED, *same_format]
+            # The expired lease that expired first, else the oldest queued item: COALESCE evaluates its
+            # second subquery only when the first finds nothing, so this is one statement either way.
+            candidate = sa.func.coalesce(
+                _first(expired, _ITEMS.c.lease_expires_at), _first(queued, _ITEMS.c.id)
+            )
+            while True:
+                row = connection.execute(self._lease_one(owner, lease_seconds, candidate)).first()
+                if row is None or row.attempts <= row.max_attempts:
+                    break
+                # Its lease expired on every attempt it had: it fails rather than runs again.
+                connection.execute(
+                    _ITEMS.update()
+                    .where(_ITEMS.c.id == row.id)
+                    .values(
+                        state=WorkState.FAILED, lease_owner=None, lease_expires_at=None,
+                        attempts=row.max_attempts, error="its lease expired on every attempt",
+                    )
+                )  # fmt: skip
+            if row is None:
+                return None
+            tag = row.tag if "tag" in row._fields else connection.execute(_tag(row.task_id)).scalar()
+            return Lease(
+                row.id, row.task_id, tag or "", row.attempt, row.action_format, row.config, owner,
+                row.attempts, row.max_attempts, row.lease_expires_at,
             )  # fmt: skip
-            for conditions, order in (
-                ([*expired, _ITEMS.c.attempts < _ITEMS.c.max_attempts], _ITEMS.c.lease_expires_at),
-                ([_ITEMS.c.state == WorkState.QUEUED, *same_format], _ITEMS.c.id),
-            ):
-                row = connection.execute(self._lease_one(owner, lease_seconds, conditions, order)).first()
-                if row is not None:
-                    image = sa.select(Image.tag).join(Task, Task.image_id == Image.id)
-                    tag = connection.execute(image.where(Task.id == row.task_id)).scalar()
-                    return Lease(row[0], row[1], tag or "", *row[2:5], owner, *row[5:])
-            return None
 
     def heartbeat(self, lease: Lease, *, lease_seconds: float) -> Lease | None:
         """Extend ``lease`` by ``lease_seconds`` from now; None if it is no longer held (the item was
         queued or claimed again after it expired, or released)."""
         with self.session() as session:
             now, extended = self._now_sql(), self._now_sql(lease_seconds)
-            expires = session.connection().execute(
+            expires = self._unsynchronized(session).execute(
                 _ITEMS.update()
                 .where(*_held(lease))
                 .values(lease_expires_at=extended, heartbeat_at=now, updated_at=now)
@@ -265,26 +273,13 @@ class QueueStore:
         with self._read() as session:
             return list(session.scalars(query))
 
-    def _lease_one(
-        self,
-        owner: str,
-        lease_seconds: float,
-        conditions: list[sa.ColumnElement[bool]],
-        order: sa.ColumnElement[Any],
-    ) -> sa.Update:
-        """UPDATE the first item ``conditions`` select to leased by ``owner``, RETURNING what a Lease holds:
-        choosing, locking and leasing it in one round trip.
-
-        SKIP LOCKED: an item another worker is claiming is passed over instead of waited for. SQLite has
-        no row locks (the clause is dropped); its write lock serializes claims instead.
-        """
-        candidate = (
-            sa.select(_ITEMS.c.id).where(*conditions).order_by(order).limit(1).with_for_update(skip_locked=True)
-        )
+    def _lease_one(self, owner: str, lease_seconds: float, candidate: sa.ColumnElement[Any]) -> sa.Update:
+        """UPDATE the item ``candidate`` names to leased by ``owner``, RETURNING what a Lease holds:
+        choosing, locking and leasing it in one round trip."""
         now = self._now_sql()
         return (
             _ITEMS.update()
-            .where(_ITEMS.c.id == candidate.scalar_subquery())
+            .where(_ITEMS.c.id == candidate)
             .values(
                 state=WorkState.LEASED, lease_owner=owner, attempts=_ITEMS.c.attempts + 1,
                 lease_expires_at=self._now_sql(lease_seconds), heartbeat_at=now, updated_at=now,
@@ -292,8 +287,25 @@ class QueueStore:
             .returning(
                 _ITEMS.c.id, _ITEMS.c.task_id, _ITEMS.c.attempt, _ITEMS.c.action_format, _ITEMS.c.config,
                 _ITEMS.c.attempts, _ITEMS.c.max_attempts, _ITEMS.c.lease_expires_at,
+                # SQLite renders a subquery in RETURNING without table names: read the tag apart there.
+                *([_tag(_ITEMS.c.task_id).scalar_subquery().label("tag")] if self._postgres else []),
             )
         )  # fmt: skip
+
+    @property
+    def _postgres(self) -> bool:
+        return self._backend == "postgresql"
+
+    def _unsynchronized(self, session: Session) -> sa.Connection:
+        """The session's connection, its transaction committed without waiting for the disk (PostgreSQL).
+
+        For claims and heartbeats only: one lost in a server crash loses a lease, which the rules survive
+        (the item is claimed again; a completion needs its lease). Episodes are committed durably.
+        """
+        connection = session.connection()
+        if self._backend == "postgresql":
+            connection.exec_driver_sql("SET LOCAL synchronous_commit = off")
+        return connection
 
     def _now_sql(self, plus_seconds: float = 0.0) -> sa.ColumnElement[datetime]:
         """Now (plus some seconds), in SQL: the database's clock on PostgreSQL (shared by every machine),
@@ -302,6 +314,21 @@ class QueueStore:
             now = sa.func.now()
             return now + timedelta(seconds=plus_seconds) if plus_seconds else now
         return sa.literal(utcnow() + timedelta(seconds=plus_seconds), UTCDateTime())
+
+
+def _first(conditions: list[sa.ColumnElement[bool]], order: sa.ColumnElement[Any]) -> sa.ScalarSelect[int]:
+    """The id of the first item ``conditions`` select in ``order``, locked.
+
+    SKIP LOCKED: an item another worker is claiming is passed over instead of waited for. SQLite has no
+    row locks (the clause is dropped); its write lock serializes claims instead.
+    """
+    query = sa.select(_ITEMS.c.id).where(*conditions).order_by(order).limit(1)
+    return query.with_for_update(skip_locked=True).scalar_subquery()
+
+
+def _tag(task_id: Any) -> sa.Select[tuple[str]]:
+    """The tag of the image of the task ``task_id`` (a value or a column)."""
+    return sa.select(Image.tag).join(Task, Task.image_id == Image.id).where(Task.id == task_id)
 
 
 def _held(lease: Lease) -> list[sa.ColumnElement[bool]]:
