@@ -82,7 +82,8 @@ def _summary(reports: list[ImageReport], wall: float, workers: int) -> None:
     cores = min(workers, os.cpu_count() or 1)
     per_hour = kept / wall * 3600 if wall else 0.0
     print()
-    print(f"images {len(reports)}, wall {wall:.0f} s (coverage runs included), {cores} cores")
+    load = os.getloadavg()[1]
+    print(f"images {len(reports)}, wall {wall:.0f} s (coverage included), {cores} cores, load {load:.1f}")
     print(f"kept traces {kept}: {per_hour:,.0f} per hour (target 10,000), {per_hour / cores:,.0f} per core")
     if traced:
         share = 100 * kept / traced
