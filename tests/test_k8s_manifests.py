@@ -9,6 +9,7 @@ import secrets
 import shutil
 import subprocess
 import threading
+import time
 from collections.abc import Iterator
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
@@ -23,10 +24,13 @@ from kubernetes import client
 from envs.backend import EPISODE_LABEL
 from forager.k8s import Cluster, ClusterError, ManifestError, ManifestOptions, render, write
 from forager.k8s.cluster import object_path
+from images.engine import owner_labels
 from images.proxy import NetworkSettings
 from images.self_image import WORKER_UID, build_self_image, find_checkout, self_dockerfile, self_dockerignore
 from storage import Store
 from tests.cli import forager
+from tests.farm import build_fixture_tasks, private_database, serve_oracle
+from tests.k8s_server import K8sTestServer
 from tests.test_queue import episode_for, make_tasks
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -34,6 +38,8 @@ BASE = ROOT / "k8s" / "base"
 OVERLAY = ROOT / "k8s" / "overlays" / "example"
 #: The oldest Kubernetes minor still widely run that has every Job field used here GA (1.33:
 #: backoffLimitPerIndex), and the newest the installed kubernetes-validate ships.
+#: Where a pod's service account token, CA and namespace are mounted (read by in-cluster configuration).
+SERVICE_ACCOUNT_DIR = "/var/run/secrets/kubernetes.io/serviceaccount"
 VERSIONS = ["1.33.0", kubernetes_validate.utils.latest_version()]
 CUSTOM = ManifestOptions(
     namespace="team-a", workers=12, image="127.0.0.1:5000/forager/worker:abc", model="https://llm.internal/v1",
@@ -254,6 +260,14 @@ class _Handler(BaseHTTPRequestHandler):
                     {"metadata": {"name": f"forager-worker-{i}-x", "annotations":
                                   {"batch.kubernetes.io/job-completion-index": str(i)}},
                      "status": {"phase": "Running"}} for i in (1, 0)]}  # fmt: skip
+        if self.command == "GET" and url.path.endswith("/log"):
+            text = b"worker forager-worker-0-x:1:ab serving m on kubernetes\n3 done, 0 failed"
+            self.send_response(200)
+            self.send_header("Content-Type", "text/plain")
+            self.send_header("Content-Length", str(len(text)))
+            self.end_headers()
+            self.wfile.write(text)
+            return
         if status >= 400:
             answer = {"kind": "Status", "status": "Failure", "code": status, "reason": "Invalid",
                       "message": "field is immutable"}  # fmt: skip
@@ -347,6 +361,16 @@ def test_job_state_and_worker_pods_are_read_by_index(api: Recorder) -> None:
     assert listing["query"]["labelSelector"] == "batch.kubernetes.io/job-name=forager-worker"
 
 
+def test_logs_stream_a_worker_pods_lines(api: Recorder) -> None:
+    cluster = cluster_of(api)
+    lines = list(cluster.logs("team-a", "forager-worker-0-x", tail=50))
+    cluster.close()
+    assert lines == ["worker forager-worker-0-x:1:ab serving m on kubernetes", "3 done, 0 failed"]
+    request = api.requests[-1]
+    assert request["path"] == "/api/v1/namespaces/team-a/pods/forager-worker-0-x/log"
+    assert request["query"] == {"container": "worker", "tailLines": "50", "follow": "false"}
+
+
 # -- status, from the store alone ------------------------------------------------------------------
 
 
@@ -385,34 +409,109 @@ def test_the_documented_dockerfile_is_the_recipe_images_self_follows() -> None:
     assert job["securityContext"]["runAsUser"] == WORKER_UID == job["securityContext"]["runAsGroup"]
 
 
-@pytest.mark.docker
-def test_the_worker_image_runs_forager_the_way_the_job_runs_it(docker_client, tmp_path: Path) -> None:
+@pytest.fixture(scope="module")
+def worker_image(docker_client, tmp_path_factory) -> Iterator[str]:
+    """Forager's worker image built from this checkout (``forager images self``), removed afterwards."""
     tag = f"forager/worker:test-{secrets.token_hex(4)}"
     image = build_self_image(
-        docker_client, find_checkout(), NetworkSettings.from_environment(), tag=tag, log_dir=tmp_path
+        docker_client, find_checkout(), NetworkSettings.from_environment(), tag=tag,
+        log_dir=tmp_path_factory.mktemp("worker-image"),
+    )  # fmt: skip
+    assert image.tag == tag
+    yield tag
+    docker_client.images.remove(tag, force=True)
+
+
+def job_container(options: ManifestOptions) -> tuple[list[str], dict[str, str]]:
+    """The command and environment of the Job's worker container as the kubelet makes them: env from
+    the ConfigMap (Secret references left out), then ``$(VAR)`` expanded in the arguments."""
+    objects = render(options)
+    config = objects[5]["data"]
+    (container,) = objects[-1]["spec"]["template"]["spec"]["containers"]
+    env = {}
+    for entry in container["env"]:
+        if "value" in entry:
+            env[entry["name"]] = entry["value"]
+        elif "configMapKeyRef" in entry["valueFrom"]:
+            env[entry["name"]] = config[entry["valueFrom"]["configMapKeyRef"]["key"]]
+    args = [re.sub(r"\$\((\w+)\)", lambda m: env[m[1]], arg) for arg in container["args"]]
+    return [*container["command"], *args], env
+
+
+@pytest.mark.docker
+def test_the_worker_image_runs_forager_the_way_the_job_runs_it(docker_client, worker_image: str) -> None:
+    config = docker_client.images.get(worker_image).attrs["Config"]
+    assert config["User"] == f"{WORKER_UID}:{WORKER_UID}"
+    _, env = job_container(ManifestOptions())
+
+    def run(*args: str) -> str:
+        # As the Job's pod: read-only root, scratch /tmp, no capabilities, its env, no network needed.
+        return docker_client.containers.run(
+            worker_image, list(args), remove=True, read_only=True, tmpfs={"/tmp": ""}, network_mode="none",
+            cap_drop=["ALL"], security_opt=["no-new-privileges"], environment=env,
+        ).decode()  # fmt: skip
+
+    status = json.loads(
+        run("forager", "--db", "sqlite:////tmp/forager/q.db", "k8s", "status", "--no-cluster", "--json")
     )
-    try:
-        assert image.tag == tag
-        config = docker_client.images.get(tag).attrs["Config"]
-        assert config["User"] == f"{WORKER_UID}:{WORKER_UID}"
-        container = render()[-1]["spec"]["template"]["spec"]["containers"][0]
-        # As the Job's pod: read-only root, scratch /tmp, no capabilities, its env; no network needed
-        # to render manifests and read a queue.
-        env = {e["name"]: e["value"] for e in container["env"] if "value" in e}
+    assert status["remaining"] == 0 and status["job"] is None
+    assert "--until-empty" in run("forager", "worker", "--help")
+    assert documents(run("forager", "k8s", "render", "--workers", "3")) == render(ManifestOptions(workers=3))
 
-        def run(*args: str) -> str:
-            return docker_client.containers.run(
-                tag, list(args), remove=True, read_only=True, tmpfs={"/tmp": ""}, network_mode="none",
-                cap_drop=["ALL"], security_opt=["no-new-privileges"], environment=env,
-            ).decode()  # fmt: skip
 
-        status = json.loads(
-            run("forager", "--db", "sqlite:////tmp/forager/q.db", "k8s", "status", "--no-cluster", "--json")
-        )
-        assert status["remaining"] == 0 and status["job"] is None
-        assert "--until-empty" in run(*container["command"], "worker", "--help")
-        assert documents(run("forager", "k8s", "render", "--workers", "3")) == render(
-            ManifestOptions(workers=3)
-        )
-    finally:
-        docker_client.images.remove(tag, force=True)
+@pytest.mark.docker
+@pytest.mark.postgres
+def test_a_pod_of_the_job_runs_the_queue_through_the_kubernetes_api_in_cluster(
+    docker_client, worker_image: str, postgres_url: str, tmp_path: Path
+) -> None:
+    """The worker image, run with the Job's command, env and security as a pod of it would be, with the
+    in-cluster configuration of its service account, empties a queue through the test API server."""
+    (tmp_path / "tls").mkdir()
+    server = K8sTestServer(docker_client, tls_dir=tmp_path / "tls").start()
+    account = tmp_path / "serviceaccount"
+    account.mkdir()
+    (account / "token").write_text(server.token)
+    (account / "namespace").write_text("forager-drill")
+    shutil.copy(tmp_path / "tls" / "server.crt", account / "ca.crt")
+    for path in [account, *account.iterdir()]:
+        path.chmod(0o755 if path.is_dir() else 0o644)
+    container = None
+    with private_database(postgres_url) as url, Store(url) as store:
+        tag = build_fixture_tasks(docker_client, store, tmp_path / "farm", max_tasks=2)
+        tasks = store.list_tasks(status="verified")
+        assert store.enqueue([t.id for t in tasks], action_format="function_calling") == len(tasks) >= 1
+        oracle, model = serve_oracle(url, tmp_path / "home")
+        try:
+            command, env = job_container(ManifestOptions(namespace="forager-drill", model=model, workers=1))
+            env |= {
+                "FORAGER_DB": url,  # from the Secret, in the cluster
+                "KUBERNETES_SERVICE_HOST": "127.0.0.1",
+                "KUBERNETES_SERVICE_PORT": server.url.rsplit(":", 1)[1],
+            }
+            container = docker_client.containers.run(
+                worker_image, command, detach=True, read_only=True, tmpfs={"/tmp": ""},
+                network_mode="host", cap_drop=["ALL"], security_opt=["no-new-privileges"], environment=env,
+                volumes={str(account): {"bind": SERVICE_ACCOUNT_DIR, "mode": "ro"}},
+                labels=owner_labels(),
+            )  # fmt: skip
+            namespaces = set()
+            deadline = time.monotonic() + 900
+            while container.status != "exited" and time.monotonic() < deadline:
+                namespaces |= {namespace for namespace, _ in list(server.pods)}
+                time.sleep(0.2)
+                container.reload()
+            exit_code = container.wait(timeout=10)["StatusCode"]
+            logs = container.logs().decode(errors="replace")
+            assert exit_code == 0, logs[-3000:]
+            counts = store.queue_counts()
+            assert (counts.done, counts.failed, counts.remaining) == (len(tasks), 0, 0), logs[-3000:]
+            assert store.count_episodes() == len(tasks)
+            assert namespaces == {"forager-drill"}, "episode pods go in the service account's namespace"
+            assert not server.pods, "every episode pod deleted"
+        finally:
+            if container is not None:
+                container.remove(force=True)
+            oracle.terminate()
+            oracle.wait(30)
+            server.stop()
+            docker_client.images.remove(tag, force=True)
