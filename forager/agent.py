@@ -25,9 +25,11 @@ from envs.backend import Backend, Limits
 from envs.grading import Grade
 from envs.runtime import DiffError, EnvironmentDied, Runtime
 from envs.tasks import grade_task, prepare
-from forager.conversation import assistant_message, assistant_turn, observation_messages, opening_messages
+from forager.context import KEEP_CHARS, Part, PromptSize, Shortening, fit
+from forager.conversation import assistant_message, build_messages, opening_messages
 from forager.model import Completion, ModelClient, ModelError
 from forager.prompts import Prompts
+from forager.reasoning import ReasoningPolicy, field_reasoning, sent_back, split_inline
 from storage import Episode, EpisodeStatus, Image, Step, Task
 from tools.calls import FormatError, ToolCall, parse_cwm, parse_openai
 from tools.definitions import cwm_tool_docs, openai_tools
@@ -48,6 +50,14 @@ class AgentConfig:
     max_turns: int = 128
     max_tokens: int | None = None
     """Prompt plus completion tokens over the whole episode."""
+    max_completion_tokens: int | None = 4096
+    """Most tokens the model may generate in one turn (sent as the request's cap); a reply cut there is
+    recorded with ``finish_reason`` ``length``. None: the server's own limit."""
+    context_window: int | None = None
+    """The model's context window in tokens; None: as the server says, if it does (the conversation is
+    then fitted to it, :mod:`forager.context`), else not fitted."""
+    reasoning: ReasoningPolicy = "drop"
+    """Whether a turn's thinking is sent back to the model on later turns (:mod:`forager.reasoning`)."""
     wall_clock: float = 3600.0
     command_timeout: float = 120.0
     max_format_errors: int = 3
@@ -67,6 +77,9 @@ class AgentConfig:
             "command_timeout": self.command_timeout,
             "max_format_errors": self.max_format_errors,
             "observation_chars": self.observation_chars,
+            "max_completion_tokens": self.max_completion_tokens,
+            "context_window": self.context_window,
+            "reasoning": self.reasoning,
         }
 
 
@@ -87,6 +100,8 @@ class StepRecord:
     """The whole turn: asking the model, parsing, executing, recording."""
     message: dict[str, Any] | None = None
     """The assistant message as appended to the conversation (see ``forager.conversation``)."""
+    finish_reason: str | None = None
+    """Why the model stopped: ``stop``, ``tool_calls``, or ``length`` for a reply cut at the cap."""
 
     @property
     def overhead_seconds(self) -> float:
@@ -129,6 +144,12 @@ class EpisodeRun:
         """The starting commit, once the environment is started: what the patch is taken against."""
         self._started = time.monotonic()
         self._started_at = datetime.now(UTC)
+        self._opening: tuple[str, str] | None = None
+        self._window: int | None = config.context_window
+        self._window_known = config.context_window is not None
+        self._prompt_size = PromptSize()
+        self._shortened: dict[tuple[int, Part], int] = {}
+        """Each text shortened to fit the window, and the step whose request first had it shortened."""
 
     # -- life cycle -------------------------------------------------------------------------------------
 
@@ -156,6 +177,7 @@ class EpisodeRun:
             problem_statement=self.task.problem_statement,
             test_command=self.image.test_command or "python -m pytest",
         )
+        self._opening = (system, user)
         self.messages = opening_messages(system, user)
 
     @property
@@ -189,7 +211,7 @@ class EpisodeRun:
             return None
         started = time.perf_counter()
         try:
-            completion = await self.model.complete(self.messages, self._tools())
+            completion = await self._ask()
         except ModelError as exc:
             self.exit_reason = "context_overflow" if exc.kind == "context_overflow" else "model_error"
             self.error = str(exc)
@@ -199,6 +221,59 @@ class EpisodeRun:
         record = await self._act(completion)
         record.turn_seconds = time.perf_counter() - started
         return record
+
+    async def _ask(self) -> Completion:
+        """The model's reply to the conversation, fitted to the context window first (up to two more
+        tries, with dearer estimates, when the server refuses a request as too long)."""
+        if not self._window_known:
+            self._window, self._window_known = await self.model.context_window(), True
+        for attempt in range(3):
+            self._fit()
+            try:
+                completion = await self.model.complete(
+                    self.messages, self._tools(), max_tokens=self.config.max_completion_tokens
+                )
+            except ModelError as exc:
+                if exc.kind != "context_overflow" or self._window is None or attempt == 2:
+                    raise
+                self._prompt_size.refused()
+                continue
+            self._prompt_size.report(self.messages, completion.prompt_tokens)
+            return completion
+        raise AssertionError("unreachable")
+
+    def _fit(self) -> None:
+        """Shorten texts (the policy of :mod:`forager.context`) until the next request leaves room for a
+        whole reply; raise ModelError ``context_overflow`` when nothing more can be shortened."""
+        if self._window is None or not self._prompt_size.known:
+            return
+        limit = self._window - (self.config.max_completion_tokens or 0)
+        chosen = fit(
+            self._conversation,
+            self._prompt_size,
+            len(self.steps),
+            frozenset(self._shortened),
+            limit,
+        )
+        if chosen is None:
+            estimate = self._prompt_size.estimate(self._conversation(frozenset(self._shortened)))
+            raise ModelError(
+                "context_overflow",
+                f"the conversation does not fit the context window of {self._window} tokens even with "
+                f"every older observation shortened (about {estimate} prompt tokens, plus "
+                f"{self.config.max_completion_tokens} for the reply): lower max_completion_tokens or "
+                "observation_chars, or serve the model with a longer context",
+            )
+        for unit in chosen - self._shortened.keys():
+            self._shortened[unit] = len(self.steps)
+        self.messages = self._conversation(chosen)
+
+    def _conversation(self, shortened: frozenset[tuple[int, Part]] | None = None) -> list[dict[str, Any]]:
+        """The conversation of the steps so far, with ``shortened`` (default: those made) shortened."""
+        system, user = self._opening or (None, None)
+        turns = [(s.message or {}, s.observation) for s in self.steps]
+        chosen = self._shortened.keys() if shortened is None else shortened
+        return build_messages(self.config.action_format, system, user, turns, chosen)
 
     async def inject(self, call: ToolCall, thought: str | None = None) -> StepRecord:
         """Execute ``call`` as if the model had made it (debugging): recorded as a step like any other."""
@@ -217,23 +292,28 @@ class EpisodeRun:
         return await self._act(completion)
 
     async def _act(self, completion: Completion) -> StepRecord:
-        assistant = assistant_turn(completion.message)
-        self.messages.append(assistant)
-        call, error = self._parse(completion)
+        assistant = sent_back(completion.message, self.config.reasoning)
+        inline, answer = split_inline(completion.content)
+        call, error = self._parse(completion.tool_calls, answer)
         record = StepRecord(
             index=len(self.steps),
-            thought=_thought(completion),
+            thought=_thought(field_reasoning(completion.message), inline, answer),
             action=_action_json(call) if call else (completion.content or ""),
             observation="",
             model_seconds=completion.latency,
             prompt_tokens=completion.prompt_tokens,
             completion_tokens=completion.completion_tokens,
             message=assistant,
+            finish_reason=completion.finish_reason,
         )
         if call is None:
             self._format_errors += 1
             record.observation = str(error)
-            self.messages += observation_messages(self.config.action_format, assistant, record.observation)
+            if completion.finish_reason == "length":
+                record.observation = (
+                    f"Your reply was cut at the limit of {self.config.max_completion_tokens} tokens per turn "
+                    f"before it held a whole action: reply more briefly. {record.observation}"
+                )
             if self._format_errors >= self.config.max_format_errors:
                 self.exit_reason = "format_errors"
         else:
@@ -246,20 +326,25 @@ class EpisodeRun:
                 result = ToolResult(f"The environment failed: {exc}", ok=False)
             record.tool_seconds = time.monotonic() - started
             record.observation = _cap(result.output, self.config.observation_chars)
-            self.messages += observation_messages(self.config.action_format, assistant, record.observation)
             if result.submitted:
                 self.exit_reason, self.patch = "submitted", result.patch
         self.steps.append(record)
+        self.messages = self._conversation()
         return record
 
-    def _parse(self, completion: Completion) -> tuple[ToolCall | None, FormatError | None]:
-        """(the call to execute, or the format error if none can be); calls after the first are not."""
+    def _parse(
+        self, tool_calls: list[dict[str, Any]], answer: str
+    ) -> tuple[ToolCall | None, FormatError | None]:
+        """(the call to execute, or the format error if none can be); calls after the first are not.
+
+        ``answer`` is the reply's text without its thinking: a tool block inside ``<think>`` is no call.
+        """
         try:
             if self.config.action_format == "function_calling":
-                if not completion.tool_calls:
+                if not tool_calls:
                     raise FormatError("No tool call found: call exactly one of the tools in each reply.")
-                return parse_openai(completion.tool_calls[:1]), None
-            return parse_cwm(completion.content or ""), None
+                return parse_openai(tool_calls[:1]), None
+            return parse_cwm(answer), None
         except FormatError as exc:
             return None, exc
 
@@ -319,7 +404,7 @@ class EpisodeRun:
             completion_tokens=self.completion_tokens,
             final_patch=self.patch,
             grade=grade_result.to_json() if grade_result else None,
-            config={**self.config.to_json(), "error": self.error},
+            config={**self.config.to_json(), "error": self.error, **self._turn_records()},
             system_prompt=self.messages[0]["content"] if self.messages else None,
             task_prompt=self.messages[1]["content"] if len(self.messages) > 1 else None,
             tools=self._tools(),
@@ -341,6 +426,20 @@ class EpisodeRun:
             for s in self.steps
         ]
         return episode, steps
+
+    def _turn_records(self) -> dict[str, Any]:
+        """What the episode's config records of its turns: each reply's finish reason, and the context
+        window with the texts shortened to fit it (what ``forager.conversation`` needs to rebuild the
+        requests exactly)."""
+        shortened = [Shortening(step, part, at) for (step, part), at in self._shortened.items()]
+        return {
+            "finish_reasons": [s.finish_reason for s in self.steps],
+            "context": {
+                "window": self._window,
+                "keep_chars": KEEP_CHARS,
+                "shortened": [s.to_json() for s in sorted(shortened, key=lambda s: (s.at, s.step, s.part))],
+            },
+        }
 
     def _grade(self, patch: str) -> Grade:
         return grade_task(
@@ -371,10 +470,11 @@ async def run_episode(
         await asyncio.to_thread(run.close)
 
 
-def _thought(completion: Completion) -> str | None:
-    """The model's reasoning and text, without a CWM tool block (that is the step's action)."""
-    content = (completion.content or "").split("<tool:", 1)[0].strip()
-    parts = [part for part in (completion.reasoning, content) if part]
+def _thought(reasoning: str | None, inline: str | None, answer: str) -> str | None:
+    """The model's thinking (a reasoning field's, then inline) and the text of its answer without a CWM
+    tool block (that is the step's action)."""
+    text = answer.split("<tool:", 1)[0].strip()
+    parts = [part for part in (reasoning, inline, text) if part]
     return "\n\n".join(parts) or None
 
 

@@ -1,18 +1,22 @@
 """The conversation of an episode as the model saw it: grown by the agent, rebuilt from the store.
 
 One set of rules serves both, so that an export is exactly what the model was sent: the system prompt,
-the task prompt, then per step the assistant message as the model sent it followed by the observation
-messages of :func:`observation_messages`. :func:`conversation` rebuilds the list from an episode's
-records; for the agent's own list, see ``forager.agent.EpisodeRun.messages``.
+the task prompt, then per step the assistant message as it was sent back to the model (its thinking kept
+or dropped, :mod:`forager.reasoning`) followed by the observation messages of
+:func:`observation_messages`, with the texts shortened to fit the context window shortened
+(:mod:`forager.context`). :func:`conversation` rebuilds the list from an episode's records; the agent
+grows its own with :func:`build_messages`.
 """
 
 from __future__ import annotations
 
 import json
+import math
 import uuid
-from collections.abc import Sequence
+from collections.abc import Collection, Sequence
 from typing import Any, Literal
 
+from forager.context import KEEP_CHARS, Part, Shortening, shorten, shorten_thought
 from storage import Episode, Step
 from tools.calls import ToolCall, render_cwm
 
@@ -20,17 +24,6 @@ ActionFormat = Literal["function_calling", "cwm_text"]
 
 #: The answer to every tool call of a turn after the first: one call is executed per turn.
 NOT_EXECUTED = "Not executed: one tool call per turn."
-
-
-def assistant_turn(raw: dict[str, Any]) -> dict[str, Any]:
-    """The assistant message to append to the conversation, from the message the server sent.
-
-    Keeps ``role``, ``content`` and ``tool_calls`` as sent (ids and argument text untouched) and drops
-    what is not part of the conversation (``reasoning_content``, refusals, vendor fields).
-    """
-    message = {key: raw[key] for key in ("role", "content", "tool_calls") if key in raw}
-    message.setdefault("role", "assistant")
-    return message
 
 
 def observation_messages(
@@ -77,19 +70,57 @@ def assistant_message(
     return {"role": "assistant", "content": f"{thought}\n{render_cwm(call)}" if thought else render_cwm(call)}
 
 
-def conversation(episode: Episode, steps: Sequence[Step]) -> list[dict[str, Any]]:
+def conversation(
+    episode: Episode, steps: Sequence[Step], *, before_step: int | None = None
+) -> list[dict[str, Any]]:
     """The whole message list of a stored episode, as the model saw it (plus the last observation).
 
-    Equal to the agent's ``EpisodeRun.messages`` at the end of the episode. Steps stored before Forager
-    recorded the model's messages (``Step.message`` None) get a message rebuilt from their thought and
-    action: the same conversation, except what was not kept: tool call ids (``call_<step index>``), the
-    exact argument text, and the tool calls of a malformed turn (its raw text becomes the content).
+    Equal to the agent's ``EpisodeRun.messages`` at the end of the episode: the texts shortened to fit
+    the context window (``episode.config["context"]["shortened"]``, see :mod:`forager.context`) are
+    shortened as they were sent. With ``before_step``, the messages of that step's request instead:
+    the earlier turns only, with the shortenings made by then.
+
+    Steps stored before Forager recorded the model's messages (``Step.message`` None) get a message
+    rebuilt from their thought and action: the same conversation, except what was not kept: tool call
+    ids (``call_<step index>``), the exact argument text, and the tool calls of a malformed turn (its raw
+    text becomes the content).
     """
-    messages = opening_messages(episode.system_prompt, episode.task_prompt)
-    for step in sorted(steps, key=lambda s: s.index):
-        assistant = step.message if step.message is not None else _rebuilt(episode.action_format, step)
+    context = (episode.config or {}).get("context") or {}
+    recorded = [Shortening.from_json(item) for item in context.get("shortened", [])]
+    last = before_step if before_step is not None else math.inf
+    turns = [
+        (_rebuilt(episode.action_format, step) if step.message is None else step.message, step.observation)
+        for step in sorted(steps, key=lambda s: s.index)
+        if step.index < last
+    ]
+    return build_messages(
+        episode.action_format,
+        episode.system_prompt,
+        episode.task_prompt,
+        turns,
+        {(s.step, s.part) for s in recorded if s.at <= last},
+        keep=context.get("keep_chars", KEEP_CHARS),
+    )
+
+
+def build_messages(
+    action_format: ActionFormat | str,
+    system_prompt: str | None,
+    task_prompt: str | None,
+    turns: Sequence[tuple[dict[str, Any], str]],
+    shortened: Collection[tuple[int, Part]] = (),
+    keep: int = KEEP_CHARS,
+) -> list[dict[str, Any]]:
+    """The conversation of the opening prompts and ``turns`` (each: the assistant message as sent, the
+    observation), with the texts named in ``shortened`` shortened to ``keep`` characters."""
+    messages = opening_messages(system_prompt, task_prompt)
+    for index, (assistant, observation) in enumerate(turns):
+        if (index, "thought") in shortened:
+            assistant = shorten_thought(assistant, action_format, keep)
+        if (index, "observation") in shortened:
+            observation = shorten(observation, keep)
         messages.append(assistant)
-        messages += observation_messages(episode.action_format, assistant, step.observation)
+        messages += observation_messages(action_format, assistant, observation)
     return messages
 
 

@@ -83,6 +83,9 @@ _CONTEXT_OVERFLOW = re.compile(
     re.IGNORECASE,
 )
 
+#: Keys of a ``GET /models`` entry that give the served context window, in the order they are trusted.
+_WINDOW_KEYS = ("max_model_len", "context_length", "context_window")
+
 _T = TypeVar("_T")
 
 
@@ -100,7 +103,13 @@ class ModelConfig:
     """Sampling parameters are sent only when set; unset ones take the server's defaults."""
     top_p: float | None = None
     max_tokens: int | None = None
-    """Most tokens one completion may generate."""
+    """Most tokens one completion may generate, unless the request names its own cap (the agent does)."""
+    token_cap_field: Literal["max_tokens", "max_completion_tokens"] = "max_tokens"
+    """The request field carrying the cap: ``max_tokens`` is understood by vLLM, SGLang, llama.cpp and
+    OpenAI's older models; OpenAI's reasoning models accept only ``max_completion_tokens``."""
+    context_window: int | None = None
+    """The model's context window in tokens, if known; None: asked of the server
+    (:meth:`ModelClient.context_window`)."""
     seed: int | None = None
     timeout: float = 600.0
     """Seconds one request may take, from connecting to the last byte of the answer."""
@@ -273,13 +282,21 @@ def _server_message(body: str) -> str:
     return _excerpt(body)
 
 
-def _model_ids(data: Any) -> list[str]:
+def _model_entries(data: Any) -> list[dict[str, Any]]:
     entries = data.get("data") if isinstance(data, dict) else None
     if not isinstance(entries, list) or not all(
         isinstance(entry, dict) and isinstance(entry.get("id"), str) for entry in entries
     ):
         raise _Transient("bad_response", f"the body is not a model list: {_excerpt(json.dumps(data))}")
-    return [entry["id"] for entry in entries]
+    return entries
+
+
+def _model_ids(data: Any) -> list[str]:
+    return [entry["id"] for entry in _model_entries(data)]
+
+
+def _positive(value: Any) -> bool:
+    return isinstance(value, int) and not isinstance(value, bool) and value > 0
 
 
 def _count(value: Any) -> int:
@@ -325,6 +342,8 @@ class ModelClient:
         self._session: aiohttp.ClientSession | None = None
         self._model = config.model
         self._model_lock = asyncio.Lock()
+        self._window: int | None = config.context_window
+        self._window_asked = config.context_window is not None
 
     async def __aenter__(self) -> ModelClient:
         self._open()
@@ -344,15 +363,53 @@ class ModelClient:
         ids, _, _ = await self._call("GET", "/models", None, _model_ids)
         return ids
 
-    async def complete(
-        self, messages: list[dict[str, Any]], tools: list[dict[str, Any]] | None = None
-    ) -> Completion:
-        """The model's next message after ``messages``, offered ``tools`` (OpenAI function schemas) if any.
+    async def context_window(self) -> int | None:
+        """The served model's context window in tokens, as configured or as the server says; None if
+        it says nothing. Asked once per client.
 
-        A message with neither content nor tool calls is a valid, empty completion. Raises
-        :class:`ModelError` when no completion can be had.
+        Read from the model's entry at ``GET /models`` (``max_model_len``: vLLM, SGLang;
+        ``context_length``/``context_window``: other OpenAI-compatible servers), else from llama.cpp's
+        ``GET /props`` (``default_generation_settings.n_ctx``, the window it was started with; its
+        ``/models`` only says the training length).
+        """
+        async with self._model_lock:
+            if self._window_asked:
+                return self._window
+        model = await self._resolve_model()
+        entries, _, _ = await self._call("GET", "/models", None, _model_entries)
+        entry = next((e for e in entries if e.get("id") == model), entries[0] if entries else {})
+        window = next((entry[key] for key in _WINDOW_KEYS if _positive(entry.get(key))), None)
+        if window is None:
+            root = self.base_url.removesuffix("/v1")
+            try:
+                props, _, _ = await self._call("GET", "/props", None, lambda data: data, base=root)
+            except ModelError:  # not llama.cpp: the server does not say
+                props = None
+            if isinstance(props, dict):
+                settings = props.get("default_generation_settings")
+                found = settings.get("n_ctx") if isinstance(settings, dict) else props.get("n_ctx")
+                window = found if _positive(found) else None
+        async with self._model_lock:
+            self._window, self._window_asked = window, True
+        return window
+
+    async def complete(
+        self,
+        messages: list[dict[str, Any]],
+        tools: list[dict[str, Any]] | None = None,
+        *,
+        max_tokens: int | None = None,
+    ) -> Completion:
+        """The model's next message after ``messages``, offered ``tools`` (OpenAI function schemas) if any,
+        generating at most ``max_tokens`` tokens (default: ``ModelConfig.max_tokens``).
+
+        A message with neither content nor tool calls is a valid, empty completion; one cut at the cap
+        has ``finish_reason`` ``length``. Raises :class:`ModelError` when no completion can be had.
         """
         body = self._chat_body(await self._resolve_model(), messages, tools)
+        cap = max_tokens if max_tokens is not None else self.config.max_tokens
+        if cap is not None:
+            body.setdefault(self.config.token_cap_field, cap)
         fields, latency, retries = await self._call("POST", "/chat/completions", body, _completion_fields)
         return Completion(**fields, latency=latency, retries=retries)
 
@@ -364,7 +421,6 @@ class ModelClient:
         sampling = {
             "temperature": config.temperature,
             "top_p": config.top_p,
-            "max_tokens": config.max_tokens,
             "seed": config.seed,
         }
         body.update((name, value) for name, value in sampling.items() if value is not None)
@@ -410,10 +466,17 @@ class ModelClient:
         return ssl.create_default_context(cafile=resolve_ca_bundle(self.config.ca_bundle))
 
     async def _call(
-        self, method: str, path: str, body: dict[str, Any] | None, parse: Callable[[Any], _T]
+        self,
+        method: str,
+        path: str,
+        body: dict[str, Any] | None,
+        parse: Callable[[Any], _T],
+        *,
+        base: str | None = None,
     ) -> tuple[_T, float, int]:
-        """``parse`` of the JSON answer to one request, its latency and how many retries it took."""
-        url = self.base_url + path
+        """``parse`` of the JSON answer to one request (to ``base``, default the API root, plus
+        ``path``), its latency and how many retries it took."""
+        url = (base or self.base_url) + path
         try:
             async for attempt in self._retrying(url):
                 with attempt:

@@ -60,6 +60,21 @@ NameOption = Annotated[
 StreamOption = Annotated[
     bool, typer.Option("--stream", help="Stream each answer (for proxies that cut idle connections).")
 ]
+CapOption = Annotated[
+    int, typer.Option(min=1, help="Most tokens the model may generate in one turn (sent with every request).")
+]
+WindowOption = Annotated[
+    int | None,
+    typer.Option(
+        min=1,
+        help="The model's context window in tokens, to fit the conversation to. Default: as the server "
+        "says (vLLM, SGLang, llama.cpp do); else not fitted.",
+        show_default=False,
+    ),
+]
+ReasoningOption = Annotated[
+    str, typer.Option(help="keep or drop a turn's thinking (<think>, reasoning_content) on later turns.")
+]
 
 
 def forage(
@@ -87,6 +102,9 @@ def forage(
     episodes_per_task: Annotated[int, typer.Option(min=1, help="Episodes wanted per task.")] = 1,
     max_turns: Annotated[int, typer.Option(min=1, help="Turns one episode may take.")] = 128,
     max_tokens: Annotated[int | None, typer.Option(help="Token budget of one episode.")] = None,
+    max_completion_tokens: CapOption = 4096,
+    context_window: WindowOption = None,
+    reasoning: ReasoningOption = "drop",
     wall_clock: Annotated[float, typer.Option(help="Seconds one episode may take.")] = 3600,
     command_timeout: Annotated[float, typer.Option(help="Seconds one command may take.")] = 120,
     temperature: Annotated[
@@ -110,8 +128,9 @@ def forage(
     else:
         tasks = _select_tasks(store, kind, image, task)
     config = _agent_config(
-        action_format, max_turns, max_tokens, wall_clock, command_timeout, system_prompt, task_prompt
-    )
+        action_format, max_turns, max_tokens, wall_clock, command_timeout, system_prompt, task_prompt,
+        max_completion_tokens=max_completion_tokens, context_window=context_window, reasoning=reasoning,
+    )  # fmt: skip
     if enqueue:
         _enqueue(store, tasks, config, episodes_per_task, json)
         return
@@ -174,6 +193,9 @@ def episode_run(
     action_format: FormatOption = "function_calling",
     model_name: NameOption = None,
     max_turns: Annotated[int, typer.Option(min=1, help="Turns one episode may take.")] = 128,
+    max_completion_tokens: CapOption = 4096,
+    context_window: WindowOption = None,
+    reasoning: ReasoningOption = "drop",
     verbose: Annotated[bool, typer.Option("--verbose", "-v", help="Print every turn.")] = False,
     backend: BackendOption = "docker",
     stream: StreamOption = False,
@@ -181,7 +203,10 @@ def episode_run(
     """Run one episode of a task and store it."""
     store = open_store(ctx)
     task = find_task(store, ref)
-    config = _agent_config(action_format, max_turns, None, 3600, 120, None, None)
+    config = _agent_config(
+        action_format, max_turns, None, 3600, 120, None, None,
+        max_completion_tokens=max_completion_tokens, context_window=context_window, reasoning=reasoning,
+    )  # fmt: skip
 
     async def go():
         async with ModelClient(ModelConfig(base_url=model, model=model_name, stream=stream)) as client:
@@ -327,13 +352,21 @@ def _agent_config(
     command_timeout: float,
     system_prompt: Path | None,
     task_prompt: Path | None,
+    *,
+    max_completion_tokens: int | None = 4096,
+    context_window: int | None = None,
+    reasoning: str = "drop",
 ) -> AgentConfig:
     if action_format not in ("function_calling", "cwm_text"):
         raise typer.BadParameter("use function_calling or cwm_text", param_hint="--format")
+    if reasoning not in ("keep", "drop"):
+        raise typer.BadParameter("use keep or drop", param_hint="--reasoning")
     fmt: ActionFormat = action_format  # type: ignore[assignment]
     return AgentConfig(
         action_format=fmt, max_turns=max_turns, max_tokens=max_tokens, wall_clock=wall_clock,
         command_timeout=command_timeout, prompts=Prompts.load(system_prompt, task_prompt),
+        max_completion_tokens=max_completion_tokens, context_window=context_window,
+        reasoning=reasoning,  # type: ignore[arg-type]
     )  # fmt: skip
 
 
