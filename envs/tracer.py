@@ -231,7 +231,7 @@ class Tracer:
             self._begin(recording)
         elif recording.reason:
             return None
-        elif not self._is_project(code):
+        elif not self._is_project(code) or code.co_name == "<module>":  # an import runs a module body
             # Library code makes no event of its own: its time is checked when it calls.
             if time.monotonic() > recording.deadline:
                 self._over_time(recording)

@@ -95,6 +95,12 @@ def count_to(n):
     while i < n:
         i += 1
     return i
+
+
+def importer():
+    import side_effect_module
+
+    return side_effect_module.VALUE + 1
 """
 
 
@@ -260,6 +266,17 @@ def test_huge_containers_are_rendered_in_part(fixture: tuple[Path, ModuleType]) 
         "<|action_sep|>    return len(numbers)",
         '<|return_sep|><|action_sep|>    return len(numbers)<|arg_sep|>"1000000"',
     )
+
+
+def test_a_module_imported_during_the_trace_is_not_traced(
+    fixture: tuple[Path, ModuleType], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    root, _ = fixture
+    (root / "side_effect_module.py").write_text("VALUE = 41\n")
+    monkeypatch.syspath_prepend(str(root))
+    result = recorded(fixture, "importer")
+    assert {result["files"][frame[1]] for frame in result["frames"]} == {"fx.py"}
+    assert result["frames"][-1][4] == "42"
 
 
 def test_the_same_call_traced_twice_is_identical(fixture: tuple[Path, ModuleType]) -> None:
