@@ -586,10 +586,6 @@ def main() -> None:
     )
     parser.add_argument("--child", nargs="+", help=argparse.SUPPRESS)
     args = parser.parse_args()
-    # Run as a script, this folder leads sys.path, and its other scripts would shadow modules of the same
-    # name (bench/queue.py, the standard library's queue that urllib3 imports).
-    if sys.path and Path(sys.path[0]).resolve() == Path(__file__).resolve().parent:
-        del sys.path[0]
     if args.child:
         _child(args.child[0], args.child[1], args.child[2:])
         return

@@ -1,6 +1,6 @@
 """Work-queue benchmark: claim latency at depth, episodes/hour per worker count, warm-pool start latency.
 
-    python -m bench.queue [--postgres URL] [--items 100000] [--workers 1 2 4] [--episodes 12]
+    python -m bench.work_queue [--postgres URL] [--items 100000] [--workers 1 2 4] [--episodes 12]
 
 Run it from the checkout's root (it builds the test suite's fixture repository). Everything happens in a
 new PostgreSQL database of its own (created on the server of ``--postgres``,
@@ -226,5 +226,6 @@ def _no_containers_left() -> None:
 
 
 if __name__ == "__main__":
-    print(f"bench/queue.py at {datetime.now(UTC):%Y-%m-%d %H:%M} UTC on {os.cpu_count()} cores", flush=True)
+    now = datetime.now(UTC)
+    print(f"bench/work_queue.py at {now:%Y-%m-%d %H:%M} UTC on {os.cpu_count()} cores", flush=True)
     main()
