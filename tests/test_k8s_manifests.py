@@ -4,6 +4,7 @@ apply/delete requests as the official client sends them, and `status` from a rea
 from __future__ import annotations
 
 import json
+import os
 import re
 import secrets
 import shutil
@@ -172,11 +173,13 @@ def test_every_patch_of_the_overlay_targets_an_object_of_the_base() -> None:
         assert (obj["kind"], obj["metadata"]["name"]) in base, patch["path"]
 
 
-@pytest.mark.skipif(
-    shutil.which("kubectl") is None, reason="kubectl (with its built-in kustomize) not installed"
-)
 @pytest.mark.parametrize("version", VERSIONS)
 def test_kustomize_builds_the_base_and_the_overlay_into_valid_objects(version: str) -> None:
+    if shutil.which("kubectl") is None:  # CI's machines ship it: there, its absence is a failure
+        message = "kubectl (with its built-in kustomize) is not on PATH"
+        if os.environ.get("CI"):
+            pytest.fail(message)
+        pytest.skip(message)
     built = {}
     for directory in (BASE, OVERLAY):
         done = subprocess.run(
