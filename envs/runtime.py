@@ -1,4 +1,4 @@
-"""The running-environment protocol every backend implements (Docker now, Kubernetes later).
+"""The running-environment protocol: what a backend (``envs.backend``) starts, Docker's and Kubernetes' alike.
 
 A runtime is one container (or pod) started from a repository image, with one persistent shell in it.
 Tools and the agent loop see only this protocol, never the backend.
