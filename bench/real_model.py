@@ -9,9 +9,10 @@ one request at a time per process, so concurrency N runs N server processes (the
 shared among them), the episodes spread over them: what llama.cpp's parallel slots give one server.
 
 Per run it prints episodes/hour, generated tokens/s (all episodes' completion tokens over the wall time;
-prompt tokens/s beside), the model's latency per turn (p50), the agent's own overhead per turn (the turn
-minus the model and the tool, p50/p90), the exit reasons, and the episode containers of this process left
-at the end (must be 0). Episodes are not stored.
+prompt tokens/s beside), the model's latency per turn (p50; the sum over all turns, and the completion
+tokens per second of it), the agent's own overhead per turn (the turn minus the model and the tool,
+p50/p90), the exit reasons, and the episode containers of this process left at the end (must be 0).
+Episodes are not stored.
 """
 
 from __future__ import annotations
@@ -99,7 +100,9 @@ def _report(label: str, tasks, base_urls: list[str], docker_client, config: Agen
     print(
         f"{label}: {len(results)} episodes, {len(turns)} turns in {wall:.0f} s = "
         f"{3600 * len(results) / wall:.0f} episodes/hour, {generated / wall:.1f} generated tokens/s "
-        f"({prompted / wall:.0f} prompt tokens/s), model p50 {statistics.median(latency):.2f} s/turn, "
+        f"({prompted / wall:.0f} prompt tokens/s), model p50 {statistics.median(latency):.2f} s/turn "
+        f"(all turns {sum(latency):.0f} s; {sum(s.completion_tokens or 0 for s in turns) / sum(latency):.1f} "
+        "tokens/s while generating), "
         f"overhead/turn p50 {statistics.median(overhead):.1f} ms p90 {_p90(overhead):.1f} ms, "
         f"exits {dict(reasons)}",
         flush=True,

@@ -56,6 +56,8 @@ class AgentConfig:
     context_window: int | None = None
     """The model's context window in tokens; None: as the server says, if it does (the conversation is
     then fitted to it, :mod:`forager.context`), else not fitted."""
+    shortened_chars: int = KEEP_CHARS
+    """What a text shortened to fit the context window keeps of itself (head and tail)."""
     reasoning: ReasoningPolicy = "drop"
     """Whether a turn's thinking is sent back to the model on later turns (:mod:`forager.reasoning`)."""
     wall_clock: float = 3600.0
@@ -79,6 +81,7 @@ class AgentConfig:
             "observation_chars": self.observation_chars,
             "max_completion_tokens": self.max_completion_tokens,
             "context_window": self.context_window,
+            "shortened_chars": self.shortened_chars,
             "reasoning": self.reasoning,
         }
 
@@ -273,7 +276,9 @@ class EpisodeRun:
         system, user = self._opening or (None, None)
         turns = [(s.message or {}, s.observation) for s in self.steps]
         chosen = self._shortened.keys() if shortened is None else shortened
-        return build_messages(self.config.action_format, system, user, turns, chosen)
+        return build_messages(
+            self.config.action_format, system, user, turns, chosen, self.config.shortened_chars
+        )
 
     async def inject(self, call: ToolCall, thought: str | None = None) -> StepRecord:
         """Execute ``call`` as if the model had made it (debugging): recorded as a step like any other."""
@@ -436,7 +441,7 @@ class EpisodeRun:
             "finish_reasons": [s.finish_reason for s in self.steps],
             "context": {
                 "window": self._window,
-                "keep_chars": KEEP_CHARS,
+                "keep_chars": self.config.shortened_chars,
                 "shortened": [s.to_json() for s in sorted(shortened, key=lambda s: (s.at, s.step, s.part))],
             },
         }

@@ -58,12 +58,12 @@ class Shortening:
 
 
 def shorten(text: str, keep: int = KEEP_CHARS) -> str:
-    """``text`` cut to its head and tail, ``keep`` characters in all, with the cut said in between."""
-    if len(text) <= keep:
-        return text
+    """``text`` cut to its head and tail, ``keep`` characters in all, with the cut said in between (or
+    ``text`` itself when that would not be shorter)."""
     half = keep // 2
     elided = len(text) - 2 * half
-    return f"{text[:half]}\n[... {elided} characters elided to fit the context window ...]\n{text[-half:]}"
+    short = f"{text[:half]}\n[... {elided} characters elided to fit the context window ...]\n{text[-half:]}"
+    return short if len(short) < len(text) else text
 
 
 def shorten_thought(message: dict[str, Any], action_format: str, keep: int = KEEP_CHARS) -> dict[str, Any]:

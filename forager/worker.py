@@ -41,7 +41,7 @@ MAX_MODEL_ERRORS = 3
 #: The ``AgentConfig`` fields a work item carries (``AgentConfig.to_json`` plus grading's budget).
 _CONFIG_FIELDS = (
     "max_turns", "max_tokens", "wall_clock", "command_timeout", "max_format_errors", "observation_chars",
-    "grade_timeout", "max_completion_tokens", "context_window", "reasoning",
+    "grade_timeout", "max_completion_tokens", "context_window", "shortened_chars", "reasoning",
 )  # fmt: skip
 
 

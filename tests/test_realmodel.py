@@ -157,8 +157,8 @@ def test_real_model_episodes_are_stored_whole_within_the_cap(
 def test_a_tight_window_shortens_old_turns_or_ends_the_episode_cleanly(
     world, llama_server, docker_client, action_format
 ):
-    """A window just larger than the opening prompt plus one reply: the second or third request must
-    shorten the first turns, or, when that cannot make room, the episode ends ``context_overflow``."""
+    """A window just larger than the opening prompt plus two replies: a later request must shorten the
+    earlier turns, or, when that cannot make room, the episode ends ``context_overflow``."""
     _root, store, tasks = world
     probe = AgentConfig(
         action_format=action_format, max_turns=1, max_completion_tokens=1, context_window=llama_server.n_ctx
@@ -167,7 +167,7 @@ def test_a_tight_window_shortens_old_turns_or_ends_the_episode_cleanly(
     opening = probed.steps[0].prompt_tokens
     config = AgentConfig(
         action_format=action_format, max_turns=TURNS, max_format_errors=TURNS, max_completion_tokens=CAP,
-        context_window=opening + CAP + 2 * CAP + 40,
+        context_window=opening + 2 * CAP + 100, shortened_chars=64,
     )  # fmt: skip
     stored = _forage(llama_server, docker_client, store, tasks[1], config, f"smollm2-tight-{action_format}")
     _check_whole(stored, config, llama_server)
