@@ -107,6 +107,9 @@ def _report(label: str, tasks, base_urls: list[str], docker_client, config: Agen
         f"exits {dict(reasons)}",
         flush=True,
     )
+    errors = Counter(e.config["error"] for e, _ in results if e.config.get("error"))
+    for error, count in errors.most_common(3):
+        print(f"    {count} x error: {error[:300]}", flush=True)
 
 
 async def _run(tasks, base_urls: list[str], docker_client, config: AgentConfig):
