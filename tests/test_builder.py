@@ -16,7 +16,7 @@ import pytest
 from envs.docker_runtime import DockerRuntime
 from images.base import MINBASE_IMAGE
 from images.builder import BuildCancelled, BuildOptions, ImageBuilder
-from images.engine import BUILD_CONTAINER_PREFIX
+from images.engine import BUILD_CONTAINER_PREFIX, owner_labels
 from images.sources import parse_source
 from storage import ImageStatus
 from tests.repos import CALC_TESTS, commit, make_repo, python_project, write
@@ -24,8 +24,14 @@ from tests.repos import CALC_TESTS, commit, make_repo, python_project, write
 pytestmark = pytest.mark.docker
 
 
-def _build_containers(client) -> list:
-    return [c for c in client.containers.list(all=True) if c.name.startswith(BUILD_CONTAINER_PREFIX)]
+def _build_containers(client, *, ours: bool = False) -> list:
+    """Build containers on the engine; ``ours``: only this process's (other runs share the engine)."""
+    filters = {"label": "=".join(next(iter(owner_labels().items())))} if ours else {}
+    return [
+        c
+        for c in client.containers.list(all=True, filters=filters)
+        if c.name.startswith(BUILD_CONTAINER_PREFIX)
+    ]
 
 
 def run_in(client, tag: str, script: str) -> str:
@@ -183,7 +189,7 @@ def test_cancel_leaves_no_container_and_no_record(builder: ImageBuilder, docker_
         builder.build(parse_source(str(tmp_path / "proj")))
     cancel.join()
     assert builder.store.list_images() == []
-    assert not [c for c in _build_containers(docker_client) if "-proj-" in c.name]
+    assert not [c for c in _build_containers(docker_client, ours=True) if "-proj-" in c.name]
 
 
 @pytest.mark.parametrize("signal_number", [signal.SIGINT, signal.SIGTERM], ids=["ctrl-c", "sigterm"])
