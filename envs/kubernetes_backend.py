@@ -95,7 +95,7 @@ class KubernetesBackend:
         """
         kubeconfig = kubeconfig or os.environ.get(KUBECONFIG_ENV)
         context = context or os.environ.get(CONTEXT_ENV)
-        self.configuration = configuration or _load_configuration(kubeconfig, context)
+        self.configuration = configuration or load_configuration(kubeconfig, context)
         self.namespace = (
             namespace
             or os.environ.get(NAMESPACE_ENV)
@@ -119,10 +119,11 @@ class KubernetesBackend:
             where = f"the Kubernetes API at {self.configuration.host}"
             if isinstance(exc, ApiException) and exc.status in (401, 403):
                 raise BackendError(
-                    f"{where} refused to list pods in namespace {self.namespace!r} ({_describe(exc)}): check "
-                    "the kubeconfig's credentials and that its Role grants pods and pods/exec"
+                    f"{where} refused to list pods in namespace {self.namespace!r} "
+                    f"({describe_error(exc)}): check the kubeconfig's credentials and that its Role grants "
+                    "pods and pods/exec"
                 ) from exc
-            raise BackendError(f"{where} does not answer: {_describe(exc)}") from exc
+            raise BackendError(f"{where} does not answer: {describe_error(exc)}") from exc
 
     # -- the protocol -----------------------------------------------------------------------------
 
@@ -146,7 +147,7 @@ class KubernetesBackend:
             if not (isinstance(exc, ApiException) and _reason(exc) == "AlreadyExists"):
                 with contextlib.suppress(ApiException, urllib3.exceptions.HTTPError, OSError):
                     self.delete_pod(name)  # in case a create that seemed to fail was made
-                raise EnvironmentDied(f"could not create a pod from {image}: {_describe(exc)}") from exc
+                raise EnvironmentDied(f"could not create a pod from {image}: {describe_error(exc)}") from exc
         runtime = KubernetesRuntime(self, name, workdir, limits)
         try:
             self._wait_running(name, image)
@@ -188,7 +189,7 @@ class KubernetesBackend:
         connection errors (a few times, with jittered backoff)."""
         kwargs.setdefault("_request_timeout", (min(10.0, self.request_timeout), self.request_timeout))
         retrying = Retrying(
-            retry=retry_if_exception(_transient),
+            retry=retry_if_exception(is_transient),
             stop=stop_after_attempt(5),
             wait=wait_exponential(multiplier=0.2, max=5.0) + wait_random(0, 0.5),
             reraise=True,
@@ -311,8 +312,8 @@ class KubernetesBackend:
                         return
                     last = _pending_reason(pod, image)
             except (ApiException, urllib3.exceptions.HTTPError, OSError) as exc:
-                if not _transient(exc):
-                    raise EnvironmentDied(f"could not watch pod {name} start: {_describe(exc)}") from exc
+                if not is_transient(exc):
+                    raise EnvironmentDied(f"could not watch pod {name} start: {describe_error(exc)}") from exc
                 time.sleep(0.5)
         raise EnvironmentDied(f"pod {name} did not start within {self.start_timeout:.0f} s: {last}")
 
@@ -382,7 +383,7 @@ def _pending_reason(pod: client.V1Pod, image: str) -> str:
     return f"phase {status.phase}"
 
 
-def _transient(exc: BaseException) -> bool:
+def is_transient(exc: BaseException) -> bool:
     """Whether a failed call is worth repeating: conflicts, throttling, server errors, lost connections."""
     if isinstance(exc, ApiException):
         if exc.status == 409:
@@ -398,7 +399,7 @@ def _reason(exc: ApiException) -> str:
         return ""
 
 
-def _describe(exc: BaseException) -> str:
+def describe_error(exc: BaseException) -> str:
     if isinstance(exc, ApiException):
         try:
             message = json.loads(exc.body or "{}").get("message")
@@ -408,7 +409,7 @@ def _describe(exc: BaseException) -> str:
     return f"{exc.__class__.__name__}: {exc}"
 
 
-def _load_configuration(kubeconfig: str | None, context: str | None) -> client.Configuration:
+def load_configuration(kubeconfig: str | None, context: str | None) -> client.Configuration:
     configuration = client.Configuration()
     try:
         if kubeconfig is None and context is None and os.environ.get("KUBERNETES_SERVICE_HOST"):

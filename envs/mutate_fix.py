@@ -109,7 +109,7 @@ def generate(
     unbroken = _UnbrokenRuns()
     with backend.start(image.tag, episode=f"mutate-{image.id}") as env:
         progress(ProgressEvent(subject, "coverage", "measuring which tests cover which lines"))
-        coverage = _coverage(env, image, cache_dir)
+        coverage = cached_coverage(env, image, cache_dir)
         if not any(path.endswith(".py") and not is_test_path(path) for path in coverage.lines):
             raise ForagerError(
                 f"the tests of {image.tag} execute no file of the repository but themselves, so no bug "
@@ -176,7 +176,7 @@ def problem_statement(function: str, path: str, failing: Collection[str]) -> str
     )
 
 
-def _coverage(env: Runtime, image: Image, cache_dir: Path) -> Coverage:
+def cached_coverage(env: Runtime, image: Image, cache_dir: Path) -> Coverage:
     """The image's coverage, measured on first use and kept next to the image's other artifacts."""
     path = cache_dir / "coverage.json.gz"
     if path.is_file():

@@ -36,7 +36,7 @@ from envs import tracer as tracer_module
 from envs.backend import Backend, Limits
 from envs.coverage import Coverage
 from envs.grading import is_test_path, pytest_base
-from envs.mutate_fix import _coverage as cached_coverage
+from envs.mutate_fix import cached_coverage
 from envs.runtime import Runtime
 from images.baseline import Baseline
 from storage import Image, Store

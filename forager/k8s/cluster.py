@@ -20,7 +20,7 @@ from tenacity import Retrying, retry_if_exception, stop_after_attempt, wait_expo
 
 from core.errors import ForagerError
 from envs.backend import EPISODE_LABEL
-from envs.kubernetes_backend import _describe, _load_configuration, _transient
+from envs.kubernetes_backend import describe_error, is_transient, load_configuration
 from forager.k8s.manifests import JOB_NAME_LABEL, WORKER
 
 FIELD_MANAGER = "forager"
@@ -80,7 +80,7 @@ class Cluster:
         configuration: client.Configuration | None = None,
         request_timeout: float = 30.0,
     ) -> None:
-        self.configuration = configuration or _load_configuration(kubeconfig, context)
+        self.configuration = configuration or load_configuration(kubeconfig, context)
         self.request_timeout = request_timeout
         self.api_client = client.ApiClient(self.configuration)
         self.core = client.CoreV1Api(self.api_client)
@@ -107,7 +107,7 @@ class Cluster:
                         " (a Job's pod template cannot change: `forager k8s delete` it first, or wait "
                         "until it finished and its TTL removed it)"
                     )
-                raise ClusterError(f"could not apply {kind} {name}: {_describe(exc)}{hint}") from exc
+                raise ClusterError(f"could not apply {kind} {name}: {describe_error(exc)}{hint}") from exc
             applied.append(Applied(kind, name, created=status == 201))
             report(applied[-1])
         return applied
@@ -126,9 +126,9 @@ class Cluster:
                 if exc.status == 404:
                     continue
                 what = f"{obj['kind']} {obj['metadata']['name']}"
-                raise ClusterError(f"could not delete {what}: {_describe(exc)}") from exc
+                raise ClusterError(f"could not delete {what}: {describe_error(exc)}") from exc
             except (urllib3.exceptions.HTTPError, OSError) as exc:
-                raise ClusterError(f"the Kubernetes API did not answer: {_describe(exc)}") from exc
+                raise ClusterError(f"the Kubernetes API did not answer: {describe_error(exc)}") from exc
             deleted.append(f"{obj['kind']} {obj['metadata']['name']}")
         target = next((o["metadata"].get("namespace") for o in objects if o["kind"] != "Namespace"), None)
         if target and not namespace:
@@ -146,7 +146,7 @@ class Cluster:
         except ApiException as exc:
             if exc.status == 404:
                 return None
-            raise ClusterError(f"could not read Job {WORKER}: {_describe(exc)}") from exc
+            raise ClusterError(f"could not read Job {WORKER}: {describe_error(exc)}") from exc
         return data.get("status", {})
 
     def worker_pods(self, namespace: str) -> list[WorkerPod]:
@@ -213,7 +213,7 @@ class Cluster:
     def _call(self, method: Any, *args: Any, **kwargs: Any) -> Any:
         """``method`` retried on conflicts, throttling, 5xx and lost connections."""
         retrying = Retrying(
-            retry=retry_if_exception(_transient),
+            retry=retry_if_exception(is_transient),
             stop=stop_after_attempt(4),
             wait=wait_exponential(multiplier=0.2, max=3.0),
             reraise=True,
