@@ -1,19 +1,24 @@
-"""The shared base image every repository image is layered on.
+"""The shared base images every repository image is layered on, one per Debian release and so per CPython.
 
-No container registry is reachable from a farm machine, so the base is made locally: ``debootstrap
+No container registry is reachable from a farm machine, so a base is made locally: ``debootstrap
 --variant=minbase`` into a folder, ``docker import`` of that folder, then one layer with Python, pip,
 venv, git and build tools installed over the host's network. Each step is skipped when its image
 already exists, so :func:`ensure_base_image` is cheap to call again.
+
+Debian's own ``python3`` is the interpreter, so each release gives one CPython line: bookworm's 3.11
+(:data:`DEFAULT_BASE`) and trixie's 3.13 (:data:`BASES`), chosen per project by :mod:`images.python_choice`.
 """
 
 from __future__ import annotations
 
+import contextlib
+import fcntl
 import os
 import shutil
 import subprocess
 import tarfile
 import tempfile
-from collections.abc import Iterable
+from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -25,9 +30,37 @@ from core.progress import Progress, ProgressEvent, no_progress
 from images.engine import CLEAR_OWNER, EngineError, build_container_name, exec_logged, owner_labels
 from images.proxy import NetworkSettings
 
-SUITE = "bookworm"
-MINBASE_IMAGE = f"forager/debian:{SUITE}-minbase"
-BASE_IMAGE = f"forager/base:{SUITE}"
+
+@dataclass(frozen=True)
+class DebianBase:
+    """One base image: a Debian release and the CPython line its ``python3`` package gives."""
+
+    suite: str
+    python: str
+    """The CPython release line, ``MAJOR.MINOR``."""
+    python_version: str
+    """The exact version the release ships, for checking ``Requires-Python`` specifiers."""
+
+    @property
+    def tag(self) -> str:
+        return f"forager/base:{self.suite}"
+
+    @property
+    def minbase_image(self) -> str:
+        return f"forager/debian:{self.suite}-minbase"
+
+    @property
+    def log_folder(self) -> str:
+        """The folder under ``<home>/logs`` for its build logs and Dockerfile."""
+        return "base" if self == DEFAULT_BASE else f"base-{self.suite}"
+
+
+DEFAULT_BASE = DebianBase("bookworm", "3.11", "3.11.2")
+#: Every base Forager can make, oldest Python first.
+BASES = (DEFAULT_BASE, DebianBase("trixie", "3.13", "3.13.5"))
+SUITE = DEFAULT_BASE.suite
+MINBASE_IMAGE = DEFAULT_BASE.minbase_image
+BASE_IMAGE = DEFAULT_BASE.tag
 #: Bumped when the base's content changes: an older base is rebuilt, and so every image on it.
 BASE_VERSION = "2"
 VERSION_LABEL = "forager.base-version"
@@ -78,37 +111,59 @@ def ensure_base_image(
     client: docker.DockerClient,
     network: NetworkSettings,
     *,
+    base: DebianBase = DEFAULT_BASE,
     mirror: str | None = None,
     log_dir: Path,
     rebuild: bool = False,
     progress: Progress = no_progress,
 ) -> BaseImage:
-    """Make :data:`BASE_IMAGE` unless it exists (or ``rebuild``); return what the engine has.
+    """Make ``base`` unless it exists (or ``rebuild``); return what the engine has.
 
     ``mirror`` is the Debian mirror for debootstrap and apt; by default the host's own, read from
     ``/etc/apt``. Logs of each step go to ``log_dir``, and the Dockerfile equivalent of the package
-    layer is written there too so the image can be remade by hand.
+    layer is written there too so the image can be remade by hand. Builds of one base are serialized
+    across threads and processes (parallel builds needing it wait for the first to make it).
     """
-    existing = find_base_image(client)
+    existing = find_base_image(client, base.tag)
     if existing and not rebuild and existing.labels.get(VERSION_LABEL) == BASE_VERSION:
-        return BaseImage(BASE_IMAGE, existing.id, existing.attrs["Size"], built=False)
-    log_dir.mkdir(parents=True, exist_ok=True)
-    if rebuild or not find_base_image(client, MINBASE_IMAGE):
-        _import_minbase(client, mirror or host_debian_mirror(), log_dir, progress)
-    _install_packages(client, network, log_dir, progress)
-    (log_dir / "Dockerfile").write_text(base_dockerfile())
-    image = client.images.get(BASE_IMAGE)
-    progress(ProgressEvent("base image", "done", BASE_IMAGE))
-    return BaseImage(BASE_IMAGE, image.id, image.attrs["Size"], built=True)
+        return BaseImage(base.tag, existing.id, existing.attrs["Size"], built=False)
+    with _build_lock(base):
+        existing = find_base_image(client, base.tag)
+        if existing and not rebuild and existing.labels.get(VERSION_LABEL) == BASE_VERSION:
+            return BaseImage(base.tag, existing.id, existing.attrs["Size"], built=False)
+        log_dir.mkdir(parents=True, exist_ok=True)
+        if rebuild or not find_base_image(client, base.minbase_image):
+            _import_minbase(client, base, mirror or host_debian_mirror(), log_dir, progress)
+        _install_packages(client, base, network, log_dir, progress)
+        (log_dir / "Dockerfile").write_text(base_dockerfile(base))
+    image = client.images.get(base.tag)
+    progress(ProgressEvent("base image", "done", base.tag))
+    return BaseImage(base.tag, image.id, image.attrs["Size"], built=True)
 
 
-def base_dockerfile() -> str:
+@contextlib.contextmanager
+def _build_lock(base: DebianBase) -> Iterator[None]:
+    """Held while ``base`` is made: an advisory lock on a file that every process of this host sees.
+
+    ``flock`` locks belong to the open file, so two threads of one process exclude each other too.
+    """
+    path = Path(tempfile.gettempdir()) / f"forager-base-{base.suite}.lock"
+    with path.open("a") as handle:
+        fcntl.flock(handle, fcntl.LOCK_EX)
+        try:
+            yield
+        finally:
+            fcntl.flock(handle, fcntl.LOCK_UN)
+
+
+def base_dockerfile(base: DebianBase = DEFAULT_BASE) -> str:
     """The package layer as a Dockerfile, for rebuilding the base by hand (build with ``--network host``)."""
     env = " ".join(f"{key}={value}" for key, value in BASE_ENV.items())
+    option = "" if base == DEFAULT_BASE else f" --python {base.python}"
     return (
-        f"# Made by `forager images base` on top of {MINBASE_IMAGE}, which is\n"
-        f"# `debootstrap --variant=minbase {SUITE} ROOTFS MIRROR` imported with `docker import`.\n"
-        f"FROM {MINBASE_IMAGE}\n"
+        f"# Made by `forager images base{option}` on top of {base.minbase_image}, which is\n"
+        f"# `debootstrap --variant=minbase {base.suite} ROOTFS MIRROR` imported with `docker import`.\n"
+        f"FROM {base.minbase_image}\n"
         f"ENV {env}\n"
         f"RUN {_install_script()}\n"
         'CMD ["bash"]\n'
@@ -116,12 +171,15 @@ def base_dockerfile() -> str:
 
 
 def host_debian_mirror(apt_dir: Path = Path("/etc/apt")) -> str:
-    """The Debian mirror this host's apt uses for the main archive (not security or updates)."""
+    """The Debian mirror this host's apt uses for the main archive (not security or updates).
+
+    The archive holds every release, so a bookworm host's mirror serves trixie's base too."""
     for uris, suites in _apt_sources(apt_dir):
-        if SUITE in suites or "stable" in suites:
+        if {base.suite for base in BASES} & set(suites) or "stable" in suites:
             return uris[0]
     raise BaseImageError(
-        f"no Debian {SUITE} mirror is configured in {apt_dir}/sources.list*: pass --mirror URL"
+        f"no Debian {' or '.join(base.suite for base in BASES)} mirror is configured in "
+        f"{apt_dir}/sources.list*: pass --mirror URL"
     )
 
 
@@ -146,29 +204,31 @@ def _apt_sources(apt_dir: Path) -> Iterable[tuple[list[str], list[str]]]:
                 yield fields["uris"].split(), fields.get("suites", "").split()
 
 
-def _import_minbase(client: docker.DockerClient, mirror: str, log_dir: Path, progress: Progress) -> None:
+def _import_minbase(
+    client: docker.DockerClient, base: DebianBase, mirror: str, log_dir: Path, progress: Progress
+) -> None:
     if os.geteuid() != 0:
         raise BaseImageError("debootstrap needs root: run `forager images base` as root (e.g. with sudo)")
     if not shutil.which("debootstrap"):
         raise BaseImageError("debootstrap is not installed: apt-get install -y debootstrap")
     with tempfile.TemporaryDirectory(prefix="forager-rootfs-") as tmp:
         rootfs = Path(tmp) / "rootfs"
-        progress(ProgressEvent("base image", "debootstrap", f"{SUITE} minbase from {mirror}"))
+        progress(ProgressEvent("base image", "debootstrap", f"{base.suite} minbase from {mirror}"))
         log_path = log_dir / "debootstrap.log"
         with log_path.open("wb") as log:
             done = subprocess.run(
-                ["debootstrap", "--variant=minbase", SUITE, str(rootfs), mirror],
+                ["debootstrap", "--variant=minbase", base.suite, str(rootfs), mirror],
                 stdout=log,
                 stderr=subprocess.STDOUT,
             )
         if done.returncode != 0:
             raise BaseImageError(f"debootstrap failed (exit {done.returncode}): see {log_path}")
-        progress(ProgressEvent("base image", "import", MINBASE_IMAGE))
+        progress(ProgressEvent("base image", "import", base.minbase_image))
         archive = Path(tmp) / "rootfs.tar"
         with tarfile.open(archive, "w") as tar:
             tar.add(rootfs, arcname=".")
         shutil.rmtree(rootfs)
-        repository, tag = MINBASE_IMAGE.split(":")
+        repository, tag = base.minbase_image.split(":")
         try:
             # From a file, not a stream: docker-py's chunked stream upload is rejected by the engine.
             client.api.import_image_from_file(str(archive), repository=repository, tag=tag)
@@ -194,13 +254,13 @@ def _install_script(apt_options: list[str] | None = None) -> str:
 
 
 def _install_packages(
-    client: docker.DockerClient, network: NetworkSettings, log_dir: Path, progress: Progress
+    client: docker.DockerClient, base: DebianBase, network: NetworkSettings, log_dir: Path, progress: Progress
 ) -> None:
     progress(ProgressEvent("base image", "packages", ", ".join(BASE_PACKAGES)))
     log_path = log_dir / "packages.log"
     log_path.unlink(missing_ok=True)
     container = client.containers.run(
-        MINBASE_IMAGE,
+        base.minbase_image,
         ["sleep", "infinity"],
         detach=True,
         name=build_container_name("base"),
@@ -219,7 +279,7 @@ def _install_packages(
                 f"installing the base packages failed (exit {status}): {' / '.join(tail)}; "
                 f"full log: {log_path}"
             )
-        repository, tag = BASE_IMAGE.split(":")
+        repository, tag = base.tag.split(":")
         container.commit(
             repository=repository,
             tag=tag,
