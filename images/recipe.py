@@ -43,6 +43,8 @@ class InstallRecipe:
     of the commit's date) and ``UV_CONSTRAINT`` (the lock file's pins)."""
     lock_file: str | None = None
     """The project's lock file whose versions the install followed, if any."""
+    python: str | None = None
+    """The CPython line (``3.13``) the base gives, when Forager chose the base for it."""
 
     def to_json(self) -> dict[str, Any]:
         """A JSON-ready dict (the form stored with the image and written next to its Dockerfile)."""
@@ -59,6 +61,7 @@ class InstallRecipe:
             dict(data["env"]),
             dict(data.get("install_env") or {}),
             data.get("lock_file"),
+            data.get("python"),
         )
 
     def digest(self) -> str:
@@ -73,6 +76,7 @@ class InstallRecipe:
             "# Rebuild it by hand from a checkout of that commit (including .git):",
             "#   docker build --network host -f Dockerfile CHECKOUT",
             "# Behind a TLS-intercepting proxy, add its CA to the base image or set PIP_CERT/SSL_CERT_FILE.",
+            *([f"# CPython {self.python}, the base's own python3"] if self.python else []),
             f"FROM {self.base_image}",
             f"COPY . {REPO_DIR}",
             f"WORKDIR {REPO_DIR}",
