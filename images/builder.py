@@ -32,7 +32,7 @@ from requests.exceptions import ReadTimeout
 
 from core.errors import ForagerError
 from core.progress import Progress, ProgressEvent, no_progress
-from images.base import BASE_IMAGE
+from images.base import BASE_IMAGE, ensure_base_image
 from images.baseline import (
     Baseline,
     FailureClass,
@@ -47,6 +47,7 @@ from images.detect import InstallPlan, detect
 from images.engine import CLEAR_OWNER, build_container_name, exec_logged, owner_labels
 from images.proxy import NetworkSettings
 from images.pypi import PackageIndexError, default_index_url, has_upload_times
+from images.python_choice import UnsupportedPython, choose_for
 from images.readers.pytest_config import explicit_test_files
 from images.recipe import IMAGE_ENV, REPO_DIR, VENV_DIR, InstallRecipe, RecipeStep
 from images.repair import Repair, diagnose
@@ -88,7 +89,10 @@ rm -rf /tmp/* /tmp/.[!.]* 2>/dev/null || true"""
 class BuildOptions:
     """How images are built. The defaults suit the 2-core machines Forager was developed on."""
 
-    base_image: str = BASE_IMAGE
+    base_image: str | None = None
+    """The image to build on; None: Forager's base for the Python the project needs (made on demand)."""
+    python: str | None = None
+    """The CPython line (``3.13``) to build on instead of the one chosen from what the project declares."""
     network: NetworkSettings = field(default_factory=NetworkSettings)
     timeout: float = 1800.0
     """Seconds for the whole build, tests excluded."""
@@ -262,8 +266,9 @@ class ImageBuilder:
         log.section("detected", *plan.evidence)
         if not plan.is_python:
             raise _BuildFailed("not_python", "no Python project files and no Python code found")
-        base = self._base_image_id()
-        recipe = plan_recipe(plan, checkout, self.options.base_image, self._resolve_as_of(checkout, log))
+        base_image, base, python = self._base(checkout, plan, log)
+        recipe = plan_recipe(plan, checkout, base_image, self._resolve_as_of(checkout, log))
+        recipe = replace(recipe, python=python)
         tag = image_tag(spec.name, checkout.commit, _digest(recipe, base))
         if not self.options.rebuild and (cached := self._cached(tag)) is not None:
             return replace(cached, seconds=time.monotonic() - started, cached=True)
@@ -276,7 +281,7 @@ class ImageBuilder:
             raise
         seconds = time.monotonic() - started
         size = image.attrs["Size"]
-        unique = size - self.client.images.get(self.options.base_image).attrs["Size"]
+        unique = size - self.client.images.get(recipe.base_image).attrs["Size"]
         self._write_artifacts(spec, checkout, recipe, baseline, tag)
         status = ImageStatus.READY if verdict.ready else ImageStatus.FAILED
         passed, total = (baseline.passed, baseline.total) if baseline else (0, 0)
@@ -288,7 +293,7 @@ class ImageBuilder:
                 docker_id=image.id,
                 status=status,
                 failure_class=verdict.failure_class,
-                base_image=self.options.base_image,
+                base_image=recipe.base_image,
                 recipe=recipe.to_json(),
                 recipe_hash=recipe.digest(),
                 test_command=recipe.test_command,
@@ -365,7 +370,7 @@ class ImageBuilder:
         # committed image would then give every container an anonymous volume at /root/.cache.
         options["mounts"] = [*options.get("mounts", []), Mount("/root/.cache", CACHE_VOLUME, type="volume")]
         container = self._start(
-            self.options.base_image,
+            recipe.base_image,
             build_container_name(spec.name),
             environment=IMAGE_ENV,
             network_mode="host",
@@ -589,13 +594,24 @@ class ImageBuilder:
         with self._lock:
             self._containers.discard(container.name)
 
-    def _base_image_id(self) -> str:
+    def _base(self, checkout: Checkout, plan: InstallPlan, log: _Log) -> tuple[str, str, str | None]:
+        """The base image to build on, its id, and its CPython line (None for a base given with --base)."""
+        if self.options.base_image:
+            try:
+                return self.options.base_image, self.client.images.get(self.options.base_image).id, None
+            except ImageNotFound as exc:
+                raise ForagerError(
+                    f"base image {self.options.base_image} is missing: build or load it into the engine first"
+                ) from exc
         try:
-            return self.client.images.get(self.options.base_image).id
-        except ImageNotFound as exc:
-            raise ForagerError(
-                f"base image {self.options.base_image} is missing: run `forager images base` first"
-            ) from exc
+            choice = choose_for(checkout.path, plan.requires_python, python=self.options.python)
+        except UnsupportedPython as exc:
+            raise _BuildFailed("unsupported_python", str(exc)) from exc
+        log.section(f"Python {choice.base.python}", *choice.evidence)
+        self._stage(checkout.spec, "base", f"{choice.base.tag} (Python {choice.base.python})")
+        logs = self.home / "logs" / choice.base.log_folder
+        image = ensure_base_image(self.client, self.options.network, base=choice.base, log_dir=logs)
+        return image.tag, image.id, choice.base.python
 
     def _cached(self, tag: str) -> BuildResult | None:
         record = self.store.get_image(tag)
@@ -624,7 +640,7 @@ class ImageBuilder:
                 tag=tag,
                 status=ImageStatus.FAILED,
                 failure_class=failed.failure_class,
-                base_image=self.options.base_image,
+                base_image=self.options.base_image or BASE_IMAGE,
                 recipe={},
                 recipe_hash="",
                 build_seconds=seconds,
