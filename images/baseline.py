@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import re
 import xml.etree.ElementTree as ET
-from collections.abc import Mapping, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any, Literal, get_args
 
@@ -23,7 +23,7 @@ Outcome = Literal["passed", "failed", "error", "skipped"]
 OUTCOMES: tuple[Outcome, ...] = get_args(Outcome)
 
 #: Which outcome wins when one test is reported twice (a failed call, then an error in teardown).
-_SEVERITY: Mapping[Outcome, int] = {"passed": 0, "skipped": 1, "failed": 2, "error": 3}
+SEVERITY: Mapping[Outcome, int] = {"passed": 0, "skipped": 1, "failed": 2, "error": 3}
 #: The result element of a ``<testcase>`` -> outcome, in order of precedence.
 _RESULT_ELEMENTS: tuple[tuple[str, Outcome], ...] = (
     ("error", "error"),
@@ -74,20 +74,46 @@ def parse_junit(xml: str | bytes) -> dict[str, Outcome]:
     """
     root = _parse_xml(xml)
     cases = [case for case in root.iter("testcase") if case.get("classname")]
-    # Dotted module path -> file, from the tests whose ``file`` agrees with their ``classname``.
-    modules: dict[str, str] = {}
-    for case in cases:
-        file = case.get("file")
-        if file and _is_within(case.get("classname", ""), _dotted(file)):
-            modules[_dotted(file)] = file
+    modules = _module_files(cases)
     outcomes: dict[str, Outcome] = {}
     for case in cases:
         test_id = _node_id(case.get("classname", ""), case.get("name", ""), modules)
         outcome = _outcome(case)
         previous = outcomes.get(test_id)
-        if previous is None or _SEVERITY[outcome] > _SEVERITY[previous]:
+        if previous is None or SEVERITY[outcome] > SEVERITY[previous]:
             outcomes[test_id] = outcome
     return outcomes
+
+
+def junit_durations(xml: str | bytes) -> dict[str, float]:
+    """Pytest node ids -> seconds (setup, call and teardown together), from a JUnit report's ``time``.
+
+    Ids are those of :func:`parse_junit`; a test case without a readable ``time`` is left out.
+
+    Raises:
+        BaselineError: as :func:`parse_junit`.
+    """
+    cases = [case for case in _parse_xml(xml).iter("testcase") if case.get("classname")]
+    modules = _module_files(cases)
+    durations: dict[str, float] = {}
+    for case in cases:
+        try:
+            seconds = float(case.get("time", ""))
+        except ValueError:
+            continue
+        test_id = _node_id(case.get("classname", ""), case.get("name", ""), modules)
+        durations[test_id] = round(durations.get(test_id, 0.0) + seconds, 3)
+    return durations
+
+
+def _module_files(cases: Sequence[ET.Element]) -> dict[str, str]:
+    """Dotted module path -> file, from the tests whose ``file`` agrees with their ``classname``."""
+    modules: dict[str, str] = {}
+    for case in cases:
+        file = case.get("file")
+        if file and _is_within(case.get("classname", ""), _dotted(file)):
+            modules[_dotted(file)] = file
+    return modules
 
 
 def _parse_xml(xml: str | bytes) -> ET.Element:
@@ -154,6 +180,11 @@ class Baseline:
 
     outcomes: dict[str, Outcome]
     flaky: frozenset[str] = field(default_factory=frozenset)
+    durations: dict[str, float] = field(default_factory=dict)
+    """Seconds each test took (the longest of the runs that timed it); empty when the runner gives none."""
+    partial: bool = False
+    """The suite did not fit in the time budget: ``outcomes`` has the tests of the files (or modules)
+    every run completed, and no others."""
 
     @property
     def passed(self) -> int:
@@ -185,9 +216,20 @@ class Baseline:
             test for test, value in self.outcomes.items() if value == outcome and test not in self.flaky
         )
 
+    def cheapest(self, tests: Iterable[str]) -> list[str]:
+        """``tests`` from the fastest to the slowest; tests without a duration last, in the order given."""
+        order = list(dict.fromkeys(tests))
+        return sorted(order, key=lambda test: self.durations.get(test, float("inf")))
+
     def to_json(self) -> dict[str, Any]:
-        """A JSON-ready dict: ``{"outcomes": {id: outcome}, "flaky": [id, ...]}``, both sorted by id."""
-        return {"outcomes": dict(sorted(self.outcomes.items())), "flaky": sorted(self.flaky)}
+        """A JSON-ready dict: ``{"outcomes": {id: outcome}, "flaky": [id, ...], "durations": {id: s},
+        "partial": bool}``, sorted by id."""
+        return {
+            "outcomes": dict(sorted(self.outcomes.items())),
+            "flaky": sorted(self.flaky),
+            "durations": dict(sorted(self.durations.items())),
+            "partial": self.partial,
+        }
 
     @classmethod
     def from_json(cls, data: Mapping[str, Any]) -> Baseline:
@@ -203,20 +245,44 @@ class Baseline:
         unknown = sorted({str(value) for value in outcomes.values() if value not in OUTCOMES})
         if unknown:
             raise BaselineError(f"stored baseline has unknown outcomes {unknown}; expected one of {OUTCOMES}")
-        return cls(outcomes=dict(outcomes), flaky=frozenset(flaky))
+        # Baselines stored before durations and partial runs existed have neither.
+        durations = data.get("durations") or {}
+        if not isinstance(durations, Mapping) or not all(
+            isinstance(value, int | float) for value in durations.values()
+        ):
+            raise BaselineError("a stored baseline's 'durations' must map test ids to seconds")
+        return cls(
+            outcomes=dict(outcomes),
+            flaky=frozenset(flaky),
+            durations={test: float(value) for test, value in durations.items()},
+            partial=bool(data.get("partial", False)),
+        )
 
 
-def merge_runs(runs: Sequence[Mapping[str, Outcome]]) -> Baseline:
+def merge_runs(
+    runs: Sequence[Mapping[str, Outcome]],
+    durations: Sequence[Mapping[str, float]] = (),
+    *,
+    partial: bool = False,
+) -> Baseline:
     """One baseline from several runs of the same suite (each from :func:`parse_junit`).
 
     A test is flaky when its outcome differs between runs or some run lacks it; its outcome is the one
     from the first run that has it. Pass only runs that finished: a crashed run makes every test flaky.
+    A test's duration is the longest any run measured: what a later run of it should be ready to wait.
+
+    ``partial`` runs stopped at a file boundary when the time budget was spent, each after a different
+    number of files: only the files every run reported count, so that a file one run did not reach
+    does not make its tests flaky (see :func:`unit_of`).
 
     Raises:
         ValueError: ``runs`` is empty.
     """
     if not runs:
         raise ValueError("merge_runs needs at least one run")
+    if partial:
+        common = set.intersection(*({unit_of(test) for test in run} for run in runs))
+        runs = [{test: out for test, out in run.items() if unit_of(test) in common} for run in runs]
     outcomes: dict[str, Outcome] = {}
     for run in runs:
         for test, outcome in run.items():
@@ -224,7 +290,23 @@ def merge_runs(runs: Sequence[Mapping[str, Outcome]]) -> Baseline:
     flaky = frozenset(
         test for test, outcome in outcomes.items() if any(run.get(test) != outcome for run in runs)
     )
-    return Baseline(outcomes=outcomes, flaky=flaky)
+    longest: dict[str, float] = {}
+    for timing in durations:
+        for test, seconds in timing.items():
+            if test in outcomes:
+                longest[test] = max(seconds, longest.get(test, 0.0))
+    return Baseline(outcomes=outcomes, flaky=flaky, durations=longest, partial=partial)
+
+
+def unit_of(test_id: str) -> str:
+    """The file of a pytest node id, or the dotted module of a unittest label (``pkg.test_m.Class.test``:
+    what comes before its first capitalised part): what a run stopped by its time budget completes whole.
+    """
+    if "::" in test_id:
+        return test_id.split("::", 1)[0]
+    parts = test_id.split(".")
+    end = next((index for index, part in enumerate(parts) if part[:1].isupper()), len(parts) - 1)
+    return ".".join(parts[: max(1, end)])
 
 
 @dataclass(frozen=True)

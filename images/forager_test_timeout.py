@@ -9,17 +9,30 @@ as pytest-timeout's signal method does: a test blocked in ``time.sleep``, a sock
 interrupted and reported failed. A project that uses pytest-timeout itself keeps it; the limit is
 only handed to pytest-timeout when the project set none. Without ``SIGALRM`` (not on Linux) or
 outside the main thread the plugin does nothing, and the run's own time limit still applies.
+
+``FORAGER_TEST_BUDGET`` (seconds) is the run's time budget: once it is spent, the run stops after the
+test that ends a file, as if interrupted, so that the report holds whole files only. Pytest still writes
+its report, and prints the reason, which starts with :data:`BUDGET_SPENT`. Under pytest-xdist each
+worker stops so (with ``--dist loadfile`` a file stays on one worker), but stopping one worker ends the
+others wherever they are: ``FORAGER_COLLECTED`` names a file where the plugin writes how many tests each
+file has (``{"tests/test_x.py": 3}``), so that a reader can tell the files the report has whole.
 """
 
 from __future__ import annotations
 
+import json
 import os
 import signal
 import threading
+import time
 
 import pytest
 
 ENV = "FORAGER_TEST_TIMEOUT"
+BUDGET_ENV = "FORAGER_TEST_BUDGET"
+BUDGET_SPENT = "forager: time budget spent"
+COLLECTED_ENV = "FORAGER_COLLECTED"
+_STARTED = time.monotonic()
 
 
 class TestTimeout(BaseException):
@@ -29,11 +42,23 @@ class TestTimeout(BaseException):
     __test__ = False  # not a test class, whatever pytest's python_classes say
 
 
-def _limit() -> float:
+def _limit(name: str = ENV) -> float:
     try:
-        return max(0.0, float(os.environ.get(ENV, "0")))
+        return max(0.0, float(os.environ.get(name, "0")))
     except ValueError:
         return 0.0
+
+
+def _file(item: pytest.Item) -> str:
+    return str(getattr(item, "path", None) or item.fspath)  # pytest < 7 has only fspath
+
+
+def _stop_if_budget_spent(item: pytest.Item, nextitem: pytest.Item | None) -> None:
+    budget = _limit(BUDGET_ENV)
+    if not budget or nextitem is None or _file(nextitem) == _file(item):
+        return
+    if time.monotonic() - _STARTED > budget:
+        item.session.shouldstop = f"{BUDGET_SPENT} ({budget:g} s), stopping after {item.nodeid}"
 
 
 @pytest.hookimpl(tryfirst=True)
@@ -41,6 +66,21 @@ def pytest_configure(config: pytest.Config) -> None:
     limit = _limit()
     if limit and config.pluginmanager.hasplugin("timeout") and not config.getoption("timeout", None):
         config.option.timeout = limit
+
+
+@pytest.hookimpl(trylast=True)  # after -k, -m and the project's own hooks deselected what they do
+def pytest_collection_modifyitems(session: pytest.Session, config: pytest.Config, items: list) -> None:
+    path = os.environ.get(COLLECTED_ENV)
+    if not path:
+        return
+    counts: dict[str, int] = {}
+    for item in items:
+        file = item.nodeid.split("::", 1)[0]
+        counts[file] = counts.get(file, 0) + 1
+    # Every xdist worker collects the same tests: whichever writes last writes the same counts.
+    with open(f"{path}.{os.getpid()}", "w") as stream:
+        json.dump(counts, stream)
+    os.replace(f"{path}.{os.getpid()}", path)
 
 
 def _uses_own_timeout(item: pytest.Item) -> bool:
@@ -52,6 +92,7 @@ def pytest_runtest_protocol(item: pytest.Item, nextitem: pytest.Item | None):
     limit = _limit()
     if not limit or _uses_own_timeout(item) or threading.current_thread() is not threading.main_thread():
         yield
+        _stop_if_budget_spent(item, nextitem)
         return
 
     def expire(signum: int, frame: object) -> None:
@@ -64,3 +105,4 @@ def pytest_runtest_protocol(item: pytest.Item, nextitem: pytest.Item | None):
     finally:
         signal.setitimer(signal.ITIMER_REAL, 0)
         signal.signal(signal.SIGALRM, previous)
+    _stop_if_budget_spent(item, nextitem)

@@ -306,15 +306,31 @@ def test_merge_needs_a_run() -> None:
 
 
 def test_json_round_trip() -> None:
-    baseline = merge_runs([{"t::b": "passed", "t::a": "error"}, {"t::b": "failed", "t::a": "error"}])
+    baseline = merge_runs(
+        [{"t::b": "passed", "t::a": "error"}, {"t::b": "failed", "t::a": "error"}],
+        [{"t::b": 0.5, "t::a": 2.0}, {"t::b": 1.25}],
+    )
     data = baseline.to_json()
-    assert data == {"outcomes": {"t::a": "error", "t::b": "passed"}, "flaky": ["t::b"]}
+    assert data == {
+        "outcomes": {"t::a": "error", "t::b": "passed"},
+        "flaky": ["t::b"],
+        "durations": {"t::a": 2.0, "t::b": 1.25},
+        "partial": False,
+    }
     assert Baseline.from_json(data) == baseline
+    # Baselines stored before durations existed still read.
+    assert Baseline.from_json({"outcomes": {"t::a": "error"}, "flaky": []}).durations == {}
 
 
 @pytest.mark.parametrize(
     "data",
-    [{}, {"outcomes": []}, {"outcomes": {"t::a": "exploded"}, "flaky": []}, {"outcomes": {}, "flaky": 3}],
+    [
+        {},
+        {"outcomes": []},
+        {"outcomes": {"t::a": "exploded"}, "flaky": []},
+        {"outcomes": {}, "flaky": 3},
+        {"outcomes": {}, "flaky": [], "durations": {"t::a": "slow"}},
+    ],
 )
 def test_invalid_stored_baselines_are_rejected(data: dict[str, object]) -> None:
     with pytest.raises(BaselineError):
