@@ -13,12 +13,12 @@ from images.readers.common import EXCLUDED_WORDS, name_words, without_version
 from images.readers.installers import pip_arguments, shell_words
 
 #: CI jobs and workflow files so named build or publish things rather than run the tests.
-_CI_EXCLUDED_WORDS = EXCLUDED_WORDS | {"pages", "wheel", "wheels", "sdist", "codeql", "stale", "labeler"}
+CI_EXCLUDED_WORDS = EXCLUDED_WORDS | {"pages", "wheel", "wheels", "sdist", "codeql", "stale", "labeler"}
 
 #: ``pip install`` as written in shell (``pip3 install``, ``python -m pip install``, ``uv pip install``).
 _PIP_INSTALL_RE = re.compile(r"(?<![\w.-])pip[\d.]*\s+install(?![\w-])")
 #: Words in a CI job that show it runs the tests (``pytest``, ``tox -e py``, ``make test``, ``make ci``).
-_RUNS_TESTS_RE = re.compile(
+RUNS_TESTS_RE = re.compile(
     r"\b(?:py\.?test|tox|nox|unittest|tests?|testing|trial|coverage|ci)\b", re.IGNORECASE
 )
 
@@ -63,7 +63,7 @@ def _pip_installs(text: str) -> Found:
     return found
 
 
-def _ci_files(c: Collector) -> list[str]:
+def ci_files(c: Collector) -> list[str]:
     """GitHub workflows; without any, the older CI configurations (Travis, GitLab, CircleCI)."""
     workflows = c.root / ".github" / "workflows"
     if workflows.is_dir():
@@ -83,8 +83,8 @@ def _ci_files(c: Collector) -> list[str]:
 def read(c: Collector) -> None:
     declined = []
     testless = []
-    for rel in _ci_files(c):
-        if name_words(PurePosixPath(rel).stem) & _CI_EXCLUDED_WORDS:
+    for rel in ci_files(c):
+        if name_words(PurePosixPath(rel).stem) & CI_EXCLUDED_WORDS:
             declined.append(rel)
             continue
         text = c.text(rel)
@@ -93,11 +93,11 @@ def read(c: Collector) -> None:
         main_job_seen = False
         for job, body in _ci_jobs(c, rel, text):
             label = f"{rel} job {job}" if job else rel
-            if job is not None and name_words(job) & _CI_EXCLUDED_WORDS:
+            if job is not None and name_words(job) & CI_EXCLUDED_WORDS:
                 declined.append(label)
                 continue
             # Jobs that run no tests (spell checks, issue bots) install nothing the tests need.
-            if not _RUNS_TESTS_RE.search(body):
+            if not RUNS_TESTS_RE.search(body):
                 testless.append(label)
                 continue
             found = _pip_installs(body)
