@@ -84,6 +84,11 @@ BASE_PACKAGES = (
 BASE_ENV = {"LANG": "C.UTF-8", "LC_ALL": "C.UTF-8", "DEBIAN_FRONTEND": "noninteractive"}
 
 
+def base_for_python(line: str) -> DebianBase | None:
+    """The base whose CPython is ``line`` (``3.13``, or the exact ``3.13.5``), or None."""
+    return next((base for base in BASES if line in (base.python, base.python_version)), None)
+
+
 class BaseImageError(ForagerError):
     """The base image could not be made."""
 

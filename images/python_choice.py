@@ -24,7 +24,7 @@ import yaml
 from packaging.specifiers import InvalidSpecifier, SpecifierSet
 
 from core.errors import ForagerError
-from images.base import BASES, DEFAULT_BASE, DebianBase
+from images.base import BASES, DEFAULT_BASE, DebianBase, base_for_python
 
 #: Standard-library modules removed from CPython, and the release line that removed them (PEP 594, PEP 632,
 #: and the ``imp``/``asyncore`` removals of 3.12). Code importing one runs only on an older line.
@@ -173,9 +173,8 @@ def choose_base(
     have = ", ".join(f"{base.python} ({base.tag})" for base in bases)
     evidence = list(needs.evidence)
     if python is not None:
-        for base in bases:
-            if python in (base.python, base.python_version):
-                return PythonChoice(base, (*evidence, f"Python {base.python}: asked for (--python {python})"))
+        if (base := base_for_python(python)) in bases:
+            return PythonChoice(base, (*evidence, f"Python {base.python}: asked for (--python {python})"))
         raise UnsupportedPython(f"--python {python}: Forager's bases give Python {have}; name one of those")
     allowed = [
         b

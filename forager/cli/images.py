@@ -23,7 +23,7 @@ from forager.cli.output import (
     progress_display,
     settings,
 )
-from images.base import BASE_IMAGE, ensure_base_image
+from images.base import BASES, DEFAULT_BASE, DebianBase, base_for_python, ensure_base_image
 from images.builder import BuildOptions, BuildResult, ImageBuilder
 from images.engine import connect
 from images.proxy import NetworkSettings
@@ -56,19 +56,24 @@ def base(
     ] = None,
     ca_bundle: CABundleOption = None,
     rebuild: Annotated[bool, typer.Option("--rebuild", help="Build again even if the image exists.")] = False,
+    python: Annotated[
+        str,
+        typer.Option(help=f"CPython line: {', '.join(f'{b.python} ({b.tag})' for b in BASES)}."),
+    ] = DEFAULT_BASE.python,
     json: JsonOption = False,
 ) -> None:
-    """Make the shared base image (Debian minbase + Python, pip, venv, git, build tools, uv).
+    """Make a shared base image (Debian minbase + Python, pip, venv, git, build tools, uv).
 
     Uses debootstrap and docker import, so no container registry is needed. Skips the work when the
-    image already exists.
+    image already exists. `images build` makes a missing base itself when a project needs it.
     """
+    chosen = _base_for(python)
     network = NetworkSettings.from_environment(ca_bundle)
     client = connect()
-    log_dir = settings(ctx).logs / "base"
+    log_dir = settings(ctx).logs / chosen.log_folder
     with progress_display() as progress:
         image = ensure_base_image(
-            client, network, mirror=mirror, log_dir=log_dir, rebuild=rebuild, progress=progress
+            client, network, base=chosen, mirror=mirror, log_dir=log_dir, rebuild=rebuild, progress=progress
         )
     if json:
         print_json({"tag": image.tag, "id": image.id, "size_bytes": image.size_bytes, "built": image.built})
@@ -77,6 +82,14 @@ def base(
     console.print(
         f"{image.tag} {verb} ({image.size_bytes / 2**20:.0f} MiB, {image.id[7:19]})", highlight=False
     )
+
+
+def _base_for(python: str) -> DebianBase:
+    base = base_for_python(python)
+    if base is None:
+        lines = ", ".join(b.python for b in BASES)
+        raise typer.BadParameter(f"Forager's bases give Python {lines}", param_hint="--python")
+    return base
 
 
 @app.command("self")
@@ -127,7 +140,16 @@ def build(
     per_test_timeout: Annotated[
         float, typer.Option(min=0, help="Seconds for one baseline test (a hanging test fails); 0: none.")
     ] = 120,
-    base_image: Annotated[str, typer.Option("--base", help="Base image to layer on.")] = BASE_IMAGE,
+    base_image: Annotated[
+        str | None,
+        typer.Option(
+            "--base", help="Base image to layer on. Default: Forager's base for the Python the project needs."
+        ),
+    ] = None,
+    python: Annotated[
+        str | None,
+        typer.Option(help="CPython line to build on (3.11 or 3.13) instead of the one the project needs."),
+    ] = None,
     ca_bundle: CABundleOption = None,
     min_pass_ratio: Annotated[
         float, typer.Option(min=0, max=1, help="Share of run tests that must pass for 'ready'.")
@@ -153,8 +175,13 @@ def build(
         specs += read_source_file(from_file)
     if not specs:
         raise typer.BadParameter("name at least one SOURCE, or --from-file FILE", param_hint="SOURCE")
+    if base_image and python:
+        raise typer.BadParameter("--base has its own Python: pass --base or --python", param_hint="--python")
+    if python:
+        _base_for(python)
     options = BuildOptions(
         base_image=base_image,
+        python=python,
         network=NetworkSettings.from_environment(ca_bundle),
         timeout=timeout,
         test_timeout=test_timeout,
