@@ -37,6 +37,7 @@ _RESULT_ELEMENTS: tuple[tuple[str, Outcome], ...] = (
 FailureClass = Literal[
     "clone_failed",
     "not_python",
+    "unsupported_python",
     "install_failed",
     "no_tests",
     "collection_error",
