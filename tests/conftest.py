@@ -55,9 +55,15 @@ def kubernetes(docker_client, tmp_path_factory) -> Iterator[object]:
 
 
 @pytest.fixture(scope="session")
-def postgres_url() -> str:
-    """URL of an empty-able PostgreSQL database for tests (``FORAGER_TEST_POSTGRES_URL``)."""
+def postgres_url() -> Iterator[str]:
+    """URL of a PostgreSQL database of this test process alone, which its tests may empty at will.
+
+    Made on the server of ``FORAGER_TEST_POSTGRES_URL`` and dropped at the end: pytest-xdist's workers,
+    and other test runs on the machine, share that server, so none may use its database directly.
+    """
     import sqlalchemy as sa
+
+    from tests.farm import private_database
 
     url = os.environ.get(POSTGRES_URL_ENV, DEFAULT_POSTGRES_URL)
     try:
@@ -67,7 +73,8 @@ def postgres_url() -> str:
         engine.dispose()
     except Exception as exc:
         _unavailable("PostgreSQL", f"{url}: {exc.__class__.__name__}: {str(exc).splitlines()[0]}")
-    return url
+    with private_database(url, prefix="forager_test") as own:
+        yield own
 
 
 @pytest.fixture

@@ -31,8 +31,7 @@ FORAGER = [sys.executable, "-m", "forager"]
 
 @contextmanager
 def private_database(postgres_url: str, prefix: str = "forager_queue") -> Iterator[str]:
-    """The URL of a new database on the server of ``postgres_url``, dropped on exit (other tests share
-    the test database and empty it when they like)."""
+    """The URL of a new database on the server of ``postgres_url``, dropped on exit."""
     name = f"{prefix}_{uuid.uuid4().hex[:12]}"
     admin = sa.create_engine(postgres_url, isolation_level="AUTOCOMMIT")
     try:

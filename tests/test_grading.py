@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import shlex
+import uuid
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -153,7 +154,8 @@ def test_grade_to_json_is_json() -> None:
 
 # -- in Docker --------------------------------------------------------------------------------------------
 
-IMAGE = "forager-test/grading:latest"
+#: Of this test process alone: xdist workers and other test runs share the engine (and remove theirs).
+IMAGE = f"forager-test/grading:{uuid.uuid4().hex[:8]}"
 
 # The fixture repository's history: OLD, then START (the task's start state, with two bugs). START
 # rewrites the docstring of `mul`, two lines above its bug: a patch written against OLD no longer

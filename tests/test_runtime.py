@@ -16,6 +16,7 @@ import sys
 import textwrap
 import threading
 import time
+import uuid
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -38,7 +39,8 @@ from tools.calls import parse_cwm, parse_openai
 from tools.execute import execute
 
 pytestmark = pytest.mark.docker
-IMAGE = "forager-test/runtime:latest"
+#: Of this test process alone: xdist workers and other test runs share the engine (and remove theirs).
+IMAGE = f"forager-test/runtime:{uuid.uuid4().hex[:8]}"
 
 
 @pytest.fixture(scope="session")
@@ -51,7 +53,7 @@ def repo_image(docker_client, tmp_path_factory):
     )
     try:
         container.put_archive("/", _tar_directory(root, "repo"))
-        container.commit("forager-test/runtime", "latest", conf={"WorkingDir": "/repo"})
+        container.commit(*IMAGE.split(":"), conf={"WorkingDir": "/repo"})
     finally:
         container.remove(force=True)
     yield IMAGE
