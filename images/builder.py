@@ -33,16 +33,7 @@ from requests.exceptions import ReadTimeout
 from core.errors import ForagerError
 from core.progress import Progress, ProgressEvent, no_progress
 from images.base import BASE_IMAGE, ensure_base_image
-from images.baseline import (
-    Baseline,
-    FailureClass,
-    Verdict,
-    collection_errors,
-    judge,
-    log_tail,
-    merge_runs,
-    parse_junit,
-)
+from images.baseline import Baseline, FailureClass, Verdict, log_tail
 from images.detect import InstallPlan, detect
 from images.engine import CLEAR_OWNER, build_container_name, exec_logged, owner_labels
 from images.proxy import NetworkSettings
@@ -51,6 +42,7 @@ from images.python_choice import UnsupportedPython, choose_for
 from images.readers.pytest_config import explicit_test_files
 from images.recipe import IMAGE_ENV, REPO_DIR, VENV_DIR, InstallRecipe, RecipeStep
 from images.repair import Repair, diagnose
+from images.runners import choose_test_command, runner_of
 from images.sources import Checkout, SourceError, SourceSpec, fetch
 from images.steps import (
     PYTEST,
@@ -59,17 +51,13 @@ from images.steps import (
     plan_recipe,
     without_install_limits,
 )
+from images.suite_runs import Execution, RunSettings, run_baseline
 from storage import Image, ImageStatus, Store
 
 #: Bump when the same plan would turn into different steps: it changes every image tag.
 BUILDER_VERSION = "1"
 #: Named volume shared by all build containers: pip's and uv's download and wheel caches.
 CACHE_VOLUME = "forager-cache"
-JUNIT_PATH = "/tmp/forager-junit.xml"
-#: Where the baseline's per-test timeout plugin is written in a test container (never in the image).
-_PLUGIN_DIR = "/tmp/forager-plugins"
-#: The plugin's source; read, never imported (it imports pytest, which Forager itself does not need).
-_PLUGIN_SOURCE = Path(__file__).with_name("forager_test_timeout.py")
 _CONTINUE = "--continue-on-collection-errors"
 _COLLECTED = re.compile(r"^[1-9]\d* tests? collected", re.MULTILINE)
 
@@ -268,7 +256,9 @@ class ImageBuilder:
             raise _BuildFailed("not_python", "no Python project files and no Python code found")
         base_image, base, python = self._base(checkout, plan, log)
         recipe = plan_recipe(plan, checkout, base_image, self._resolve_as_of(checkout, log))
-        recipe = replace(recipe, python=python)
+        test_command, why = choose_test_command(checkout.path, recipe.test_command, plan.test_paths)
+        log.section(why)
+        recipe = replace(recipe, python=python, test_command=test_command)
         tag = image_tag(spec.name, checkout.commit, _digest(recipe, base))
         if not self.options.rebuild and (cached := self._cached(tag)) is not None:
             return replace(cached, seconds=time.monotonic() - started, cached=True)
@@ -453,6 +443,8 @@ class ImageBuilder:
         Returns the steps (with any installs added) and the test command, which names the test files
         explicitly when pytest's default file pattern finds none.
         """
+        if runner_of(test_command) != "pytest":
+            return steps, test_command  # only pytest collects without running; the baseline shows the rest
         tried: list[Repair] = []
         named_files = False
         for _ in range(self.options.repair_rounds):
@@ -507,47 +499,26 @@ class ImageBuilder:
     def _baseline(
         self, spec: SourceSpec, tag: str, test_command: str, log: _Log
     ) -> tuple[Baseline | None, Verdict]:
-        runs: list[dict[str, str]] = []
-        exit_code: int | None = None
-        timed_out = False
-        errors = 0
-        for number in range(1, self.options.test_runs + 1):
-            self._stage(spec, "tests", f"run {number} of {self.options.test_runs}")
-            outcomes, exit_code, output, timed_out = self._test_run(tag, test_command, number)
-            log.section(f"test run {number}: exit {exit_code}", output)
-            errors = len(collection_errors(output))
-            if timed_out or outcomes is None:
-                break
-            runs.append(outcomes)
-        baseline = merge_runs(runs) if runs else None
-        verdict = judge(
-            baseline, exit_code=exit_code, timed_out=timed_out, collection_errors=errors,
+        settings = RunSettings(
+            limit=self.options.test_timeout,
+            per_test_timeout=self.options.per_test_timeout,
+            workers=min(8, int(self.client.info().get("NCPU") or 1)),
+            runs=self.options.test_runs,
             min_pass_ratio=self.options.min_pass_ratio,
-        )  # fmt: skip
-        return baseline, verdict
-
-    def _test_run(
-        self, tag: str, test_command: str, number: int
-    ) -> tuple[dict[str, str] | None, int, str, bool]:
-        """One run of the suite with no network: (outcomes or None, exit code, output, timed out).
-
-        Each test is bounded by :attr:`BuildOptions.per_test_timeout` through Forager's own pytest plugin,
-        written into the container for this run only: a hanging test fails, the others still run.
-        """
-        limit = int(self.options.test_timeout)
-        script = (
-            f"timeout -k 10 {limit} {test_command} -o junit_family=xunit1 --junitxml={JUNIT_PATH}"
-            " -q -rN --color=no"
         )
-        if self.options.per_test_timeout > 0:
-            plugin = _PLUGIN_SOURCE.read_text()
-            script = (
-                f"mkdir -p {_PLUGIN_DIR} && cat > {_PLUGIN_DIR}/forager_test_timeout.py <<'FORAGER_EOF'\n"
-                f"{plugin}FORAGER_EOF\n"
-                f"PYTHONPATH={_PLUGIN_DIR}${{PYTHONPATH:+:$PYTHONPATH}} "
-                f"FORAGER_TEST_TIMEOUT={self.options.per_test_timeout:g} "
-                f"{script} -p forager_test_timeout"
-            )
+
+        def execute(script: str, number: int, paths: tuple[str, ...]) -> Execution:
+            self._stage(spec, "tests", f"run {number}")
+            return self._test_run(tag, script, number, paths)
+
+        result = run_baseline(test_command, settings, execute, log.section)
+        for note in result.notes:
+            log.section(note)
+        return result.baseline, result.verdict
+
+    def _test_run(self, tag: str, script: str, number: int, paths: tuple[str, ...]) -> Execution:
+        """One run of ``script`` in a fresh container with no network; ``paths`` are the files it
+        wrote to bring back (those it did not write are left out)."""
         container = self._start(
             tag,
             build_container_name(f"{tag.split('/')[-1]}-test{number}"),
@@ -558,17 +529,16 @@ class ImageBuilder:
         )
         try:
             try:
-                exit_code = container.wait(timeout=limit + 30)["StatusCode"]
+                exit_code = container.wait(timeout=int(self.options.test_timeout) + 30)["StatusCode"]
             except (ReadTimeout, RequestsConnectionError):
                 exit_code = 124
             output = container.logs().decode(errors="replace")
-            timed_out = exit_code in (124, 137)
-            try:
-                stream, _ = container.get_archive(JUNIT_PATH)
-                outcomes = parse_junit(_untar_single(b"".join(stream)))
-            except (NotFound, ForagerError):
-                outcomes = None
-            return outcomes, exit_code, output, timed_out
+            files = {}
+            for path in paths:
+                with contextlib.suppress(NotFound, ForagerError):
+                    stream, _ = container.get_archive(path)
+                    files[path] = _untar_single(b"".join(stream))
+            return Execution(exit_code, output, files)
         finally:
             self._remove(container)
 
@@ -848,7 +818,7 @@ def _untar_single(data: bytes) -> bytes:
         member = tar.next()
         stream = tar.extractfile(member) if member else None
         if stream is None:
-            raise ForagerError("the JUnit report archive is empty")
+            raise ForagerError("the archive of a test run's file is empty")
         return stream.read()
 
 
