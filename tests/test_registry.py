@@ -77,7 +77,7 @@ def small_image(docker_client, store: Store) -> Iterator[Image]:
     container = docker_client.containers.create(base, ["true"], network_mode="none")
     try:
         container.put_archive("/", _tar({"marker.txt": tag.encode()}))
-        container.commit(*tag.split(":"))
+        image_id = container.commit(*tag.split(":")).id
     finally:
         container.remove(force=True)
     repository = store.get_or_create_repository("/src/registry-test", "registry-test")
@@ -91,6 +91,9 @@ def small_image(docker_client, store: Store) -> Iterator[Image]:
     for ref in [tag, *(_refs(docker_client, store.get_image(tag)))]:
         with contextlib.suppress(ImageNotFound):
             docker_client.images.remove(ref)
+    # And every other name a push gave it (one to a dead registry is not recorded): its content is ours.
+    with contextlib.suppress(ImageNotFound):
+        docker_client.images.remove(image_id, force=True)
 
 
 def _exists(client, tag: str) -> bool:
