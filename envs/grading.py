@@ -7,8 +7,10 @@ and, through the runtime protocol only:
    ``patch -p1 --fuzz=3`` (an empty patch applies trivially: that grades the unmodified start);
 2. puts the test files back to the start commit's version, so that no patch passes by editing the tests,
    and applies the task's test patch (issue-fix tasks);
-3. runs exactly the FAIL_TO_PASS and PASS_TO_PASS tests with pytest, reading outcomes from its JUnit
-   report (a test it does not report is ``missing``);
+3. runs exactly the FAIL_TO_PASS and PASS_TO_PASS tests with the image's runner: pytest, reading
+   outcomes from its JUnit report, or unittest and a project's own unittest script (Django's
+   ``tests/runtests.py``), reading their verbose output (:mod:`images.runners`); a test the run does
+   not report is ``missing``;
 4. decides the status with :func:`classify`, a pure function.
 
 Infrastructure failures (a timeout, an out-of-memory kill, a dead container, a test setup that cannot
@@ -28,6 +30,8 @@ from core.errors import ForagerError
 from envs.runtime import EnvironmentDied, Observation, Runtime
 from envs.swebench import InstanceError, files_touched
 from images.baseline import BaselineError, log_tail, parse_junit
+from images.runners import id_command, runner_of, test_file
+from images.unittest_output import parse_verbose
 
 Status = Literal["resolved", "partial", "unresolved", "error"]
 #: A test's outcome in a graded run: pytest's, or ``missing`` when the report does not have the test.
@@ -120,10 +124,13 @@ class TestSpec:
             raise GradingError(
                 "a test spec needs FAIL_TO_PASS or PASS_TO_PASS tests: there is nothing to run"
             )
-        pytest_base(self.test_command)
+        if runner_of(self.test_command) == "pytest":
+            pytest_base(self.test_command)
         if not self.test_files:
             try:
-                files = default_test_files(self.fail_to_pass, self.pass_to_pass, self.test_patch)
+                files = default_test_files(
+                    self.fail_to_pass, self.pass_to_pass, self.test_patch, test_command=self.test_command
+                )
             except InstanceError as exc:
                 raise GradingError(f"the test patch cannot be read: {exc}") from exc
             object.__setattr__(self, "test_files", files)
@@ -186,7 +193,7 @@ def classify(
 
 
 def default_test_files(
-    fail_to_pass: Iterable[str], pass_to_pass: Iterable[str], test_patch: str = ""
+    fail_to_pass: Iterable[str], pass_to_pass: Iterable[str], test_patch: str = "", *, test_command: str = ""
 ) -> tuple[str, ...]:
     """The files grading restores by default: the test files of the test ids, and all the test patch touches.
 
@@ -194,14 +201,16 @@ def default_test_files(
     ``conftest.py``, or anything under a ``tests`` or ``test`` directory): a doctest's id names the
     source module that holds it (``src/calc/__init__.py::calc.add``), and restoring that would undo the
     fix. Give such files (and test files of unusual names) in :attr:`TestSpec.test_files` explicitly.
+    With a unittest or script ``test_command``, ids are labels, whose module is the file
+    (:func:`images.runners.test_file`).
 
     Raises:
         InstanceError: ``test_patch`` is not a unified diff.
     """
     files: dict[str, None] = {}
     for test_id in (*fail_to_pass, *pass_to_pass):
-        path = test_id.split("::", 1)[0]
-        if is_test_path(path):
+        path = test_file(test_command, test_id) if test_command else test_id.split("::", 1)[0]
+        if path and is_test_path(path):
             files[path] = None
     for path in files_touched(test_patch):
         files[path] = None
@@ -348,11 +357,17 @@ def _run_tests(
 def run_tests(
     runtime: Runtime, test_command: str, tests: Sequence[str], timeout: float, log: _Log | None = None
 ) -> tuple[dict[str, str], Observation]:
-    """Run exactly ``tests`` (pytest node ids) with the image's test command: (outcomes by id, observation).
+    """Run exactly ``tests`` (pytest node ids, or unittest labels for a unittest or script runner) with
+    the image's test command: (outcomes by id, observation).
 
-    An id pytest does not report is absent from the outcomes; callers count it as missing.
+    An id the run does not report is absent from the outcomes; callers count it as missing.
     """
     log = log or _Log()
+    if runner_of(test_command) != "pytest":
+        # unittest runs the labels it can import and reports the others as errors: no fallback needed.
+        observation = _shell(runtime, f"{id_command(test_command, tests)} 2>&1", timeout)
+        log.add(f"run {len(tests)} tests", observation.output)
+        return dict(parse_verbose(observation.output).outcomes), observation
     _shell(runtime, f"rm -f {_JUNIT}")  # a report left by an earlier run must not be read as this one's
     observation = _shell(runtime, pytest_command(test_command, tests), timeout)
     log.add(f"run {len(tests)} tests", observation.output)

@@ -23,13 +23,13 @@ import posixpath
 import re
 import shlex
 from collections.abc import Sequence
-from itertools import pairwise
 from pathlib import Path
 from typing import Literal
 
 from images.readers.common import EXCLUDED_WORDS, name_words
 
 Runner = Literal["pytest", "unittest", "script"]
+_SHELL_OPERATORS = "();<>|&"
 
 #: Where projects keep a test script of their own (Django's is ``tests/runtests.py``).
 RUNTESTS_SCRIPTS = ("tests/runtests.py", "runtests.py")
@@ -48,14 +48,22 @@ _DROPPED_PREFIXES = ("--cov", "--junitxml=", "--junit-xml=", "--numprocesses=", 
 
 
 def runner_of(test_command: str) -> Runner:
-    """The runner of a test command: ``pytest`` when it runs pytest, ``unittest`` for ``python -m
-    unittest``, otherwise ``script`` (a Python script that calls unittest's runner)."""
-    words = shlex.split(test_command)
-    if any(posixpath.basename(word) in ("pytest", "py.test") for word in words):
+    """The runner of a test command: ``unittest`` for ``python -m unittest``, ``script`` for a Python
+    script (``python tests/runtests.py ...``, ``./runtests.py ...``) and ``pytest`` for anything else,
+    which a pytest command then has to be."""
+    try:
+        words = shlex.split(test_command)
+    except ValueError:
         return "pytest"
-    if any(a == "-m" and b == "unittest" for a, b in pairwise(words)):
-        return "unittest"
-    return "script"
+    words = [word for word in words if not re.fullmatch(r"\w+=.*", word)][:3]  # variable assignments
+    if any(set(word) & set(_SHELL_OPERATORS) for word in words) or not words:
+        return "pytest"
+    python = re.fullmatch(r"python[\d.]*", posixpath.basename(words[0])) is not None
+    if python and words[1:2] == ["-m"]:
+        return "unittest" if words[2:3] == ["unittest"] else "pytest"
+    if words[0].endswith(".py") or (python and words[1:2] and words[1].endswith(".py")):
+        return "script"
+    return "pytest"
 
 
 def id_command(test_command: str, test_ids: Sequence[str]) -> str:
