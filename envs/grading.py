@@ -30,7 +30,7 @@ from core.errors import ForagerError
 from envs.runtime import EnvironmentDied, Observation, Runtime
 from envs.swebench import InstanceError, files_touched
 from images.baseline import BaselineError, log_tail, parse_junit
-from images.runners import id_command, runner_of, test_file
+from images.runners import file_of_test, id_command, runner_of
 from images.unittest_output import parse_verbose
 
 Status = Literal["resolved", "partial", "unresolved", "error"]
@@ -202,14 +202,14 @@ def default_test_files(
     source module that holds it (``src/calc/__init__.py::calc.add``), and restoring that would undo the
     fix. Give such files (and test files of unusual names) in :attr:`TestSpec.test_files` explicitly.
     With a unittest or script ``test_command``, ids are labels, whose module is the file
-    (:func:`images.runners.test_file`).
+    (:func:`images.runners.file_of_test`).
 
     Raises:
         InstanceError: ``test_patch`` is not a unified diff.
     """
     files: dict[str, None] = {}
     for test_id in (*fail_to_pass, *pass_to_pass):
-        path = test_file(test_command, test_id) if test_command else test_id.split("::", 1)[0]
+        path = file_of_test(test_command, test_id) if test_command else test_id.split("::", 1)[0]
         if path and is_test_path(path):
             files[path] = None
     for path in files_touched(test_patch):

@@ -88,7 +88,7 @@ def id_command(test_command: str, test_ids: Sequence[str]) -> str:
     return shlex.join([*words, *test_ids])
 
 
-def test_file(test_command: str, test_id: str) -> str | None:
+def file_of_test(test_command: str, test_id: str) -> str | None:
     """The repository file that defines the test ``test_id`` runs, or None when it cannot be told.
 
     A pytest id names it; a unittest label's module (its parts before the class) is a path relative

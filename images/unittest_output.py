@@ -19,7 +19,7 @@ from dataclasses import dataclass, field
 from images.baseline import SEVERITY, Outcome, unit_of
 
 #: The start of a test's line: its method name and where it is, at the start of a line.
-_HEADER = re.compile(r"^(?P<name>\w+) \((?P<where>[\w.]+)\)")
+_HEADER = re.compile(r"^(?P<name>[\w.]+) \((?P<where>[\w.]+)\)")
 #: A result, after `` ... `` or alone on a line (a test's own print can come between the two).
 _RESULT = re.compile(
     r"(?:^|\.\.\. )(?P<result>ok|FAIL|ERROR|skipped\b.*|expected failure|unexpected success)$"

@@ -1,0 +1,214 @@
+"""Runners other than pytest: choosing one from a checkout, their commands, reading their verbose output.
+
+The output parsers are checked against the output of the real ``unittest`` runner on generated suites.
+"""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+import images.forager_test_timeout as plugin
+from images import suite_runs
+from images.baseline import merge_runs
+from images.runners import choose_test_command, file_of_test, id_command, runner_of
+from images.suite_runs import whole_files
+from images.unittest_output import VerboseRun, completed_modules, parse_verbose
+from tests.repos import write
+
+PYTEST = "python -m pytest -p no:cacheprovider tests"
+
+UNITTEST_SUITE = {
+    "tests/__init__.py": "",
+    "tests/test_calc.py": (
+        "import unittest\n\n\n"
+        "class CalcTest(unittest.TestCase):\n"
+        "    def test_ok(self):\n        print('noise from the test')\n        self.assertEqual(1 + 1, 2)\n\n"
+        "    def test_doc(self):\n        '''A docstring goes on a line of its own.'''\n\n"
+        "    def test_fail(self):\n        self.assertEqual(1, 2)\n\n"
+        "    def test_error(self):\n        raise RuntimeError('boom')\n\n"
+        "    @unittest.skip('not today')\n    def test_skip(self):\n        pass\n\n"
+        "    @unittest.expectedFailure\n    def test_xfail(self):\n        self.assertEqual(1, 2)\n\n"
+        "    @unittest.expectedFailure\n    def test_xpass(self):\n        pass\n"
+    ),
+    "tests/test_broken.py": "import forager_no_such_module\n",
+    "tests/test_fixture.py": (
+        "import unittest\n\n\nclass Broken(unittest.TestCase):\n"
+        "    @classmethod\n    def setUpClass(cls):\n        raise RuntimeError('no')\n\n"
+        "    def test_never(self):\n        pass\n"
+    ),
+}
+
+
+@pytest.fixture(scope="module")
+def unittest_output(tmp_path_factory: pytest.TempPathFactory) -> str:
+    root = write(tmp_path_factory.mktemp("unittest"), UNITTEST_SUITE)
+    run = subprocess.run(
+        [sys.executable, "-m", "unittest", "discover", "-v", "-s", "tests", "-t", "."],
+        cwd=root,
+        capture_output=True,
+        text=True,
+        check=False,
+    )
+    return run.stderr + run.stdout  # as a container's log has them: both streams
+
+
+def test_the_real_runners_verbose_output_gives_labels_and_outcomes(unittest_output: str) -> None:
+    run = parse_verbose(unittest_output)
+    assert run.outcomes == {
+        "tests.test_calc.CalcTest.test_ok": "passed",
+        "tests.test_calc.CalcTest.test_doc": "passed",
+        "tests.test_calc.CalcTest.test_fail": "failed",
+        "tests.test_calc.CalcTest.test_error": "error",
+        "tests.test_calc.CalcTest.test_skip": "skipped",
+        "tests.test_calc.CalcTest.test_xfail": "skipped",
+        "tests.test_calc.CalcTest.test_xpass": "failed",
+    }
+    assert run.import_errors == ["tests.test_broken"]
+    assert run.unfinished is None
+
+
+def test_older_pythons_lines_and_output_between_a_test_and_its_result() -> None:
+    output = (
+        "test_a (pkg.tests.ModelTest) ... ok\n"
+        "test_b (pkg.tests.ModelTest) ... printed by the test\n"
+        "ok\n"
+        "test_c (pkg.tests.ModelTest)\nChecks c. ... skipped 'no db'\n"
+        "test_d (pkg.tests.ModelTest) ... FAIL\n"
+        "test_d (pkg.tests.ModelTest) ... ERROR\n"  # reported twice: the worse outcome stays
+        "test_e (pkg.other.OtherTest) ... "
+    )
+    run = parse_verbose(output)
+    assert run.outcomes == {
+        "pkg.tests.ModelTest.test_a": "passed",
+        "pkg.tests.ModelTest.test_b": "passed",
+        "pkg.tests.ModelTest.test_c": "skipped",
+        "pkg.tests.ModelTest.test_d": "error",
+    }
+    assert run.unfinished == "pkg.other.OtherTest.test_e"
+    # Killed in pkg.other: pkg.tests finished; killed between tests: the last module may not have.
+    assert completed_modules(run).outcomes == run.outcomes
+    between = VerboseRun(dict(run.outcomes), [], None)
+    assert completed_modules(between).outcomes == {}
+
+
+def test_runner_of_a_test_command() -> None:
+    assert runner_of(PYTEST) == "pytest"
+    assert runner_of("python -m unittest discover -v -s tests -t .") == "unittest"
+    assert runner_of("FOO=1 python3 -m unittest -v") == "unittest"
+    assert runner_of("python tests/runtests.py --verbosity=2") == "script"
+    assert runner_of("./runtests.py -v") == "script"
+    # Anything else must be a pytest command, which grading then checks (and refuses tox's).
+    assert runner_of("tox -e py311") == "pytest"
+    assert runner_of("python x.py && rm -rf /") == "pytest"
+
+
+def test_commands_that_run_ids_and_the_files_of_ids() -> None:
+    unittest_command = "python -m unittest discover -v -s tests -t . -p 'test*.py'"
+    assert id_command(unittest_command, ["tests.test_a.T.test_x", "tests.test_b.U.test_y"]) == (
+        "python -m unittest -v tests.test_a.T.test_x tests.test_b.U.test_y"
+    )
+    script = "python tests/runtests.py --verbosity=2"
+    assert id_command(script, ["basic.tests.ModelTest.test_x"]) == f"{script} basic.tests.ModelTest.test_x"
+    assert file_of_test(unittest_command, "tests.test_a.T.test_x") == "tests/test_a.py"
+    assert file_of_test(script, "basic.tests.ModelTest.test_x") == "tests/basic/tests.py"
+    assert file_of_test(PYTEST, "tests/test_a.py::T::test_x") == "tests/test_a.py"
+    assert file_of_test(script, "lowercase_only") is None
+
+
+def _mimic_runtests(root: Path) -> None:
+    write(root, {"tests/runtests.py": "import unittest\nimport sys\n# verbosity, labels\n"})
+
+
+def test_a_projects_own_unittest_script_is_its_runner(tmp_path: Path) -> None:
+    _mimic_runtests(tmp_path)
+    command, why = choose_test_command(tmp_path, PYTEST, ("tests",))
+    assert command == "python tests/runtests.py --verbosity=2" and "tests/runtests.py" in why
+    # A runtests.py that calls pytest, or a project configuring pytest, keeps pytest.
+    write(tmp_path, {"tests/runtests.py": "import pytest\nimport unittest\npytest.main()\n"})
+    assert choose_test_command(tmp_path, PYTEST, ("tests",))[0] == PYTEST
+    _mimic_runtests(tmp_path)
+    write(tmp_path, {"pytest.ini": "[pytest]\n"})
+    assert choose_test_command(tmp_path, PYTEST, ("tests",))[0] == PYTEST
+
+
+def test_unittest_runs_suites_that_build_their_tests_with_load_tests(tmp_path: Path) -> None:
+    write(
+        tmp_path,
+        {"tests/__init__.py": "", "tests/test_a.py": "import unittest\n\nclass T(unittest.TestCase):\n"},
+    )
+    assert choose_test_command(tmp_path, PYTEST, ("tests",))[0] == PYTEST, "pytest runs plain TestCases"
+    write(tmp_path, {"tests/test_a.py": "import unittest\n\ndef load_tests(loader, tests, pattern):\n"})
+    command, why = choose_test_command(tmp_path, PYTEST, ("tests",))
+    assert command == "python -m unittest discover -v -s tests -t ." and "load_tests" in why
+    # Labels need the start directory to be a package under the root.
+    (tmp_path / "tests/__init__.py").unlink()
+    assert choose_test_command(tmp_path, PYTEST, ("tests",))[0] == PYTEST
+
+
+@pytest.mark.parametrize(
+    ("files", "command"),
+    [
+        (
+            {
+                "tox.ini": "[tox]\nenvlist = py311\n[testenv]\ndeps = pytest\ncommands =\n"
+                "    pytest {posargs} --strict-markers -p no:randomly --cov=calc -n auto tests/unit\n"
+            },
+            "python -m pytest -p no:cacheprovider --strict-markers -p no:randomly tests/unit",
+        ),
+        (
+            {"tox.ini": "[testenv:py]\ncommands = coverage run -m pytest {posargs:tests} -W error\n"},
+            "python -m pytest -p no:cacheprovider tests -W error",
+        ),
+        (
+            {
+                "noxfile.py": "import nox\n\n@nox.session\ndef docs(session):\n"
+                "    session.run('pytest', '--doctest-glob=*.rst')\n\n"
+                "@nox.session\ndef tests(session):\n    session.install('.')\n"
+                "    session.run('pytest', '-m', 'not slow', *session.posargs)\n"
+            },
+            "python -m pytest -p no:cacheprovider -m 'not slow' tests",
+        ),
+    ],
+    ids=["tox-ini", "tox-posargs-default", "nox"],
+)
+def test_the_pytest_arguments_of_tox_and_nox_commands(tmp_path: Path, files: dict, command: str) -> None:
+    write(tmp_path, {"tests/unit/test_a.py": "def test_a():\n    pass\n", **files})
+    chosen, why = choose_test_command(tmp_path, PYTEST, ("tests",))
+    assert chosen == command, why
+
+
+# -- suite runs -----------------------------------------------------------------------------------------
+
+
+def test_the_plugins_settings_agree_with_the_suite_runs() -> None:
+    assert (plugin.ENV, plugin.BUDGET_ENV, plugin.COLLECTED_ENV, plugin.BUDGET_SPENT) == (
+        suite_runs.TIMEOUT_ENV,
+        suite_runs.BUDGET_ENV,
+        suite_runs.COLLECTED_ENV,
+        suite_runs.BUDGET_SPENT,
+    )
+
+
+def test_whole_files_drops_a_file_a_stopped_worker_left_half_done() -> None:
+    outcomes = {"a.py::x": "passed", "a.py::y": "failed", "b.py::x": "passed"}
+    assert whole_files(outcomes, {"a.py": 2, "b.py": 3, "c.py": 1}) == {
+        "a.py::x": "passed",
+        "a.py::y": "failed",
+    }
+    assert whole_files(outcomes, {}) == outcomes
+
+
+def test_partial_runs_merge_over_the_files_every_run_completed() -> None:
+    first = {"a.py::x": "passed", "b.py::x": "passed", "c.py::x": "passed"}
+    second = {"a.py::x": "passed", "b.py::x": "failed"}
+    baseline = merge_runs([first, second], [{"a.py::x": 0.5}, {"a.py::x": 0.7, "b.py::x": 2.0}], partial=True)
+    assert baseline.outcomes == {"a.py::x": "passed", "b.py::x": "passed"} and baseline.flaky == {"b.py::x"}
+    assert baseline.partial and baseline.durations == {"a.py::x": 0.7, "b.py::x": 2.0}
+    assert baseline.cheapest(["b.py::x", "z.py::q", "a.py::x"]) == ["a.py::x", "b.py::x", "z.py::q"]
+    # unittest labels complete by module.
+    labels = merge_runs([{"t.m.C.a": "passed", "t.n.C.a": "passed"}, {"t.m.C.b": "passed"}], partial=True)
+    assert labels.outcomes == {"t.m.C.a": "passed", "t.m.C.b": "passed"}
