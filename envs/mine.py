@@ -1,28 +1,32 @@
 """Issue-fix tasks mined from a repository's history, R2E-Gym style: past fixes that came with tests.
 
-Two halves, kept apart:
+:mod:`envs.candidates` finds the candidates (pure git); :func:`mine` turns them into verified tasks:
+it builds the image of each candidate's start commit, runs the touched test modules with the test patch
+alone and again (twice) with the gold patch, keeps the tests that flip to passing (FAIL_TO_PASS) and
+those that pass throughout (PASS_TO_PASS), then grades the task with the real grader in fresh
+environments before storing it.
 
-- :func:`candidate_commits` is pure git-history analysis over a local clone. Walking the first-parent
-  history newest first, a commit is a candidate when its diff against its (first) parent changes at
-  least one non-test ``.py`` file and at least one test module. The diff splits into the **gold patch**
-  (every non-test file, docs included: it is the reference fix) and the **test patch** (every file
-  :func:`envs.grading.is_test_path` calls a test file); the commit message is the problem statement.
-- :func:`mine` turns candidates into verified tasks: it builds the image of each candidate's parent, runs
-  the touched test modules with the test patch alone and again with the gold patch, keeps the tests that
-  flip to passing (FAIL_TO_PASS) and those that pass throughout (PASS_TO_PASS), then grades the task
-  with the real grader in fresh environments before storing it.
-
-A mined task starts at the parent commit **with the new tests withheld**: they come with the test patch
+A mined task starts at the start commit **with the new tests withheld**: they come with the test patch
 at grading time, as in SWE-bench, so the agent sees the problem statement but not the regression test.
+
+Why validation and the grader once disagreed on genuine fixes: validation ran whole test files, in
+file order, in one environment; the grader runs only the chosen test ids, FAIL_TO_PASS first, in a
+fresh one. A test whose id is not the same from one run to the next (a parameter made from the clock,
+``parametrize("ts", [0, time.time()])``) was counted as fixed (absent before, passing after) and then
+never found by the grader; a test that passes only after another one ran (a registry the other fills)
+passed in the file and failed alone. Both left the gold patch "unresolved" and the candidate was
+thrown away. Now the gold state runs twice and only tests passing under the same id both times count,
+and when the grader still disagrees, the tests its own runs contradict are dropped (``meta["dropped"]``)
+and the task is graded once more.
 """
 
 from __future__ import annotations
 
+import json
 import posixpath
-import re
 import tempfile
 from collections.abc import Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 
 import git
@@ -30,81 +34,26 @@ import git
 from core.errors import ForagerError
 from core.progress import Progress, ProgressEvent, no_progress
 from envs.backend import Backend
-from envs.grading import git_apply, is_test_path, run_tests
+from envs.candidates import Candidate, candidate_commits
+from envs.grading import Grade, git_apply, run_tests
 from envs.runtime import Runtime
-from envs.tasks import verify
+from envs.tasks import Verification, verify
 from images.baseline import Baseline
 from images.builder import BuildResult, ImageBuilder
-from images.sources import SourceSpec, fetch, parse_source
+from images.sources import SourceError, SourceSpec, fetch, parse_source
 from storage import ImageStatus, Store, Task, TaskKind, TaskStatus
 
-#: A gold patch larger than this is a feature or a refactoring, not a fix an agent can be graded on.
-MAX_GOLD_LINES = 2000
-MAX_GOLD_FILES = 20
 #: Most tests taken from neighbouring test files when the touched ones give no PASS_TO_PASS test.
 MAX_NEIGHBOURS = 100
 
-#: GitHub's merge commit message: ``Merge pull request #N from OWNER/BRANCH``, a blank line, then the
-#: pull request's title and body.
-_PULL_REQUEST = re.compile(r"\AMerge pull request #\d+ from \S+[ \t]*\n[ \t]*\n(?P<text>.*)\Z", re.DOTALL)
-#: Reverts (git's ``Revert "..."`` and, since git 2.43, ``Reapply "..."``) undo or redo another commit:
-#: their message describes that commit, not a problem, and the other commit is mined on its own.
-_REVERT_TITLE = re.compile(r"^(?:revert|reapply)\b", re.IGNORECASE)
-_REVERT_BODY = re.compile(r"^This reverts commit [0-9a-f]{7,40}", re.MULTILINE)
-#: Release chores, by their title: "Bump version to 1.2", "Bump foo from 1.0 to 1.1", "Release 1.2",
-#: "Version 1.2", "Prepare the 1.2 release", "v1.2.3". Their test changes check a version, not a
-#: behaviour. "Release the lock ..." is a fix: "release" counts only before a version number.
-_VERSION_BUMP = re.compile(
-    r"^(?:bump(?:ed|s)?\b|(?:release|version)\s+v?\d|prepare\b.*\brelease\b|v?\d+(?:\.\d+)+\s*$)",
-    re.IGNORECASE,
-)
-#: Trailers that name people (and their e-mail addresses), never the problem: left out of statements.
-_IDENTITY_TRAILER = re.compile(
-    r"^(?:signed-off-by|co-authored-by|reviewed-by|acked-by|tested-by|reported-by|suggested-by|helped-by"
-    r"|cc|change-id):.*\n?",
-    re.IGNORECASE | re.MULTILINE,
-)
-#: Options that make ``git diff`` print a patch ``git apply`` takes whatever the user's configuration
-#: says (``diff.noprefix``, ``color.diff``, external diff drivers, textconv filters). ``--no-renames``
-#: keeps the split by path exact: a rename from a source file to a test file becomes a deletion in one
-#: patch and an addition in the other rather than a rename neither patch could apply alone.
-_DIFF_OPTIONS = (
-    "--no-renames",
-    "--no-color",
-    "--no-ext-diff",
-    "--no-textconv",
-    "--src-prefix=a/",
-    "--dst-prefix=b/",
-)
-#: Paths are given to git as they are, never as patterns: a file named ``test_[x].py`` is one file.
-_LITERAL_PATHS = {"GIT_LITERAL_PATHSPECS": "1"}
 #: Where validation keeps its patches in the environment.
 _WORKSPACE = "/tmp/forager-mine"
+#: Build failures that say nothing about the commit (the engine, the network): tried again next time.
+_TRANSIENT_BUILD_FAILURES = ("docker_error", "clone_failed")
 
 
 class MineError(ForagerError):
     """A source that has no history to mine."""
-
-
-@dataclass(frozen=True)
-class Candidate:
-    """A commit that changed both code and tests, split into what a task needs."""
-
-    sha: str
-    parent: str
-    """The first parent: the task's start commit, whose image the task runs in."""
-    message: str
-    """The problem statement: the commit's subject and body, or a pull request's title and body for a
-    GitHub merge, without identity trailers (``Signed-off-by`` ...)."""
-    title: str
-    """The statement's first line."""
-    gold_patch: str
-    """``git diff --binary`` from the parent of every changed non-test file."""
-    test_patch: str
-    """``git diff --binary`` from the parent of every changed test file (data and conftest included)."""
-    test_files: tuple[str, ...]
-    """The test modules the commit adds or changes (``.py`` test files other than ``conftest.py`` and
-    ``__init__.py``, present at the commit): what validation runs."""
 
 
 @dataclass(frozen=True)
@@ -113,6 +62,8 @@ class Skipped:
 
     sha: str
     reason: str
+    lasting: bool = True
+    """Whether the next run skips it too: false for failures of the engine or the network."""
 
 
 @dataclass(frozen=True)
@@ -129,113 +80,20 @@ class MineReport:
     skipped: list[Skipped]
     builds: list[BuildResult]
     """The image builds this run asked for, cached ones included (``BuildResult.cached``)."""
+    rejected_before: int = 0
+    """Candidates an earlier run rejected for good, not tried again (see ``retry_rejected``)."""
+    made: list[str] = field(default_factory=list)
+    """Instance ids of the tasks this run validated and stored."""
 
+    @property
+    def built(self) -> int:
+        """Images this run really built (cached ones cost nothing)."""
+        return sum(1 for build in self.builds if not build.cached)
 
-def candidate_commits(repo: git.Repo, *, max_commits: int, rev: str = "HEAD") -> list[Candidate]:
-    """The candidates among the last ``max_commits`` first-parent commits up to ``rev``, newest first.
-
-    A commit is a candidate when, against its first parent, it changes a non-test ``.py`` file and a
-    test module (see :attr:`Candidate.test_files`), and none of these holds:
-
-    - it is a root commit (no parent to start from);
-    - it is a merge whose message is not GitHub's pull-request shape: "Merge branch 'x'" states no
-      problem (a merge's own commits are not walked: first-parent history sees only the merge);
-    - its message says it is a revert or a version bump (see ``_REVERT_TITLE``, ``_REVERT_BODY`` and
-      ``_VERSION_BUMP``; for a pull request the title is checked);
-    - its gold patch changes more than :data:`MAX_GOLD_LINES` lines or :data:`MAX_GOLD_FILES` files
-      (a binary file counts as a file and no lines).
-    """
-    found = []
-    for commit in repo.iter_commits(rev, first_parent=True, max_count=max_commits):
-        candidate = _candidate(repo, commit)
-        if candidate is not None:
-            found.append(candidate)
-    return found
-
-
-def problem_statement(message: str, *, merge: bool) -> str | None:
-    """The problem statement a commit message gives, or None when it gives none.
-
-    A GitHub pull-request merge gives the pull request's title and body; any other merge gives none.
-    A plain commit gives its subject and body. Identity trailers are dropped either way.
-    """
-    if merge:
-        match = _PULL_REQUEST.match(message.strip())
-        if match is None:
-            return None
-        message = match["text"]
-    statement = _IDENTITY_TRAILER.sub("", message).strip()
-    return statement or None
-
-
-def is_chore(statement: str) -> bool:
-    """Whether a problem statement belongs to a revert or a version bump rather than a fix."""
-    title = statement.splitlines()[0].strip()
-    return bool(_REVERT_TITLE.match(title) or _REVERT_BODY.search(statement) or _VERSION_BUMP.match(title))
-
-
-def _candidate(repo: git.Repo, commit: git.Commit) -> Candidate | None:
-    if not commit.parents:
-        return None
-    statement = problem_statement(str(commit.message), merge=len(commit.parents) > 1)
-    if statement is None or is_chore(statement):
-        return None
-    parent = commit.parents[0].hexsha
-    changes = _numstat(repo, parent, commit.hexsha)
-    tests = [path for path in changes if is_test_path(path)]
-    gold = [path for path in changes if not is_test_path(path)]
-    modules = tuple(path for path in tests if _is_test_module(path) and _exists(commit, path))
-    if not modules or not any(path.endswith(".py") for path in gold):
-        return None
-    if len(gold) > MAX_GOLD_FILES or sum(changes[path] for path in gold) > MAX_GOLD_LINES:
-        return None
-    return Candidate(
-        sha=commit.hexsha,
-        parent=parent,
-        message=statement,
-        title=statement.splitlines()[0].strip(),
-        gold_patch=_diff(repo, parent, commit.hexsha, gold),
-        test_patch=_diff(repo, parent, commit.hexsha, tests),
-        test_files=modules,
-    )
-
-
-def _numstat(repo: git.Repo, parent: str, sha: str) -> dict[str, int]:
-    """Changed path -> lines added plus removed (0 for a binary file), in git's order."""
-    output = repo.git.diff("--numstat", "-z", *_DIFF_OPTIONS, parent, sha, strip_newline_in_stdout=False)
-    changes: dict[str, int] = {}
-    # With -z (and no renames) each entry is "ADDED\tREMOVED\tPATH\0"; a binary file shows "-\t-".
-    for entry in output.split("\0"):
-        if entry:
-            added, removed, path = entry.split("\t", 2)
-            changes[path] = sum(int(count) for count in (added, removed) if count.isdigit())
-    return changes
-
-
-def _diff(repo: git.Repo, parent: str, sha: str, paths: list[str]) -> str:
-    # The patch exactly as git prints it: GitPython would otherwise drop its final newline.
-    return repo.git.diff(
-        "--binary",
-        *_DIFF_OPTIONS,
-        parent,
-        sha,
-        "--",
-        *paths,
-        env=_LITERAL_PATHS,
-        strip_newline_in_stdout=False,
-    )
-
-
-def _is_test_module(path: str) -> bool:
-    return path.endswith(".py") and posixpath.basename(path) not in ("conftest.py", "__init__.py")
-
-
-def _exists(commit: git.Commit, path: str) -> bool:
-    try:
-        commit.tree / path
-    except KeyError:
-        return False
-    return True
+    @property
+    def builds_per_task(self) -> float | None:
+        """Images built per task this run made; None when it made none."""
+        return self.built / len(self.made) if self.made else None
 
 
 def mine(
@@ -246,65 +104,77 @@ def mine(
     *,
     max_tasks: int,
     max_commits: int = 200,
+    since: str | None = None,
+    until: str | None = None,
+    retry_rejected: bool = False,
     test_timeout: float = 600,
     progress: Progress = no_progress,
 ) -> MineReport:
     """Mine up to ``max_tasks`` verified issue-fix tasks from the history of ``spec``; see the module doc.
 
     ``spec`` is a git URL or a local git repository; its ref (default: HEAD) is where the walk of
-    ``max_commits`` commits starts. ``store`` must be the builder's store: tasks point at its images;
-    environments run on ``backend``.
-    For each candidate, newest first:
+    ``max_commits`` commits starts (``since`` and ``until``, dates or refs, narrow it: see
+    :func:`envs.candidates.candidate_commits`). ``store`` must be the builder's store: tasks point at its
+    images; environments run on ``backend``. For each candidate, newest first:
 
     1. the instance id ``NAME.SHA12`` already stored: the task counts, nothing is done (a run resumes);
+       a candidate an earlier run rejected is not tried again unless ``retry_rejected``;
     2. the image of ``SOURCE@PARENT`` is built, or reused when the builder has it; a failed build skips;
     3. in one environment: the test patch is applied and the touched test modules are run as files
        (every test of a file is reported, the new ones included, in one pytest run), then the gold patch
-       is applied and they run again. FAIL_TO_PASS: the tests that pass now and did not (failed, error,
-       missing) before. PASS_TO_PASS: those that passed both times. Tests the image's baseline calls
-       flaky count in neither. When no test of the touched modules passed before the fix (they hold only
-       new tests, or cannot be imported without it), PASS_TO_PASS comes from up to
-       :data:`MAX_NEIGHBOURS` stable passing baseline tests of other test files in the same directories,
-       run in both states too; when still none, PASS_TO_PASS is empty, and ``meta["pass_to_pass_from"]``
-       says which of ``test_files``, ``neighbours`` and ``none`` it is. No FAIL_TO_PASS test skips;
+       is applied and they run twice more. FAIL_TO_PASS: the tests that pass in both runs after and did
+       not (failed, error, missing) before. PASS_TO_PASS: those that passed all three times. Tests the
+       image's baseline calls flaky count in neither. When no test of the touched modules passed before
+       the fix (they hold only new tests, or cannot be imported without it), PASS_TO_PASS comes from up
+       to :data:`MAX_NEIGHBOURS` stable passing baseline tests of other test files in the same
+       directories, run in every state too; when still none, PASS_TO_PASS is empty, and
+       ``meta["pass_to_pass_from"]`` says which of ``test_files``, ``neighbours`` and ``none`` it is.
+       No FAIL_TO_PASS test skips;
     4. the task is graded with :func:`envs.tasks.verify` in fresh environments: the gold patch must
-       resolve it and the unmodified start must be unresolved, or the candidate is skipped;
+       resolve it and the unmodified start must be unresolved. When they do not, the tests the grades
+       contradict are dropped and the task is graded again, once (see the module doc); still not, the
+       candidate is skipped;
     5. the task is stored ``verified`` at once, so an interrupted run keeps what it validated.
 
-    Skipped candidates are tried again by the next run (a failed build may have been a network failure).
+    Rejections are remembered in ``HOME/mine/rejected.jsonl``, except those that say nothing about the
+    commit (the engine failed, the source could not be fetched).
 
     Raises:
         MineError: ``spec`` is a PyPI release (an sdist has no history) or a folder that is not a git
             repository.
-        SourceError: the source cannot be cloned.
+        SourceError: the source cannot be cloned, or ``since``/``until`` names no commit.
     """
     _check_has_history(spec)
     progress(ProgressEvent(spec.name, "history", f"walking up to {max_commits} commits"))
-    candidates = _list_candidates(builder.home, spec, max_commits)
-    tasks: list[Task] = []
-    skipped: list[Skipped] = []
-    builds: list[BuildResult] = []
-    tried = 0
+    candidates = _list_candidates(builder.home, spec, max_commits, since, until)
+    journal = _Journal(builder.home / "mine" / "rejected.jsonl")
+    rejected = {} if retry_rejected else journal.read()
+    report = MineReport(spec.text, [], len(candidates), 0, [], [])
+    tried = rejected_before = 0
     for number, candidate in enumerate(candidates, 1):
-        if len(tasks) >= max_tasks:
+        if len(report.tasks) >= max_tasks:
             break
-        if (existing := store.get_task(instance_id(spec, candidate))) is not None:
-            tasks.append(existing)
+        task_id = instance_id(spec, candidate)
+        if (existing := store.get_task(task_id)) is not None:
+            report.tasks.append(existing)
+            continue
+        if task_id in rejected:
+            rejected_before += 1
             continue
         tried += 1
-        progress(
-            ProgressEvent(
-                spec.name, "validate", f"{len(tasks)} tasks, {candidate.sha[:12]}", number, len(candidates)
-            )
-        )
-        outcome = _mine_one(builder, backend, store, spec, candidate, test_timeout, builds)
-        if isinstance(outcome, str):
-            skipped.append(Skipped(candidate.sha, outcome))
+        status = f"{len(report.tasks)} tasks, {candidate.sha[:12]}"
+        progress(ProgressEvent(spec.name, "validate", status, number, len(candidates)))
+        outcome = _mine_one(builder, backend, store, spec, candidate, test_timeout, report.builds)
+        if isinstance(outcome, Skipped):
+            report.skipped.append(outcome)
+            if outcome.lasting:
+                journal.add(task_id, outcome.reason)
             continue
         (stored,) = store.add_tasks([outcome])
-        tasks.append(stored)
-    progress(ProgressEvent(spec.name, "done", f"{len(tasks)} tasks from {len(candidates)} candidates"))
-    return MineReport(spec.text, tasks, len(candidates), tried, skipped, builds)
+        report.tasks.append(stored)
+        report.made.append(task_id)
+    progress(ProgressEvent(spec.name, "done", f"{len(report.tasks)} tasks from {len(candidates)} candidates"))
+    return replace(report, tried=tried, rejected_before=rejected_before)
 
 
 def instance_id(spec: SourceSpec, candidate: Candidate) -> str:
@@ -326,7 +196,9 @@ def _check_has_history(spec: SourceSpec) -> None:
             ) from exc
 
 
-def _list_candidates(home: Path, spec: SourceSpec, max_commits: int) -> list[Candidate]:
+def _list_candidates(
+    home: Path, spec: SourceSpec, max_commits: int, since: str | None, until: str | None
+) -> list[Candidate]:
     """Clone ``spec`` into a scratch folder just long enough to read its history."""
     scratch = home / "tmp"
     scratch.mkdir(parents=True, exist_ok=True)
@@ -334,7 +206,15 @@ def _list_candidates(home: Path, spec: SourceSpec, max_commits: int) -> list[Can
         # Only git sources get here, so the package index settings are never used.
         checkout = fetch(spec, Path(tmp) / "src", sdist_cache=home / "cache" / "sdists", index_url="")
         with git.Repo(checkout.path) as repo:
-            return candidate_commits(repo, max_commits=max_commits, rev=checkout.commit)
+            try:
+                return candidate_commits(
+                    repo, max_commits=max_commits, rev=checkout.commit, since=since, until=until
+                )
+            except git.GitCommandError as exc:
+                raise SourceError(
+                    f"{spec.text}: the history between {since or 'the start'} and {until or 'the ref'} "
+                    f"cannot be walked; give dates (YYYY-MM-DD) or commits, tags or branches it has"
+                ) from exc
 
 
 def _mine_one(
@@ -345,18 +225,19 @@ def _mine_one(
     candidate: Candidate,
     test_timeout: float,
     builds: list[BuildResult],
-) -> Task | str:
+) -> Task | Skipped:
     """The verified task ``candidate`` makes, or why it makes none."""
     built = builder.build(parse_source(f"{spec.location}@{candidate.parent}"))
     builds.append(built)
     image = store.get_image(built.tag) if built.tag else None
     if built.status != ImageStatus.READY or image is None or not image.test_command:
-        return f"the image of the parent commit failed to build ({built.failure_class}): {built.reason}"
+        reason = f"the image of the parent commit failed to build ({built.failure_class}): {built.reason}"
+        return Skipped(candidate.sha, reason, lasting=built.failure_class not in _TRANSIENT_BUILD_FAILURES)
     baseline = Baseline.from_json({"outcomes": image.baseline, "flaky": image.flaky})
     with backend.start(image.tag, episode=f"mine-{candidate.sha[:12]}") as env:
         verdict = _validate(env, image.test_command, baseline, candidate, test_timeout)
     if isinstance(verdict, str):
-        return verdict
+        return Skipped(candidate.sha, verdict)
     task = Task(
         instance_id=instance_id(spec, candidate),
         kind=TaskKind.ISSUE_FIX,
@@ -371,21 +252,60 @@ def _mine_one(
         meta={
             "commit": candidate.sha,
             "parent": candidate.parent,
+            "commits": list(candidate.commits),
+            "shape": candidate.shape,
             "source": spec.location,
             "title": candidate.title,
             "pass_to_pass_from": verdict.pass_to_pass_from,
         },
     )
     verification = verify(backend, task, image, timeout=test_timeout)
+    graded = 2 * (len(task.fail_to_pass) + len(task.pass_to_pass))
+    if not verification.ok and (agreed := _agreed(task, verification)) is not None:
+        dropped = sorted({*task.fail_to_pass, *task.pass_to_pass} - {*agreed[0], *agreed[1]})
+        task.fail_to_pass, task.pass_to_pass = agreed
+        task.meta = {**task.meta, "dropped": dropped}
+        verification = verify(backend, task, image, timeout=test_timeout)
+        graded += 2 * (len(task.fail_to_pass) + len(task.pass_to_pass))
     if not verification.ok:
-        return (
+        return Skipped(
+            candidate.sha,
             f"the real grader disagrees: gold patch {verification.gold.status}, "
-            f"unmodified start {verification.start.status}"
+            f"unmodified start {verification.start.status}",
         )
-    # Both validation runs, then both grades (each runs every FAIL_TO_PASS and PASS_TO_PASS test).
-    graded = 2 * (len(verdict.fail_to_pass) + len(verdict.pass_to_pass))
+    # The validation runs, then the grades (each runs every FAIL_TO_PASS and PASS_TO_PASS test).
     task.meta = {**task.meta, "test_executions": verdict.executions + graded}
     return task
+
+
+def _agreed(task: Task, verification: Verification) -> tuple[list[str], list[str]] | None:
+    """FAIL_TO_PASS and PASS_TO_PASS without the tests the grades contradict; None when nothing is left
+    to try: a grade failed for the infrastructure, no FAIL_TO_PASS test would remain, or none is dropped.
+
+    A FAIL_TO_PASS test stays when it passed with the gold patch and not at the start; a PASS_TO_PASS
+    test when it passed in both.
+    """
+    gold, start = verification.gold, verification.start
+    if _unusable(gold) or _unusable(start):
+        return None
+    fail_to_pass = [
+        test
+        for test in task.fail_to_pass
+        if gold.fail_to_pass.get(test) == "passed" and start.fail_to_pass.get(test) != "passed"
+    ]
+    pass_to_pass = [
+        test
+        for test in task.pass_to_pass
+        if gold.pass_to_pass.get(test) == "passed" and start.pass_to_pass.get(test) == "passed"
+    ]
+    if not fail_to_pass or (fail_to_pass, pass_to_pass) == (task.fail_to_pass, task.pass_to_pass):
+        return None
+    return fail_to_pass, pass_to_pass
+
+
+def _unusable(grade: Grade) -> bool:
+    """A grade whose tests did not run: nothing can be learnt from its outcomes."""
+    return grade.status == "error" or not (grade.fail_to_pass or grade.pass_to_pass)
 
 
 @dataclass(frozen=True)
@@ -401,7 +321,7 @@ class _Verdict:
 def _validate(
     env: Runtime, command: str, baseline: Baseline, candidate: Candidate, timeout: float
 ) -> _Verdict | str:
-    """Run the touched test modules with the test patch, then with the gold patch too; see :func:`mine`."""
+    """Run the touched test modules with the test patch, then twice with the gold patch; see :func:`mine`."""
     if not _apply(env, candidate.test_patch, "test"):
         return "the test patch does not apply to the parent commit's image"
     files = list(candidate.test_files)
@@ -425,14 +345,20 @@ def _validate(
             executions += len(outcomes)
     if not _apply(env, candidate.gold_patch, "gold"):
         return "the gold patch does not apply after the test patch"
-    after, timed_out = _run(env, command, files + neighbours, timeout)
-    if timed_out:
-        return f"the tests ran out of time ({timeout:.0f} s) after the fix"
-    executions += len(after)
-    fixed = _passing(after, baseline.flaky)
+    # Twice: a test of the change is new to the baseline, which cannot say whether it is flaky or
+    # whether its id is the same in every run; only what passes under the same id both times counts.
+    fixed: set[str] | None = None
+    for _ in range(2):
+        after, timed_out = _run(env, command, files + neighbours, timeout)
+        if timed_out:
+            return f"the tests ran out of time ({timeout:.0f} s) after the fix"
+        executions += len(after)
+        passing = _passing(after, baseline.flaky)
+        fixed = passing if fixed is None else fixed & passing
+    assert fixed is not None
     fail_to_pass = sorted(fixed - _passing(before, baseline.flaky) - set(neighbours))
     if not fail_to_pass:
-        return "no test fails before the fix and passes after it"
+        return "no test fails before the fix and passes after it (twice, under the same id)"
     pass_to_pass = sorted(fixed & _passing(before, baseline.flaky))
     origin = "none" if not pass_to_pass else "neighbours" if neighbours else "test_files"
     return _Verdict(fail_to_pass, pass_to_pass, origin, executions)
@@ -451,3 +377,31 @@ def _run(env: Runtime, command: str, tests: list[str], timeout: float) -> tuple[
 def _apply(env: Runtime, patch: str, name: str) -> bool:
     """Apply ``patch`` to the environment's repository; False when ``git apply`` refuses it."""
     return git_apply(env, patch, f"{_WORKSPACE}/{name}.diff").exit_code == 0
+
+
+class _Journal:
+    """Candidates rejected for good, one JSON object a line (``instance_id``, ``reason``): appended to
+    as they are rejected, so an interrupted run loses none."""
+
+    def __init__(self, path: Path) -> None:
+        self.path = path
+
+    def read(self) -> dict[str, str]:
+        """Instance id -> why it was rejected; a line that cannot be read (cut by a crash) is ignored."""
+        try:
+            lines = self.path.read_text(encoding="utf-8").splitlines()
+        except FileNotFoundError:
+            return {}
+        rejected = {}
+        for line in lines:
+            try:
+                entry = json.loads(line)
+                rejected[str(entry["instance_id"])] = str(entry["reason"])
+            except (json.JSONDecodeError, KeyError, TypeError):
+                continue
+        return rejected
+
+    def add(self, instance_id: str, reason: str) -> None:
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        with self.path.open("a", encoding="utf-8") as stream:
+            stream.write(json.dumps({"instance_id": instance_id, "reason": reason}) + "\n")

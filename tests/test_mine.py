@@ -10,20 +10,11 @@ from pathlib import Path
 import git
 import pytest
 
+from envs.candidates import MAX_GOLD_FILES, MAX_GOLD_LINES, candidate_commits, is_chore, problem_statement
 from envs.docker_backend import DockerBackend
 from envs.docker_runtime import DockerRuntime
 from envs.grading import TestSpec, grade
-from envs.mine import (
-    MAX_GOLD_FILES,
-    MAX_GOLD_LINES,
-    MineError,
-    MineReport,
-    Skipped,
-    candidate_commits,
-    is_chore,
-    mine,
-    problem_statement,
-)
+from envs.mine import MineError, MineReport, Skipped, mine
 from envs.swebench import files_touched
 from envs.tasks import prepare
 from images.builder import BuildOptions, ImageBuilder
@@ -319,6 +310,8 @@ def test_the_fix_becomes_a_verified_task_the_real_grader_agrees_with(mined: Mine
     assert (mined.report.candidates, mined.report.tried) == (4, 4)
     assert mined.report.skipped == mined.rejected
     assert [build.cached for build in mined.report.builds] == [False] * 4
+    assert mined.report.made == [task.instance_id for task in mined.report.tasks]
+    assert mined.report.builds_per_task == 2.0
     assert [task.instance_id for task in mined.report.tasks] == [
         f"calc.{history.merge[:12]}",
         f"calc.{history.fix[:12]}",
@@ -340,8 +333,8 @@ def test_the_fix_becomes_a_verified_task_the_real_grader_agrees_with(mined: Mine
     assert task.meta["source"] == history.repo.working_dir
     assert task.meta["title"] == "Fix mul returning the sum"
     assert task.meta["pass_to_pass_from"] == "test_files"
-    # Two runs of the file's 6 tests (one skipped), then two grades of the 5 chosen ones.
-    assert task.meta["test_executions"] == 6 + 6 + 2 * 5
+    # Three runs of the file's 6 tests (one skipped), then two grades of the 5 chosen ones.
+    assert task.meta["test_executions"] == 3 * 6 + 2 * 5
     image = store.get_image(task.image_id)
     assert (image.status, image.repository.commit) == (ImageStatus.READY, parent)
 
@@ -381,18 +374,26 @@ def test_a_pull_request_with_only_new_tests_takes_pass_to_pass_from_neighbours(m
 def test_a_second_run_stores_nothing_new_and_builds_nothing(mined: Mined, docker_client) -> None:
     tasks = {task.instance_id: task.id for task in mined.store.list_tasks()}
     images = {image.id for image in docker_client.images.list()}
-    again = mine(
-        mined.builder,
-        DockerBackend(mined.builder.client),
-        mined.store,
-        parse_source(mined.history.repo.working_dir),
-        max_tasks=5,
-        test_timeout=120,
-    )
-    # Only the rejected candidates are tried again, on the images the first run built.
-    assert again.tried == 2 and again.skipped == mined.rejected
+
+    def again(**options: bool) -> MineReport:
+        return mine(
+            mined.builder,
+            DockerBackend(mined.builder.client),
+            mined.store,
+            parse_source(mined.history.repo.working_dir),
+            max_tasks=5,
+            test_timeout=120,
+            **options,
+        )
+
+    # The rejected candidates are remembered: nothing is tried, nothing is built.
+    resumed = again()
+    assert (resumed.tried, resumed.rejected_before, resumed.skipped, resumed.builds) == (0, 2, [], [])
+    assert {task.instance_id: task.id for task in resumed.tasks} == tasks
+    # Asked to, it tries them again, on the images the first run built.
+    retried = again(retry_rejected=True)
+    assert retried.tried == 2 and retried.skipped == mined.rejected
     first_builds = [(build.tag, True) for build in mined.report.builds[:2]]
-    assert [(build.tag, build.cached) for build in again.builds] == first_builds
-    assert {task.instance_id: task.id for task in again.tasks} == tasks
+    assert [(build.tag, build.cached) for build in retried.builds] == first_builds
     assert {task.instance_id: task.id for task in mined.store.list_tasks()} == tasks
     assert {image.id for image in docker_client.images.list()} == images
