@@ -39,6 +39,7 @@ FailureClass = Literal[
     "not_python",
     "unsupported_python",
     "install_failed",
+    "native_build_failed",
     "no_tests",
     "collection_error",
     "tests_failing",

@@ -34,8 +34,10 @@ from core.errors import ForagerError
 from core.progress import Progress, ProgressEvent, no_progress
 from images.base import BASE_IMAGE, ensure_base_image
 from images.baseline import Baseline, FailureClass, Verdict, log_tail
+from images.build_setup import add_setup_steps
 from images.detect import InstallPlan, detect
 from images.engine import CLEAR_OWNER, build_container_name, exec_logged, owner_labels
+from images.native import install_failure
 from images.proxy import NetworkSettings
 from images.pypi import PackageIndexError, default_index_url, has_upload_times
 from images.python_choice import UnsupportedPython, choose_for
@@ -256,6 +258,8 @@ class ImageBuilder:
             raise _BuildFailed("not_python", "no Python project files and no Python code found")
         base_image, base, python = self._base(checkout, plan, log)
         recipe = plan_recipe(plan, checkout, base_image, self._resolve_as_of(checkout, log))
+        recipe, setup_notes = add_setup_steps(recipe, checkout.path)
+        log.section("build set-up (native code, CI set-up steps)", *setup_notes)
         test_command, why = choose_test_command(checkout.path, recipe.test_command, plan.test_paths)
         log.section(why)
         recipe = replace(recipe, python=python, test_command=test_command)
@@ -432,7 +436,7 @@ class ImageBuilder:
             elif not step.required:
                 run.log.section(f"skipped: {step.why} could not be installed")
             else:
-                raise _BuildFailed("install_failed", f"{step.why}: {run.log.last_error(mark)}")
+                raise _BuildFailed(*install_failure(step.why, run.log.since(mark), run.log.last_error(mark)))
         return done
 
     def _collect(

@@ -17,11 +17,19 @@ from collections.abc import Callable, Collection, Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Literal
 
+from images.header_packages import (
+    PIP_TOOLS,
+    package_for_header,
+    package_for_library,
+    package_for_pkg_config,
+    package_for_tool,
+    pip_for_header,
+)
 from images.import_map import DISTRIBUTIONS, distribution_for
 from images.pytest_plugins import FIXTURE_PLUGINS, MARKER_PLUGINS, ini_plugin, option_plugin
 
 RepairKind = Literal[
-    "install", "env", "drop_extra", "relax_pins", "no_build_isolation", "no_editable", "step_back"
+    "install", "env", "drop_extra", "relax_pins", "no_build_isolation", "no_editable", "step_back", "apt"
 ]
 
 #: Repairs that switch an install mode on for the whole command; their value only names what the log
@@ -46,7 +54,8 @@ class Repair:
       isolation (``numpy``);
     - ``no_editable``: the project whose editable build failed, as the log names it;
     - ``step_back``: an installed distribution too new for the project or its plugins (``pytest``), to
-      replace with its newest release before the commit's date and older than the installed one.
+      replace with its newest release before the commit's date and older than the installed one;
+    - ``apt``: Debian packages (space-separated) with a header, library or tool a native build lacked.
     """
 
     kind: RepairKind
@@ -316,10 +325,55 @@ def _is_pytest_module(top: str) -> bool:
     return top in ("pytest", "_pytest", "py") or top.startswith("pytest_")
 
 
+def _missing_header(match: re.Match[str], ctx: _Context) -> list[tuple[RepairKind, str]]:
+    """A header the compiler did not find: its Debian package, or the distribution whose headers these
+    are (numpy's), importable only when the build is not isolated."""
+    if package := package_for_header(match["name"]):
+        return [("apt", package)]
+    distribution = pip_for_header(match["name"])
+    return [("no_build_isolation", distribution)] if distribution else []
+
+
+def _missing_tool(match: re.Match[str], ctx: _Context) -> list[tuple[RepairKind, str]]:
+    """An executable the build ran and the shell did not find: its Debian package or its distribution."""
+    if package := package_for_tool(match["name"]):
+        return [("apt", package)]
+    distribution = PIP_TOOLS.get(match["name"].lower())
+    return [("install", distribution)] if distribution else []
+
+
+def _apt_for(lookup: Callable[[str], str | None]) -> Handler:
+    """Install with apt-get what ``lookup`` says provides the match's ``name`` (nothing if unknown)."""
+    return lambda match, ctx: [("apt", package)] if (package := lookup(match["name"])) else []
+
+
+def _apt(packages: str) -> Handler:
+    return lambda match, ctx: [("apt", packages)]
+
+
 _MODULE = r"No module named '?(?P<module>[A-Za-z_][\w.]*)'?(?P<not_package>; '[\w.]+' is not a package)?"
 
 #: The rules, most specific first: the order of :func:`diagnose`'s answer follows it.
 RULES: tuple[Rule, ...] = (
+    # Native builds: a header, library, pkg-config module or tool that a Debian package provides.
+    _rule(r"fatal error: (?P<name>[\w./+-]+): No such file or directory", _missing_header),
+    _rule(r"fatal error: '(?P<name>[\w./+-]+)' file not found", _missing_header),
+    _rule(r"cannot find -l(?P<name>[\w.+-]+)", _apt_for(package_for_library)),
+    _rule(r"Package '?(?P<name>[\w.+-]+)'?,? (?:required by '[^']*', )?(?:was )?not found",
+          _apt_for(package_for_pkg_config)),
+    _rule(r"No package '(?P<name>[\w.+-]+)' found", _apt_for(package_for_pkg_config)),
+    _rule(r"Dependency \"?(?P<name>[\w.+-]+)\"? not found", _apt_for(package_for_pkg_config)),
+    _rule(r"(?P<name>pg_config) executable not found", _missing_tool),
+    _rule(r"(?:OSError|Exception): (?P<name>[\w.+-]+_config) not found", _missing_tool),
+    _rule(r"\bsh: (?:\d+: )?(?P<name>[\w.+-]+): (?:command )?not found", _missing_tool),
+    _rule(r"^(?P<name>[\w.+-]+): command not found", _missing_tool),
+    _rule(r"(?:error: command|unable to execute) '(?:/usr/bin/)?(?P<name>[\w.+-]+)'(?: failed)?: No such",
+          _missing_tool),
+    _rule(r"FileNotFoundError: \[Errno 2\] No such file or directory: '(?P<name>[\w.+-]+)'", _missing_tool),
+    _rule(r"can't find Rust compiler|Cargo, the Rust package manager, is not installed", _apt("rustc cargo")),
+    _rule(r"error: linker `(?P<name>[\w.+-]+)` not found", _missing_tool),
+    _rule(r"(?i)cmake (?:must be installed|is not installed|executable not found)", _apt("cmake")),
+    _rule(r"Can not find valid pkg-config name", _apt("default-libmysqlclient-dev")),
     # Versioning plugins that need git metadata the checkout may lack (setuptools-scm, hatch-vcs, pbr).
     _rule(r"unable to detect version(?! control)", _pretend_version("SETUPTOOLS_SCM_PRETEND_VERSION")),
     _rule(r"Versioning for this project requires either an sdist tarball", _pretend_version("PBR_VERSION")),

@@ -14,6 +14,7 @@ from dataclasses import replace
 from datetime import UTC, datetime
 
 from images.detect import InstallPlan
+from images.native import apt_step
 from images.recipe import VENV_DIR, InstallRecipe, RecipeStep
 from images.repair import Repair
 from images.sources import Checkout
@@ -112,6 +113,8 @@ def apply_repair(repair: Repair, step: RecipeStep) -> list[RecipeStep]:
     why = f"repair: {repair.why}"
     if repair.kind == "install":
         return [RecipeStep(f"uv pip install {shlex.quote(repair.value)}", why, required=False), step]
+    if repair.kind == "apt":
+        return [apt_step(repair.value.split(), why), step]
     if repair.kind == "env":
         key, _, value = repair.value.partition("=")
         return [replace(step, env={**step.env, key: value}, why=f"{step.why} ({why})")]
