@@ -6,10 +6,13 @@ from images.base import (
     BASE_IMAGE,
     BASE_PACKAGES,
     BASE_VERSION,
+    BASES,
     COVERAGE_DIR,
+    DEFAULT_BASE,
     VERSION_LABEL,
     BaseImageError,
     base_dockerfile,
+    base_for_python,
     ensure_base_image,
     host_debian_mirror,
 )
@@ -81,3 +84,12 @@ def test_base_image_is_reused_and_runs_without_network(docker_client, tmp_path: 
         labels={"forager.episode": "test"},
     )
     assert output.decode().strip() == "ready"
+
+
+def test_each_base_names_its_release_and_python() -> None:
+    assert base_for_python("3.11") is DEFAULT_BASE and base_for_python("3.13.5") is BASES[1]
+    assert base_for_python("3.12") is None
+    trixie = base_dockerfile(BASES[1])
+    assert "`forager images base --python 3.13`" in trixie
+    assert "FROM forager/debian:trixie-minbase" in trixie and "--variant=minbase trixie" in trixie
+    assert [base.log_folder for base in BASES] == ["base", "base-trixie"]
