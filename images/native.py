@@ -116,7 +116,7 @@ def apt_step(packages: list[str] | tuple[str, ...], why: str, *, required: bool 
 _COMPILER_ERRORS = (
     re.compile(r"^.*?\S+:\d+:(?:\d+:)? fatal error: .+$", re.MULTILINE),
     re.compile(r"^.*?\S+:\d+:(?:\d+:)? error: .+$", re.MULTILINE),
-    re.compile(r"^.*?/usr/bin/ld: cannot find .+$", re.MULTILINE),
+    re.compile(r"^.*?\bld: cannot find .+$", re.MULTILINE),
     re.compile(r"^.*?(?:undefined reference to|collect2: error:) .+$", re.MULTILINE),
     re.compile(r"^.*?error\[E\d+\]: .+$", re.MULTILINE),
     re.compile(r"^.*?error: (?:linker `\w+` not found|can't find Rust compiler|could not compile `.+`).*$",

@@ -161,6 +161,9 @@ def _replay(root: Path, where: str, job: dict[str, Any], setup: CiSetup) -> None
             continue
         if str(step.get("shell", "bash")).split()[0] not in ("bash", "sh"):
             continue
+        if "secrets." in run:
+            setup.notes.append(f"CI set-up: not replayed, reads the workflow's secrets: {label}")
+            continue
         block = _Block()
         ended = False
         env = {**job_env, **_plain_env(step.get("env"), label, setup)}
@@ -209,7 +212,7 @@ def _classify(root: Path, command: str, block: _Block, pending: Found, setup: Ci
     if not words:
         return "dropped"
     program, args = _program(words)
-    if "secrets." in command or "${{" in command.replace("${{ github.workspace }}", ""):
+    if "${{" in command.replace("${{ github.workspace }}", ""):
         if program in _TEST_COMMANDS:
             return "test"
         setup.notes.append(f"CI set-up: not replayed, uses a workflow expression: {command}: {label}")
