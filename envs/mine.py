@@ -140,8 +140,8 @@ def mine(
     commit (the engine failed, the source could not be fetched).
 
     Raises:
-        MineError: ``spec`` is a PyPI release (an sdist has no history) or a folder that is not a git
-            repository.
+        MineError: ``spec`` is a PyPI release (an sdist has no history), a folder that is not a git
+            repository, or a clone whose history is damaged (shallow, or missing objects).
         SourceError: the source cannot be cloned, or ``since``/``until`` names no commit.
     """
     _check_has_history(spec)
@@ -205,6 +205,11 @@ def _list_candidates(
     with tempfile.TemporaryDirectory(dir=scratch, prefix="mine-") as tmp:
         # Only git sources get here, so the package index settings are never used.
         checkout = fetch(spec, Path(tmp) / "src", sdist_cache=home / "cache" / "sdists", index_url="")
+        if checkout.history_cut:
+            raise MineError(
+                f"{spec.text}: {checkout.history_cut}, so it has no history to mine: fetch all of it "
+                "(git fetch --unshallow) or clone it again"
+            )
         with git.Repo(checkout.path) as repo:
             try:
                 return candidate_commits(

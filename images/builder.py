@@ -189,6 +189,8 @@ class ImageBuilder:
                 self._stage(spec, "fetch", spec.text)
                 checkout = self._fetch(spec, Path(tmp) / "src")
                 log.section(f"source {spec.text} at {checkout.commit}")
+                if checkout.history_cut:
+                    log.section(f"history cut to the commit's tree: {checkout.history_cut}")
                 result = self._build_checkout(checkout, log, started)
             except _BuildFailed as failed:
                 log.section(f"FAILED ({failed.failure_class}): {failed.reason}")
@@ -389,6 +391,7 @@ class ImageBuilder:
             labels = {
                 "forager.source": spec.text,
                 "forager.commit": checkout.commit,
+                **({"forager.history-cut": checkout.history_cut} if checkout.history_cut else {}),
                 "forager.recipe": recipe.digest(),
                 "forager.test-command": recipe.test_command,
             }

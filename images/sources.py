@@ -74,6 +74,10 @@ class Checkout:
     committed_at: datetime | None = None
     """When ``commit`` was made, for a git source; None for folders and sdists, whose one commit Forager
     made itself with a fixed date."""
+    history_cut: str | None = None
+    """Why the checkout's history is only ``commit``'s tree, when it is: the source was a shallow clone or
+    missed objects of its history (see :func:`fetch`). Its one commit keeps ``commit``'s author, dates
+    and message, under another id; ``commit`` stays the source's."""
 
 
 def parse_source(text: str) -> SourceSpec:
@@ -123,7 +127,13 @@ def read_source_file(path: Path) -> list[SourceSpec]:
 def fetch(
     spec: SourceSpec, dest: Path, *, sdist_cache: Path, index_url: str, ca_bundle: Path | None = None
 ) -> Checkout:
-    """Bring ``spec`` into ``dest`` (which must not exist) as a git working tree at the resolved commit."""
+    """Bring ``spec`` into ``dest`` (which must not exist) as a git working tree at the resolved commit.
+
+    A git source whose history is damaged — a shallow clone, or one missing objects that the commit's
+    history (not its tree) needs — still gives a checkout: its history becomes one commit of the tree
+    (:attr:`Checkout.history_cut` says why), since building needs the tree and rewriting a damaged
+    history (``git gc``, ``git repack``) fails. A tree that misses objects cannot be checked out at all.
+    """
     try:
         if spec.kind == "pypi":
             return _fetch_sdist(spec, dest, sdist_cache, index_url, ca_bundle)
@@ -173,8 +183,50 @@ def _clone(spec: SourceSpec, dest: Path) -> Checkout:
     else:
         raise SourceError(f"{spec.text}: no commit, tag or branch named {ref!r}")
     repo.git.checkout("--detach", "--force", commit)
+    made = repo.commit(commit)
+    damage = _damage(repo)
+    if damage is not None:
+        _cut_history(dest, made)
     _exclude_build_artefacts(dest)
-    return Checkout(spec, dest, commit, committed_at=repo.commit(commit).committed_datetime)
+    return Checkout(spec, dest, commit, committed_at=made.committed_datetime, history_cut=damage)
+
+
+def _damage(repo: git.Repo) -> str | None:
+    """Why the history of HEAD cannot be kept as it is, or None when it is whole."""
+    if repo.git.rev_parse("--is-shallow-repository") == "true":
+        return "the source is a shallow clone"
+    # Connectivity only: every object HEAD's history reaches must be there; blobs are not re-hashed.
+    status, output, error = repo.git.fsck(
+        "--connectivity-only", "--no-dangling", "--no-progress", "HEAD", with_extended_output=True,
+        with_exceptions=False,
+    )  # fmt: skip
+    if status != 0:
+        lines = f"{output}\n{error}".splitlines()
+        missing = [line for line in lines if line.startswith(("missing", "error", "fatal"))]
+        return f"the source's history misses objects ({(missing or ['git fsck failed'])[0].strip()})"
+    return None
+
+
+def _cut_history(dest: Path, made: git.Commit) -> None:
+    """Replace the repository at ``dest`` by one holding a single commit of its working tree, with
+    ``made``'s author, committer, dates and message."""
+    # Read before the repository goes: GitPython loads a commit's fields lazily.
+    identity = {
+        "GIT_AUTHOR_NAME": made.author.name or "unknown",
+        "GIT_AUTHOR_EMAIL": made.author.email or "unknown",
+        "GIT_AUTHOR_DATE": made.authored_datetime.isoformat(),
+        "GIT_COMMITTER_NAME": made.committer.name or "unknown",
+        "GIT_COMMITTER_EMAIL": made.committer.email or "unknown",
+        "GIT_COMMITTER_DATE": made.committed_datetime.isoformat(),
+    }
+    message = str(made.message)
+    made.repo.close()
+    shutil.rmtree(dest / ".git")
+    repo = git.Repo.init(dest, initial_branch="main")
+    repo.git.add("--all", "--force")  # a fresh checkout holds exactly the tree, ignored paths included
+    with repo.git.custom_environment(**identity):
+        repo.git.commit("--quiet", "--no-verify", "--allow-empty", "--cleanup=verbatim", "-m", message)
+    repo.close()
 
 
 def _fetch_sdist(

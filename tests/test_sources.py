@@ -158,3 +158,51 @@ def test_unreadable_source_list_is_one_error_line_from_the_cli(tmp_path: Path, k
     lines = result.stderr.strip().splitlines()
     assert len(lines) == 1 and lines[0].startswith("error: cannot read the source list"), result.stderr
     assert str(listing) in lines[0]
+
+
+def _damaged_history(tmp_path: Path, damage: str) -> tuple[Path, git.Repo]:
+    """A three-commit repository, then a clone of it damaged by ``damage``: ``shallow`` (``git clone
+    --depth 1``) or ``missing`` (an object of the history, not of the newest tree, deleted)."""
+    full = make_repo(tmp_path / "full", python_project())
+    commit(full, {"src/calc/more.py": "ONE = 1\n"}, "Add more")
+    commit(full, {"src/calc/more.py": "ONE = 1\nTWO = 2\n"}, "Add two\n\n# not a comment: kept as it is")
+    damaged = tmp_path / damage
+    if damage == "shallow":
+        git.Repo.clone_from(f"file://{full.working_dir}", damaged, depth=1).close()
+    else:
+        # A copy, not a clone: a clone would pack the objects; the copy keeps them loose, one a file.
+        git.Repo.clone_from(full.working_dir, damaged, no_hardlinks=True).close()
+        blob = full.git.rev_parse("HEAD~1:src/calc/more.py")
+        (damaged / ".git" / "objects" / blob[:2] / blob[2:]).unlink()
+    return damaged, full
+
+
+@pytest.mark.parametrize("damage", ["shallow", "missing"])
+def test_a_damaged_history_is_cut_to_the_commits_tree(tmp_path: Path, damage: str) -> None:
+    damaged, full = _damaged_history(tmp_path, damage)
+    if damage == "missing":
+        with pytest.raises(git.GitCommandError):
+            git.Repo(damaged).git.gc("--prune=now")  # what sanitizing a build used to fail on
+    newest = full.head.commit
+    checkout = fetch(parse_source(str(damaged)), tmp_path / "src", sdist_cache=tmp_path / "c", index_url="")
+    assert checkout.commit == newest.hexsha, "the source's commit id is what the image records"
+    why = {"shallow": "the source is a shallow clone", "missing": "the source's history misses objects"}
+    assert checkout.history_cut is not None and checkout.history_cut.startswith(why[damage])
+    repo = git.Repo(checkout.path)
+    (cut,) = list(repo.iter_commits())
+    assert cut.tree.hexsha == newest.tree.hexsha, "the same tree"
+    assert (cut.message, cut.author.email, cut.authored_datetime) == (
+        newest.message, newest.author.email, newest.authored_datetime
+    )
+    assert repo.git.status("--porcelain") == ""
+    repo.git.gc("--prune=now")  # the history sanitizing rewrites is whole now
+    assert repo.git.fsck("--no-dangling") == ""
+
+
+def test_a_whole_history_is_kept(tmp_path: Path) -> None:
+    full = make_repo(tmp_path / "full", python_project())
+    commit(full, {"src/calc/more.py": "ONE = 1\n"}, "Add more")
+    checkout = fetch(parse_source(full.working_dir), tmp_path / "src", sdist_cache=tmp_path, index_url="")
+    assert checkout.history_cut is None
+    kept = [c.hexsha for c in git.Repo(checkout.path).iter_commits()]
+    assert kept == [c.hexsha for c in full.iter_commits()]
