@@ -16,7 +16,9 @@ from datetime import datetime
 from enum import StrEnum
 from typing import Any, ClassVar
 
+import sqlalchemy as sa
 from sqlalchemy import BigInteger, Enum, ForeignKey, Index, Integer, MetaData, Text, UniqueConstraint
+from sqlalchemy.engine.default import DefaultExecutionContext
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column, relationship, validates
 
 from storage.types import CompressedJSON, CompressedText, PortableJSON, UTCDateTime, utcnow
@@ -197,11 +199,45 @@ class Task(Base):
         return f"<Task {self.id} {self.instance_id!r} {self.kind} {self.status} image={self.image_id}>"
 
 
-#: The episode columns of the covering index that statistics scan, in the order of their per-model
-#: histogram, which then reads the index in order instead of sorting.
+#: Where a task comes from, for grouping: its mutation operator (mutate-fix); ``mined`` for an issue-fix
+#: task mined from history (it records its commit); ``imported`` for one from a SWE-bench-style dataset.
+ORIGIN = sa.case(
+    (Task.operator.is_not(None), Task.operator),
+    (Task.meta["commit"].as_string().is_not(None), sa.literal("mined")),
+    else_=sa.literal("imported"),
+)
+#: Origins that are not operators.
+ORIGINS_WITHOUT_OPERATOR = ("mined", "imported")
+
+
+def _from_task(field: int) -> Any:
+    """A column default: field ``field`` of (repository name, kind, origin) of the inserted episode's task.
+
+    Read once per task and statement (a bulk insert of many episodes of one task reads it once), from the
+    connection that inserts, so every insert through SQLAlchemy (ORM or Core) fills the copies.
+    """
+
+    def default(context: DefaultExecutionContext) -> str:
+        task_id = context.get_current_parameters()["task_id"]
+        cache = context.__dict__.setdefault("_forager_tasks", {})
+        if task_id not in cache:
+            query = (
+                sa.select(Repository.name, Task.kind, ORIGIN)
+                .join(Task.image)
+                .join(Image.repository)
+                .where(Task.id == task_id)
+            )
+            cache[task_id] = context.connection.execute(query).one_or_none() or (None, None, None)
+        return cache[task_id][field]
+
+    return default
+
+
+#: The episode columns of the covering index that statistics scan when filtered, in the order of their
+#: per-model histogram, which then reads the index in order instead of sorting.
 SUMMARY_COLUMNS = (
     "model", "exit_reason", "resolved", "n_steps", "prompt_tokens", "completion_tokens", "task_id",
-    "created_at", "status", "action_format",
+    "created_at", "status", "action_format", "repository", "task_kind", "origin",
 )  # fmt: skip
 
 
@@ -218,6 +254,11 @@ class Episode(Base):
         Index("ix_episodes_model_resolved_created_at", "model", "resolved", "created_at", "id"),
         Index("ix_episodes_resolved_created_at", "resolved", "created_at", "id"),
         Index("ix_episodes_exit_reason_created_at", "exit_reason", "created_at", "id"),
+        Index("ix_episodes_repository_created_at", "repository", "created_at", "id"),
+        Index("ix_episodes_task_kind_created_at", "task_kind", "created_at", "id"),
+        Index("ix_episodes_origin_created_at", "origin", "created_at", "id"),
+        # The viewer's sort by turns reads this index in order instead of sorting every selected row.
+        Index("ix_episodes_n_steps_id", "n_steps", "id"),
         # Covers every column statistics read (storage/stats.py) and filter on: they scan this narrow
         # index instead of the wide rows, and can stay within it when filtering by model.
         Index("ix_episodes_summary", *SUMMARY_COLUMNS),
@@ -261,6 +302,13 @@ class Episode(Base):
     created_at: Mapped[datetime] = mapped_column(default=utcnow)
     #: The work item (``forager worker``) this episode completed; None when run outside the queue.
     work_item_id: Mapped[int | None] = mapped_column(BigInteger)
+    #: Copies of the task's repository name, kind and origin (``ORIGIN``: operator, ``mined`` or
+    #: ``imported``), written at insert by defaults that read the task, so that listings and statistics
+    #: filter and group on the episodes alone. A task's provenance does not change; None only for a row
+    #: inserted without SQLAlchemy.
+    repository: Mapped[str | None] = mapped_column(default=_from_task(0))
+    task_kind: Mapped[TaskKind | None] = mapped_column(_str_enum(TaskKind), default=_from_task(1))
+    origin: Mapped[str | None] = mapped_column(default=_from_task(2))
 
     task: Mapped[Task] = relationship(back_populates="episodes")
     # passive_deletes: the database's ON DELETE CASCADE removes the steps, without loading them first.

@@ -3,8 +3,8 @@
 Episodes are read in (created_at, id) order, a page at a time: a page starts after the (created_at, id)
 of the last row of the previous one (keyset pagination), so reading page 1,000 costs what page 1 does,
 and rows inserted meanwhile neither shift nor repeat rows. Each filter on an episode column leads an
-index that continues in that order (see ``storage.models.Episode``); filters on the task (repository,
-kind, operator) select task ids first, through the tasks' own indexes.
+index that continues in that order (see ``storage.models.Episode``), those on the task (repository,
+kind, operator) included: episodes carry copies of them.
 """
 
 from __future__ import annotations
@@ -17,7 +17,7 @@ import sqlalchemy as sa
 from sqlalchemy.orm import defer, joinedload, selectinload
 from sqlalchemy.sql.base import ExecutableOption
 
-from storage.models import Episode, EpisodeStatus, Image, Repository, Task, TaskKind
+from storage.models import ORIGINS_WITHOUT_OPERATOR, Episode, EpisodeStatus, Image, Task, TaskKind
 
 #: Episode columns a listing does not load: what shows one episode, not a row of many.
 LISTING_DEFERRED = (
@@ -102,16 +102,15 @@ def conditions(selection: EpisodeFilter | None) -> list[sa.ColumnElement[bool]]:
         where.append(Episode.created_at >= selection.since)
     if selection.until is not None:
         where.append(Episode.created_at < selection.until)
-    on_task: list[sa.ColumnElement[bool]] = []
+    # The task's repository, kind and origin are copied onto its episodes, each leading an index.
     if selection.task_kind is not None:
-        on_task.append(Task.kind == selection.task_kind)
-    if selection.operator is not None:
-        on_task.append(Task.operator == selection.operator)
+        where.append(Episode.task_kind == selection.task_kind)
     if selection.repository is not None:
-        images = sa.select(Image.id).join(Image.repository).where(Repository.name == selection.repository)
-        on_task.append(Task.image_id.in_(images))
-    if on_task:
-        where.append(Episode.task_id.in_(sa.select(Task.id).where(*on_task)))
+        where.append(Episode.repository == selection.repository)
+    if selection.operator in ORIGINS_WITHOUT_OPERATOR:  # an operator named so is not that origin
+        where.append(Episode.task_id.in_(sa.select(Task.id).where(Task.operator == selection.operator)))
+    elif selection.operator is not None:
+        where.append(Episode.origin == selection.operator)
     return where
 
 
@@ -135,7 +134,9 @@ def loaded(*, with_steps: bool = False, listing: bool = False) -> list[Executabl
     touching one of those raises rather than querying behind the caller's back.
     """
     image_columns = (Image.recipe, Image.baseline, Image.flaky, Image.log_tail)
-    task = selectinload(Episode.task)
+    # A listing joins the task, image and repository in (a lookup by primary key per row, and one query
+    # instead of two); a batch with steps reads each task once, since it carries the task's patches.
+    task = joinedload(Episode.task) if listing else selectinload(Episode.task)
     options: list[ExecutableOption] = [
         task.joinedload(Task.image).options(
             *(defer(column, raiseload=True) for column in image_columns),

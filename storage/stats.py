@@ -1,37 +1,33 @@
 """``forager db stats``: what the stored episodes amount to, per repository, task origin and model.
 
-The database aggregates: per grouping, one histogram of (exit reason, resolved, turns) and one of
-tokens, plus one list of (task, model) pairs for the distinct task counts. Each is a scan of a narrow
-covering index (``ix_episodes_summary``), and each answer has a few rows per group whatever the number
-of episodes; Python only adds the histograms up. Percentiles are nearest-rank (the median of 1, 2, 3, 4
-is 2); tokens are counted exactly below 1,000 and to three significant digits above (rounded down),
-which keeps their histogram small.
+Of all episodes, the statistics are read off the rollup that the database keeps up to date on every
+insert and delete (``storage.rollup``): a few thousand rows, whatever the number of episodes. A filtered
+selection is aggregated in the database from the episodes themselves: per grouping, one histogram of
+(exit reason, resolved, turns) and one of tokens, plus the (model, task) pairs for distinct task counts,
+each a scan of a narrow covering index (``ix_episodes_summary``) without joins, since episodes carry
+copies of their task's repository and origin. Python only adds the histograms up. Both give the same
+figures: percentiles are nearest-rank (the median of 1, 2, 3, 4 is 2); tokens are counted exactly below
+1,000 and to three significant digits above (rounded down), which keeps their histograms small.
 """
 
 from __future__ import annotations
 
 import math
-from collections import Counter
+from collections import Counter, defaultdict
 from dataclasses import asdict, dataclass, field
 from typing import Any
 
 import sqlalchemy as sa
 from sqlalchemy.orm import Session
 
-from storage.models import Episode, Image, Repository, Task
+from storage import rollup
+from storage.models import Episode
 from storage.queries import EpisodeFilter, conditions
 
-#: Where a task comes from, for grouping: its mutation operator (mutate-fix); ``mined`` for an issue-fix
-#: task mined from history (it records its commit); ``imported`` for one from a SWE-bench-style dataset.
-ORIGIN = sa.case(
-    (Task.operator.is_not(None), Task.operator),
-    (Task.meta["commit"].as_string().is_not(None), sa.literal("mined")),
-    else_=sa.literal("imported"),
-)
-#: The groupings ``stats`` reports, by name: what each groups by.
+#: The groupings ``stats`` reports, by name: what each groups by (the rollup's dimensions besides ``all``).
 GROUPINGS: dict[str, sa.ColumnElement[Any]] = {
-    "repository": Repository.name,
-    "origin": ORIGIN,
+    "repository": sa.func.coalesce(Episode.repository, rollup.UNKNOWN_KEY),
+    "origin": sa.func.coalesce(Episode.origin, rollup.UNKNOWN_KEY),
     "model": Episode.model,
 }
 
@@ -91,55 +87,71 @@ def compute(session: Session, selection: EpisodeFilter | None) -> StoreStats:
     """The statistics of the episodes ``selection`` picks (all when None)."""
     selection = selection or EpisodeFilter()
     where = conditions(selection)
-    groups: dict[str, dict[str, _Group]] = {name: {} for name in GROUPINGS}
-    tokens = _rounded(Episode.prompt_tokens + Episode.completion_tokens)
-    for name, key in GROUPINGS.items():
-        found = groups[name]
-        outcomes = sa.select(key, Episode.exit_reason, Episode.resolved, Episode.n_steps, sa.func.count())
-        for group, reason, resolved, turns, n in session.execute(
-            _joined(key, outcomes)
-            .where(*where)
-            .group_by(key, Episode.exit_reason, Episode.resolved, Episode.n_steps)
-        ):
-            if str(group) not in found:
-                found[str(group)] = _Group()
-            found[str(group)].add(reason, resolved, turns, n)
-        for group, value, n in session.execute(
-            _joined(key, sa.select(key, tokens, sa.func.count())).where(*where).group_by(tokens, key)
-        ):
-            found[str(group)].tokens[value] += n
-    # Every episode has one model: the total adds the models up.
-    total = _Group()
-    for group in groups["model"].values():
-        total.merge(group)
-    # Distinct tasks: the (model, task) pairs, then which repository and origin each task has.
-    solved = sa.func.max(sa.case((Episode.resolved.is_(True), 1), else_=0))
-    attempts = session.execute(
-        sa.select(Episode.model, Episode.task_id, solved)
-        .where(*where)
-        .group_by(Episode.model, Episode.task_id)
-    ).all()
-    task_keys = {
-        task_id: (repository, origin)
-        for task_id, repository, origin in session.execute(
-            sa.select(Task.id, Repository.name, ORIGIN)
-            .join(Task.image)
-            .join(Image.repository)
-            .where(Task.id.in_(sa.select(Episode.task_id).where(*where)))
-        )
-    }
-    for model, task_id, resolved in attempts:
-        repository, origin = task_keys[task_id]
-        total.attempted(task_id, bool(resolved))
-        for name, group in (("repository", repository), ("origin", origin), ("model", model)):
-            groups[name][str(group)].attempted(task_id, bool(resolved))
+    groups = _scanned(session, where) if where else _rolled_up(session)
 
     def ranked(name: str) -> list[GroupStats]:
         return sorted(
             (found.stats(key) for key, found in groups[name].items()), key=lambda g: (-g.episodes, g.key)
         )
 
-    return StoreStats(selection, total.stats("all"), *(ranked(name) for name in GROUPINGS))
+    return StoreStats(selection, groups["all"][rollup.ALL_KEY].stats("all"), *map(ranked, GROUPINGS))
+
+
+def _rolled_up(session: Session) -> dict[str, dict[str, _Group]]:
+    """Every episode's groups, from the rollup."""
+    groups: dict[str, dict[str, _Group]] = {name: defaultdict(_Group) for name in rollup.DIMENSIONS}
+    groups["all"][rollup.ALL_KEY] = _Group()
+    for dimension, key, reason, episodes, graded, resolved in rollup.outcomes(session):
+        group = groups[dimension][key]
+        group.exit_reasons[reason] += episodes
+        group.graded += graded
+        group.resolved += resolved
+    for dimension, key, measure, value, episodes in rollup.values(session):
+        getattr(groups[dimension][key], measure)[value] += episodes
+    for dimension, key, attempted, solved in rollup.tasks(session):
+        groups[dimension][key].n_tasks, groups[dimension][key].n_tasks_resolved = attempted, solved
+    return groups
+
+
+def _scanned(session: Session, where: list[sa.ColumnElement[bool]]) -> dict[str, dict[str, _Group]]:
+    """The groups of the episodes ``where`` selects, aggregated from the episodes' covering index."""
+    groups: dict[str, dict[str, _Group]] = {name: defaultdict(_Group) for name in GROUPINGS}
+    tokens = _rounded(Episode.prompt_tokens + Episode.completion_tokens)
+    for name, key in GROUPINGS.items():
+        found = groups[name]
+        outcomes = sa.select(key, Episode.exit_reason, Episode.resolved, Episode.n_steps, sa.func.count())
+        for group, reason, resolved, turns, n in session.execute(
+            outcomes.where(*where).group_by(key, Episode.exit_reason, Episode.resolved, Episode.n_steps)
+        ):
+            found[group].add(reason, resolved, turns, n)
+        for group, value, n in session.execute(
+            sa.select(key, tokens, sa.func.count()).where(*where).group_by(tokens, key)
+        ):
+            found[group].tokens[value] += n
+    # Every episode has one model: the total adds the models up.
+    total = _Group()
+    for group in groups["model"].values():
+        total.merge(group)
+    groups["all"] = {rollup.ALL_KEY: total}
+    # Distinct tasks: the (model, task) pairs attempted, with the task's repository and origin.
+    solved = sa.func.max(sa.case((Episode.resolved.is_(True), 1), else_=0))
+    keys = list(GROUPINGS.values())
+    attempted: dict[tuple[str, str], set[int]] = defaultdict(set)
+    resolved: dict[tuple[str, str], set[int]] = defaultdict(set)
+    for task_id, repository, origin, model, any_resolved in session.execute(
+        sa.select(Episode.task_id, *keys, solved).where(*where).group_by(Episode.task_id, *keys)
+    ):
+        for name, group in (("all", rollup.ALL_KEY), ("repository", repository), ("origin", origin)):
+            attempted[name, group].add(task_id)
+            if any_resolved:
+                resolved[name, group].add(task_id)
+        attempted["model", model].add(task_id)
+        if any_resolved:
+            resolved["model", model].add(task_id)
+    for (name, group), ids in attempted.items():
+        groups[name][group].n_tasks = len(ids)
+        groups[name][group].n_tasks_resolved = len(resolved[name, group])
+    return groups
 
 
 class _Group:
@@ -150,8 +162,7 @@ class _Group:
         self.turns: Counter[int] = Counter()
         self.tokens: Counter[int] = Counter()
         self.graded = self.resolved = 0
-        self.tasks: set[int] = set()
-        self.tasks_resolved: set[int] = set()
+        self.n_tasks = self.n_tasks_resolved = 0
 
     def add(self, reason: str, resolved: bool | None, turns: int, n: int) -> None:
         self.exit_reasons[reason] += n
@@ -167,19 +178,14 @@ class _Group:
         self.graded += other.graded
         self.resolved += other.resolved
 
-    def attempted(self, task_id: int, resolved: bool) -> None:
-        self.tasks.add(task_id)
-        if resolved:
-            self.tasks_resolved.add(task_id)
-
     def stats(self, key: str) -> GroupStats:
         episodes = self.turns.total()
         reasons = dict(sorted(self.exit_reasons.items(), key=lambda item: (-item[1], item[0])))
         return GroupStats(
             key,
             episodes,
-            len(self.tasks),
-            len(self.tasks_resolved),
+            self.n_tasks,
+            self.n_tasks_resolved,
             self.graded,
             self.resolved,
             _nearest_rank(self.turns, 0.5),
@@ -188,14 +194,6 @@ class _Group:
             _nearest_rank(self.tokens, 0.9),
             exit_reasons=reasons,
         )
-
-
-def _joined(key: sa.ColumnElement[Any], query: sa.Select[Any]) -> sa.Select[Any]:
-    """``query`` over episodes, joined to what ``key`` needs (only that: joins cost a lookup a row)."""
-    if key is Episode.model:
-        return query.select_from(Episode)
-    query = query.select_from(Episode).join(Episode.task)
-    return query.join(Task.image).join(Image.repository) if key is Repository.name else query
 
 
 def _rounded(tokens: sa.ColumnElement[int]) -> sa.ColumnElement[int]:
