@@ -65,6 +65,11 @@ class Skipped:
     lasting: bool = True
     """Whether the next run skips it too: false for failures of the engine or the network."""
 
+    @property
+    def why(self) -> str:
+        """The reason without its particulars (what follows its first colon): for counting skips."""
+        return self.reason.split(": ", 1)[0]
+
 
 @dataclass(frozen=True)
 class MineReport:

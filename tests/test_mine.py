@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import subprocess
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -21,6 +22,7 @@ from images.builder import BuildOptions, ImageBuilder
 from images.proxy import NetworkSettings
 from images.sources import parse_source
 from storage import ImageStatus, Store, TaskKind, TaskStatus
+from tests.cli import forager
 from tests.repos import commit, make_repo, python_project, write
 
 CALC = '''\
@@ -397,3 +399,30 @@ def test_a_second_run_stores_nothing_new_and_builds_nothing(mined: Mined, docker
     assert [(build.tag, build.cached) for build in retried.builds] == first_builds
     assert {task.instance_id: task.id for task in mined.store.list_tasks()} == tasks
     assert {image.id for image in docker_client.images.list()} == images
+
+
+@pytest.mark.docker
+def test_the_cli_mines_many_sources_resumes_and_sums_up(mined: Mined, tmp_path: Path) -> None:
+    history = mined.history.repo.working_dir
+    plain = write(tmp_path / "plain", python_project())
+    args = ("--db", mined.store.url, "tasks", "mine", history, str(plain))
+
+    done = forager(*args, "--json", home=mined.builder.home)
+
+    assert done.returncode == 1, "a source that cannot be mined fails the command, after the others"
+    report, failed = json.loads(done.stdout)["sources"]
+    assert report["tasks"] == [task.instance_id for task in mined.report.tasks]
+    # Stored tasks count and rejected candidates are not tried again: nothing is built.
+    assert (report["made"], report["tried"], report["rejected_before"], report["builds"]) == ([], 0, 2, 0)
+    reason = f"{plain} is not a git repository, so it has no history to mine; give a clone"
+    assert failed == {"source": str(plain), "error": reason}
+    assert done.stderr == f"error: {reason}\n"
+
+    # Up to the pull request's first parent: only the first fix is in range, already a task.
+    table = forager(*args[:-1], "--until", mined.history.typo, home=mined.builder.home)
+    assert table.returncode == 0, table.stderr
+    assert "1 task(s), 0 new, from 0 of 1 candidates; 0 image build(s)" in table.stdout
+
+    bad = forager(*args[:-1], "--since", "no-such-ref", home=mined.builder.home)
+    assert bad.returncode == 1
+    assert bad.stderr.startswith("error: ") and "give dates (YYYY-MM-DD) or commits" in bad.stderr

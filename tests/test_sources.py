@@ -7,6 +7,7 @@ import git
 import pytest
 
 from images.sources import BUILD_ARTEFACTS, SourceError, fetch, parse_source, read_source_file
+from storage import ImageStatus
 from tests.cli import forager
 from tests.repos import commit, make_repo, python_project, write
 
@@ -206,3 +207,20 @@ def test_a_whole_history_is_kept(tmp_path: Path) -> None:
     assert checkout.history_cut is None
     kept = [c.hexsha for c in git.Repo(checkout.path).iter_commits()]
     assert kept == [c.hexsha for c in full.iter_commits()]
+
+
+@pytest.mark.docker
+@pytest.mark.parametrize("damage", ["shallow", "missing"])
+def test_a_damaged_clone_still_builds(builder, docker_client, tmp_path: Path, damage: str) -> None:
+    damaged, full = _damaged_history(tmp_path, damage)
+
+    result = builder.build(parse_source(str(damaged)))
+
+    assert result.status == ImageStatus.READY, result.reason
+    assert result.commit == full.head.commit.hexsha
+    labels = docker_client.images.get(result.tag).attrs["Config"]["Labels"]
+    assert labels["forager.history-cut"].startswith("the source")
+    log = docker_client.containers.run(
+        result.tag, ["git", "log", "--format=%s"], remove=True, network_mode="none"
+    ).decode()
+    assert log.strip() == "Add two", "one commit: the source's newest, its message kept"

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import statistics
+from collections import Counter
 from enum import StrEnum
 from pathlib import Path
 from typing import Annotated
@@ -15,6 +16,7 @@ from core.errors import ForagerError
 from core.progress import ProgressEvent
 from envs.grading import default_test_files, pytest_base
 from envs.issue_import import DEFAULT_SOURCE, import_instances
+from envs.mine import MineReport
 from envs.mine import mine as mine_history
 from envs.mutate import OPERATORS
 from envs.mutate_fix import MutateOptions, MutateReport, generate
@@ -34,6 +36,7 @@ from forager.cli.output import (
     BackendOption,
     JsonOption,
     console,
+    error,
     errors,
     find_image,
     find_task,
@@ -47,7 +50,7 @@ from forager.cli.output import (
 from images.builder import BuildOptions, ImageBuilder
 from images.engine import connect
 from images.proxy import NetworkSettings
-from images.sources import parse_source
+from images.sources import parse_source, read_source_file
 from storage import Image, ImageStatus, Store, Task, TaskKind, TaskStatus
 
 app = typer.Typer(
@@ -160,42 +163,137 @@ def import_(
 @app.command()
 def mine(
     ctx: typer.Context,
-    source: Annotated[
-        str, typer.Argument(metavar="SOURCE", help="A git URL[@REF] or a local repository[@REF].")
-    ],
-    max_tasks: Annotated[int, typer.Option("--max", min=1, help="Tasks to make at most.")] = 10,
-    max_commits: Annotated[int, typer.Option(min=1, help="Commits of history to look at.")] = 200,
+    sources: Annotated[
+        list[str] | None,
+        typer.Argument(
+            metavar="SOURCE...", help="Git URLs[@REF] or local repositories[@REF].", show_default=False
+        ),
+    ] = None,
+    from_file: Annotated[
+        Path | None, typer.Option("--from-file", help="One SOURCE per line (# comments).")
+    ] = None,
+    max_tasks: Annotated[int, typer.Option("--max", min=1, help="Tasks to make at most, per source.")] = 10,
+    max_commits: Annotated[int, typer.Option(min=1, help="Commits of history to look at, per source.")] = 200,
+    since: Annotated[
+        str | None, typer.Option(help="Oldest commit to look at: a date (YYYY-MM-DD) or a ref (excluded).")
+    ] = None,
+    until: Annotated[str | None, typer.Option(help="Newest commit to look at: a date or a ref.")] = None,
+    retry_rejected: Annotated[
+        bool, typer.Option("--retry-rejected", help="Try again the candidates earlier runs rejected.")
+    ] = False,
     ca_bundle: CABundleOption = None,
     backend: BackendOption = "docker",
     json: JsonOption = False,
 ) -> None:
-    """Mine issue-fix tasks from history: commits that fix code and add tests failing without the fix."""
+    """Mine issue-fix tasks from history: commits that fix code and add tests failing without the fix.
+
+    Resumable: tasks already stored and candidates an earlier run rejected are not tried again. Ends
+    with a table per source (candidates, tried, tasks, builds, why skipped); exit code 1 when a source
+    could not be mined at all.
+    """
+    specs = [parse_source(text) for text in sources or []]
+    if from_file:
+        specs += read_source_file(from_file)
+    if not specs:
+        raise typer.BadParameter("name at least one SOURCE, or --from-file FILE", param_hint="SOURCE")
     store = open_store(ctx)
     options = BuildOptions(network=NetworkSettings.from_environment(ca_bundle))
+    reports: list[MineReport] = []
+    failures: dict[str, str] = {}
     with progress_display(transient=False) as progress:
         builder = ImageBuilder(connect(timeout=3600), store, settings(ctx).home, options, progress)
-        report = mine_history(
-            builder,
-            open_backend(backend),
-            store,
-            parse_source(source),
-            max_tasks=max_tasks,
-            max_commits=max_commits,
-            progress=progress,
-        )
+        runner = open_backend(backend)
+        for spec in specs:
+            try:
+                report = mine_history(
+                    builder, runner, store, spec, max_tasks=max_tasks, max_commits=max_commits,
+                    since=since, until=until, retry_rejected=retry_rejected, progress=progress,
+                )  # fmt: skip
+            except ForagerError as exc:
+                failures[spec.text] = str(exc)
+                continue
+            reports.append(report)
     if json:
         print_json(
             {
-                "tasks": [task.instance_id for task in report.tasks],
-                "candidates": report.candidates,
-                "tried": report.tried,
-                "skipped": [{"commit": s.sha, "reason": s.reason} for s in report.skipped],
+                "sources": [_mine_json(report) for report in reports]
+                + [{"source": text, "error": reason} for text, reason in failures.items()],
+                "total": _mine_totals(reports),
             }
         )
-        return
-    console.print(f"{len(report.tasks)} task(s) from {report.tried} of {report.candidates} candidate commits")
-    for skipped in report.skipped:
-        console.print(f"  skipped {skipped.sha[:12]}: {escape(skipped.reason)}", highlight=False)
+    else:
+        _print_mine_table(reports, failures)
+    for reason in failures.values():
+        error(reason)
+    if failures:
+        raise typer.Exit(1)
+
+
+def _mine_json(report: MineReport) -> dict[str, object]:
+    return {
+        "source": report.source,
+        "tasks": [task.instance_id for task in report.tasks],
+        "made": report.made,
+        "candidates": report.candidates,
+        "tried": report.tried,
+        "rejected_before": report.rejected_before,
+        "builds": report.built,
+        "builds_per_task": report.builds_per_task,
+        "skipped": [{"commit": s.sha, "reason": s.reason} for s in report.skipped],
+    }
+
+
+def _mine_totals(reports: list[MineReport]) -> dict[str, object]:
+    made = sum(len(report.made) for report in reports)
+    built = sum(report.built for report in reports)
+    return {
+        "candidates": sum(report.candidates for report in reports),
+        "tried": sum(report.tried for report in reports),
+        "tasks": sum(len(report.tasks) for report in reports),
+        "made": made,
+        "builds": built,
+        "builds_per_task": built / made if made else None,
+    }
+
+
+def _print_mine_table(reports: list[MineReport], failures: dict[str, str]) -> None:
+    table = Table(
+        "source",
+        Column("candidates", justify="right"),
+        Column("tried", justify="right"),
+        Column("tasks", justify="right"),
+        Column("new", justify="right"),
+        Column("builds", justify="right"),
+        "why skipped",
+        title="mined",
+    )
+    for report in reports:
+        why = Counter(skipped.why for skipped in report.skipped)
+        if report.rejected_before:
+            why["rejected by an earlier run"] = report.rejected_before
+        table.add_row(
+            escape(report.source),
+            str(report.candidates),
+            str(report.tried),
+            str(len(report.tasks)),
+            str(len(report.made)),
+            str(report.built),
+            escape("\n".join(f"{count}: {reason}" for reason, count in why.most_common())),
+        )
+    for text, reason in failures.items():
+        table.add_row(escape(text), "", "", "", "", "", f"[red]{escape(reason)}[/]")
+    console.print(table)
+    totals = _mine_totals(reports)
+    per_task = totals["builds_per_task"]
+    console.print(
+        f"{totals['tasks']} task(s), {totals['made']} new, from {totals['tried']} of {totals['candidates']} "
+        f"candidates; {totals['builds']} image build(s)"
+        + (f", {per_task:.2f} per new task" if isinstance(per_task, float) else ""),
+        highlight=False,
+    )
+    for report in reports:
+        for skipped in report.skipped:
+            console.print(f"  skipped {skipped.sha[:12]}: {escape(skipped.reason)}", highlight=False)
 
 
 @app.command()
