@@ -112,6 +112,25 @@ def resolved_frames(data: dict[str, Any]) -> Iterator[dict[str, Any]]:
         }
 
 
+def divergence(data: dict[str, Any]) -> str:
+    """Where a non-deterministic trace's second recording differed from the first (stored with it)."""
+    found = data.get("divergence")
+    if not found:
+        return "the second recording differed"
+    if found.get("frame") is None:
+        return f"the second recording: {found.get('second')}"
+    number, first, second = found["frame"], found.get("first"), found.get("second")
+
+    def said(frame: list[Any] | None) -> str:
+        if frame is None:
+            return "(no frame: the trace had ended)"
+        event, _, line, local_values, value = frame
+        shown = value if local_values is None else json.dumps(local_values, ensure_ascii=False)
+        return f"{event} at line {line}: {shown}"
+
+    return f"the recordings first differ at frame {number}: first {said(first)}; second {said(second)}"
+
+
 def listing(data: dict[str, Any]) -> str:
     """A readable listing: each frame's event, place and source line, and the values that changed."""
     out: list[str] = []

@@ -34,6 +34,9 @@ class TraceFilter:
     """``owner/name`` of the image's repository."""
     min_frames: int | None = None
     max_frames: int | None = None
+    entry: str | None = None
+    """Text the entry point's qualified name or test id contains."""
+    deterministic: bool | None = None
 
     def conditions(self) -> list[sa.ColumnElement[bool]]:
         found: list[sa.ColumnElement[bool]] = []
@@ -47,6 +50,15 @@ class TraceFilter:
             found.append(Trace.n_frames >= self.min_frames)
         if self.max_frames is not None:
             found.append(Trace.n_frames <= self.max_frames)
+        if self.entry:
+            found.append(
+                sa.or_(
+                    Trace.qualname.contains(self.entry, autoescape=True),
+                    Trace.test.contains(self.entry, autoescape=True),
+                )
+            )
+        if self.deterministic is not None:
+            found.append(Trace.deterministic.is_(self.deterministic))
         if self.repository is not None:
             found.append(
                 Trace.image_id.in_(
@@ -98,6 +110,29 @@ class TraceStore:
         query = query.where(*(selection or TraceFilter()).conditions()).order_by(Trace.id).limit(limit)
         with self._read() as session:
             return list(session.scalars(query))
+
+    def trace_page(
+        self,
+        selection: TraceFilter | None = None,
+        *,
+        after: int | None = None,
+        before: int | None = None,
+        limit: int = 100,
+    ) -> list[Trace]:
+        """A page of traces, newest first, without their recording: those after the trace ``after`` (the
+        last of the previous page) or, going back, the ``limit`` just before the trace ``before``."""
+        query = sa.select(Trace).options(
+            defer(Trace.data), defer(Trace.context), joinedload(Trace.image).joinedload(Image.repository)
+        )
+        query = query.where(*(selection or TraceFilter()).conditions())
+        if before is not None:
+            query = query.where(Trace.id > before).order_by(Trace.id).limit(limit)
+        else:
+            query = query.where(Trace.id < after) if after is not None else query
+            query = query.order_by(Trace.id.desc()).limit(limit)
+        with self._read() as session:
+            page = list(session.scalars(query))
+        return page[::-1] if before is not None else page
 
     def iter_traces(self, selection: TraceFilter | None = None) -> Iterator[Trace]:
         """Every selected trace with its recording and image, in id order, read a page at a time."""

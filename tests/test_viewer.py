@@ -583,6 +583,7 @@ def test_export_writes_a_static_site_of_the_selection(corpus: Corpus, tmp_path: 
         "static",
         "tasks",
         "tasks.html",
+        "traces.html",
     ]
     with pytest.raises(ForagerError, match="not empty"):
         export_site(corpus.store, site)

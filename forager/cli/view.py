@@ -18,8 +18,9 @@ from forager.cli.episode import (
     UntilFilter,
     episode_filter,
 )
-from forager.cli.output import console, errors, open_store, progress_display
+from forager.cli.output import console, errors, find_image, open_store, progress_display
 from forager.viewer import export_site, serve
+from storage.traces import TraceFilter
 
 
 def view(
@@ -52,8 +53,14 @@ def view(
     operator: OperatorFilter = None,
     since: SinceFilter = None,
     until: UntilFilter = None,
+    traces: Annotated[
+        bool, typer.Option("--traces", help="With --export: the kept execution traces' pages too.")
+    ] = False,
+    trace_image: Annotated[
+        str | None, typer.Option(help="With --traces: only the traces of this image (id or tag).")
+    ] = None,
 ) -> None:
-    """Browse the store: dashboard, images, tasks, episodes with search, trajectories, comparisons.
+    """Browse the store: dashboard, images, tasks, episodes with search, trajectories, comparisons, traces.
 
     Serves http://127.0.0.1:8080/ until Ctrl-C. Read-only; works on SQLite and PostgreSQL stores. With
     `--export DIR` it writes the pages of the selected episodes as a static site instead.
@@ -63,10 +70,12 @@ def view(
     try:
         if export is not None:
             with progress_display() as progress:
-                report = export_site(store, export, selection, progress)
+                chosen = TraceFilter(image_id=find_image(store, trace_image).id if trace_image else None)
+                report = export_site(store, export, selection, progress, traces=chosen if traces else None)
             console.print(
-                f"wrote {report.episodes:,} episodes, {report.tasks:,} tasks and {report.images:,} images "
-                f"({report.files:,} pages) to {report.path} in {report.seconds:.1f} s: open "
+                f"wrote {report.episodes:,} episodes, {report.tasks:,} tasks, {report.images:,} images and "
+                f"{report.traces:,} traces ({report.files:,} pages) to {report.path} in "
+                f"{report.seconds:.1f} s: open "
                 f"{report.path / 'index.html'}",
                 highlight=False,
             )

@@ -22,7 +22,7 @@ from typing import Any
 from aiohttp import web
 
 from core.errors import ForagerError
-from forager.viewer import pages
+from forager.viewer import pages, trace_pages
 from forager.viewer.params import ViewerError
 from forager.viewer.render import Links, environment, static_dir
 from storage import Store, StoreError
@@ -109,6 +109,8 @@ def make_app(store: Store, *, token: str | None = None, loopback: bool = True) -
     app.router.add_get("/tasks/{id}", page(pages.task, "id"))
     app.router.add_get("/images", page(pages.images))
     app.router.add_get("/images/{id}", page(pages.image, "id"))
+    app.router.add_get("/traces", page(trace_pages.traces))
+    app.router.add_get("/traces/{id}", page(trace_pages.trace, "id"))
     app.router.add_static("/static", static_dir())
     app.on_response_prepare.append(_secure)
 

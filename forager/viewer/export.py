@@ -21,11 +21,13 @@ from jinja2 import Environment
 
 from core.progress import Progress, ProgressEvent, no_progress
 from forager.exports.output import os_errors, staged
-from forager.viewer import pages
+from forager.viewer import pages, trace_pages
 from forager.viewer.params import EpisodeQuery
 from forager.viewer.render import Links, environment, static_dir
 from storage import Episode, EpisodeFilter, Image, Store
 from storage import viewer_queries as vq
+from storage.models import Trace
+from storage.traces import TraceFilter
 from storage.viewer_queries import TaskRow
 
 #: The pages at the site's top and those one folder down (episodes/, tasks/, images/).
@@ -43,16 +45,21 @@ class ExportReport:
     episodes: int = 0
     tasks: int = 0
     images: int = 0
+    traces: int = 0
     files: int = 0
     seconds: float = 0.0
 
 
 def export_site(
-    store: Store, directory: Path, selection: EpisodeFilter | None = None, progress: Progress = no_progress
+    store: Store,
+    directory: Path,
+    selection: EpisodeFilter | None = None,
+    progress: Progress = no_progress,
+    traces: TraceFilter | None = None,
 ) -> ExportReport:
     """Write the static site of the episodes ``selection`` picks (all when None) to ``directory``, a new
-    or empty folder. Raises ``ExportError`` if the folder cannot be written; nothing is left under its
-    name then."""
+    or empty folder, with the traces ``traces`` picks (none when None). Raises ``ExportError`` if the
+    folder cannot be written; nothing is left under its name then."""
     started = time.monotonic()
     selection = selection or EpisodeFilter()
     report = ExportReport(Path(directory))
@@ -60,7 +67,7 @@ def export_site(
     with staged(report.path, directory=True) as root:
         site = _Site(root, environment(), report, total)
         shutil.copytree(static_dir(), root / "static")
-        for sub in ("episodes", "tasks", "images"):
+        for sub in ("episodes", "tasks", "images") + (("traces",) if traces is not None else ()):
             (root / sub).mkdir()
         page: list[Episode] = []
         episodes: Counter[int] = Counter()
@@ -78,6 +85,7 @@ def export_site(
             progress(ProgressEvent("export", "episodes", completed=report.episodes, total=total))
         site.listing(page, more=False)
         _tasks_and_images(store, site, selection, episodes, resolved)
+        _traces(store, site, traces, progress)
         site.write("index.html", TOP, pages.dashboard_page(store, TOP, EpisodeQuery(selection)))
         report.seconds = time.monotonic() - started
     return report
@@ -114,6 +122,38 @@ def _tasks_and_images(
     site.write("images.html", TOP, pages.Page("images.html", {**listing, "rows": images}))
 
 
+def _traces(store: Store, site: _Site, selection: TraceFilter | None, progress: Progress) -> None:
+    """Each selected trace's page (read one at a time) and the listing, 100 a page; an empty listing
+    when none is selected (the navigation links to it)."""
+    page: list[Trace] = []
+    number = 0
+
+    def listing(more: bool) -> None:
+        nonlocal number
+        number += 1
+        context = {
+            "given": {},
+            "kinds": [],
+            "rows": page,
+            "counts": None,
+            "next": _listing_name(number + 1, "traces") if more else None,
+            "previous": _listing_name(number - 1, "traces") if number > 2 else None,
+            "first": _listing_name(1, "traces") if number > 1 else None,
+        }
+        site.write(_listing_name(number, "traces"), TOP, pages.Page("traces.html", context))
+
+    for trace in store.iter_traces(selection) if selection is not None else ():
+        site.write(f"traces/{trace.id}", NESTED, trace_pages.trace_page(trace))
+        trace.data = None  # the listing needs no frames: let them go
+        if len(page) == pages.PAGE_SIZE:
+            listing(more=True)
+            page = []
+        page.append(trace)
+        site.report.traces += 1
+        progress(ProgressEvent("export", "traces", completed=site.report.traces))
+    listing(more=False)
+
+
 @dataclass
 class _Site:
     root: Path
@@ -141,14 +181,15 @@ class _Site:
             "scanned": 0,
             "total": self.total,
             "next": _listing_name(number + 1) if more else None,
+            "previous": _listing_name(number - 1) if number > 2 else None,
             "first": _listing_name(1) if number > 1 else None,
             "sorts": [],
         }
         self.write(_listing_name(number), TOP, pages.Page("episodes.html", context))
 
 
-def _listing_name(number: int) -> str:
-    return "episodes.html" if number == 1 else f"episodes-{number}.html"
+def _listing_name(number: int, name: str = "episodes") -> str:
+    return f"{name}.html" if number == 1 else f"{name}-{number}.html"
 
 
 def _name(key: str) -> str:

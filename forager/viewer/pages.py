@@ -128,7 +128,7 @@ def dashboard_page(store: Store, links: Links, request: EpisodeQuery) -> Page:
 def episodes(store: Store, links: Links, query: Mapping[str, str]) -> Page:
     """The episodes the filters pick, sorted, a page at a time; with ``q``, only those whose steps say it."""
     request = episode_query(query)
-    hits, scanned, next_after, total = None, 0, None, None
+    hits, scanned, next_after, total, earlier = None, 0, None, None, False
     try:
         if request.search:
             found = vq.search_page(
@@ -142,6 +142,20 @@ def episodes(store: Store, links: Links, query: Mapping[str, str]) -> Page:
             )
             hits, scanned, next_after = found.hits, found.scanned, found.next_after
             rows = [hit.episode for hit in hits]
+        elif request.before:
+            # The page before: the same order reversed, read onwards from the first row of the page shown.
+            rows = vq.episode_page(
+                store,
+                request.filter,
+                sort=request.sort,
+                descending=not request.descending,
+                after=request.before,
+                limit=PAGE_SIZE + 1,
+            )
+            earlier = len(rows) > PAGE_SIZE
+            rows = rows[:PAGE_SIZE][::-1]
+            next_after = rows[-1].id if rows else None
+            total = store.count_episodes(request.filter)
         else:
             rows = vq.episode_page(
                 store,
@@ -152,9 +166,11 @@ def episodes(store: Store, links: Links, query: Mapping[str, str]) -> Page:
                 limit=PAGE_SIZE,
             )
             next_after = rows[-1].id if len(rows) == PAGE_SIZE else None
+            earlier = request.after is not None
             total = store.count_episodes(request.filter)
     except LookupError as exc:
         raise ViewerError(f"{exc}: start from the first page") from exc
+    paged = request.after or request.before
     return Page(
         "episodes.html",
         {
@@ -164,8 +180,11 @@ def episodes(store: Store, links: Links, query: Mapping[str, str]) -> Page:
             "hits": hits,
             "scanned": scanned,
             "total": total,
-            "next": links.episodes(**request.params(after=next_after)) if next_after else None,
-            "first": links.episodes(**request.params(after=None)) if request.after else None,
+            "next": links.episodes(**request.params(after=next_after, before=None)) if next_after else None,
+            "previous": links.episodes(**request.params(after=None, before=rows[0].id))
+            if earlier and rows and hits is None
+            else None,
+            "first": links.episodes(**request.params(after=None, before=None)) if paged else None,
             "sorts": list(vq.EPISODE_SORTS),
         },
     )

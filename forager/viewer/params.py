@@ -51,6 +51,8 @@ class EpisodeQuery:
     sort: str = "created"
     descending: bool = True
     after: str | None = None
+    before: str | None = None
+    """Going back: the page that ends just before this episode (keyset, as ``after`` is forward)."""
 
     def params(self, **changes: Any) -> dict[str, str]:
         """This query's parameters with ``changes`` (a None value removes one), for a link."""
@@ -95,6 +97,7 @@ def episode_query(query: Mapping[str, str]) -> EpisodeQuery:
         sort=sort,
         descending=order == "desc",
         after=query.get("after") or None,
+        before=query.get("before") or None,
     )
 
 

@@ -48,6 +48,12 @@ class Links:
     def images(self, **params: str) -> str | None:
         return self._listing("images", "images.html", params)
 
+    def traces(self, **params: str) -> str | None:
+        return self._listing("traces", "traces.html", params)
+
+    def trace(self, trace_id: int) -> str:
+        return self._record("traces", str(trace_id))
+
     def episode(self, episode_id: str, step: int | None = None) -> str:
         anchor = f"#step-{step}" if step is not None else ""
         return self._record("episodes", episode_id) + anchor
