@@ -25,7 +25,8 @@ from __future__ import annotations
 import json
 import posixpath
 import tempfile
-from collections.abc import Mapping
+from collections.abc import Iterator, Mapping
+from contextlib import contextmanager
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 
@@ -40,7 +41,8 @@ from envs.runtime import Runtime
 from envs.tasks import Verification, verify
 from images.baseline import Baseline
 from images.builder import BuildResult, ImageBuilder
-from images.sources import SourceError, SourceSpec, fetch, parse_source
+from images.layers import Environments
+from images.sources import SourceError, SourceSpec, fetch
 from storage import ImageStatus, Store, Task, TaskKind, TaskStatus
 
 #: Most tests taken from neighbouring test files when the touched ones give no PASS_TO_PASS test.
@@ -84,7 +86,9 @@ class MineReport:
     """Candidates this run validated (those already stored cost nothing and do not count)."""
     skipped: list[Skipped]
     builds: list[BuildResult]
-    """The image builds this run asked for, cached ones included (``BuildResult.cached``)."""
+    """The full image builds this run asked for, cached ones included (``BuildResult.cached``)."""
+    layers: list[BuildResult] = field(default_factory=list)
+    """The images this run made as layers over another commit's (see :mod:`images.layers`)."""
     rejected_before: int = 0
     """Candidates an earlier run rejected for good, not tried again (see ``retry_rejected``)."""
     made: list[str] = field(default_factory=list)
@@ -92,7 +96,7 @@ class MineReport:
 
     @property
     def built(self) -> int:
-        """Images this run really built (cached ones cost nothing)."""
+        """Images this run really built, an install each (cached ones and layers cost no install)."""
         return sum(1 for build in self.builds if not build.cached)
 
     @property
@@ -112,6 +116,7 @@ def mine(
     since: str | None = None,
     until: str | None = None,
     retry_rejected: bool = False,
+    reuse_environments: bool = True,
     test_timeout: float = 600,
     progress: Progress = no_progress,
 ) -> MineReport:
@@ -124,7 +129,9 @@ def mine(
 
     1. the instance id ``NAME.SHA12`` already stored: the task counts, nothing is done (a run resumes);
        a candidate an earlier run rejected is not tried again unless ``retry_rejected``;
-    2. the image of ``SOURCE@PARENT`` is built, or reused when the builder has it; a failed build skips;
+    2. the image of ``SOURCE@PARENT``: one already ready, else (``reuse_environments``) a layer over a
+       ready image of a commit with the same dependency declarations (:mod:`images.layers`: a checkout,
+       no install), else a build; a failed build skips;
     3. in one environment: the test patch is applied and the touched test modules are run as files
        (every test of a file is reported, the new ones included, in one pytest run), then the gold patch
        is applied and they run twice more. FAIL_TO_PASS: the tests that pass in both runs after and did
@@ -151,33 +158,36 @@ def mine(
     """
     _check_has_history(spec)
     progress(ProgressEvent(spec.name, "history", f"walking up to {max_commits} commits"))
-    candidates = _list_candidates(builder.home, spec, max_commits, since, until)
-    journal = _Journal(builder.home / "mine" / "rejected.jsonl")
-    rejected = {} if retry_rejected else journal.read()
-    report = MineReport(spec.text, [], len(candidates), 0, [], [])
-    tried = rejected_before = 0
-    for number, candidate in enumerate(candidates, 1):
-        if len(report.tasks) >= max_tasks:
-            break
-        task_id = instance_id(spec, candidate)
-        if (existing := store.get_task(task_id)) is not None:
-            report.tasks.append(existing)
-            continue
-        if task_id in rejected:
-            rejected_before += 1
-            continue
-        tried += 1
-        status = f"{len(report.tasks)} tasks, {candidate.sha[:12]}"
-        progress(ProgressEvent(spec.name, "validate", status, number, len(candidates)))
-        outcome = _mine_one(builder, backend, store, spec, candidate, test_timeout, report.builds)
-        if isinstance(outcome, Skipped):
-            report.skipped.append(outcome)
-            if outcome.lasting:
-                journal.add(task_id, outcome.reason)
-            continue
-        (stored,) = store.add_tasks([outcome])
-        report.tasks.append(stored)
-        report.made.append(task_id)
+    with _history(builder.home, spec, max_commits, since, until) as (repo, candidates):
+        environments = Environments(builder, spec, repo, reuse=reuse_environments)
+        journal = _Journal(builder.home / "mine" / "rejected.jsonl")
+        rejected = {} if retry_rejected else journal.read()
+        report = MineReport(spec.text, [], len(candidates), 0, [], [])
+        tried = rejected_before = 0
+        for number, candidate in enumerate(candidates, 1):
+            if len(report.tasks) >= max_tasks:
+                break
+            task_id = instance_id(spec, candidate)
+            if (existing := store.get_task(task_id)) is not None:
+                report.tasks.append(existing)
+                continue
+            if task_id in rejected:
+                rejected_before += 1
+                continue
+            tried += 1
+            status = f"{len(report.tasks)} tasks, {candidate.sha[:12]}"
+            progress(ProgressEvent(spec.name, "validate", status, number, len(candidates)))
+            built, layered = environments.image_for(candidate.parent)
+            (report.layers if layered else report.builds).append(built)
+            outcome = _mine_one(built, backend, store, spec, candidate, test_timeout)
+            if isinstance(outcome, Skipped):
+                report.skipped.append(outcome)
+                if outcome.lasting:
+                    journal.add(task_id, outcome.reason)
+                continue
+            (stored,) = store.add_tasks([outcome])
+            report.tasks.append(stored)
+            report.made.append(task_id)
     progress(ProgressEvent(spec.name, "done", f"{len(report.tasks)} tasks from {len(candidates)} candidates"))
     return replace(report, tried=tried, rejected_before=rejected_before)
 
@@ -201,10 +211,11 @@ def _check_has_history(spec: SourceSpec) -> None:
             ) from exc
 
 
-def _list_candidates(
+@contextmanager
+def _history(
     home: Path, spec: SourceSpec, max_commits: int, since: str | None, until: str | None
-) -> list[Candidate]:
-    """Clone ``spec`` into a scratch folder just long enough to read its history."""
+) -> Iterator[tuple[git.Repo, list[Candidate]]]:
+    """A scratch clone of ``spec`` and its candidates, for as long as the run needs its history."""
     scratch = home / "tmp"
     scratch.mkdir(parents=True, exist_ok=True)
     with tempfile.TemporaryDirectory(dir=scratch, prefix="mine-") as tmp:
@@ -217,7 +228,7 @@ def _list_candidates(
             )
         with git.Repo(checkout.path) as repo:
             try:
-                return candidate_commits(
+                found = candidate_commits(
                     repo, max_commits=max_commits, rev=checkout.commit, since=since, until=until
                 )
             except git.GitCommandError as exc:
@@ -225,20 +236,18 @@ def _list_candidates(
                     f"{spec.text}: the history between {since or 'the start'} and {until or 'the ref'} "
                     f"cannot be walked; give dates (YYYY-MM-DD) or commits, tags or branches it has"
                 ) from exc
+            yield repo, found
 
 
 def _mine_one(
-    builder: ImageBuilder,
+    built: BuildResult,
     backend: Backend,
     store: Store,
     spec: SourceSpec,
     candidate: Candidate,
     test_timeout: float,
-    builds: list[BuildResult],
 ) -> Task | Skipped:
-    """The verified task ``candidate`` makes, or why it makes none."""
-    built = builder.build(parse_source(f"{spec.location}@{candidate.parent}"))
-    builds.append(built)
+    """The verified task ``candidate`` makes in the image ``built`` of its parent, or why it makes none."""
     image = store.get_image(built.tag) if built.tag else None
     if built.status != ImageStatus.READY or image is None or not image.test_command:
         reason = f"the image of the parent commit failed to build ({built.failure_class}): {built.reason}"

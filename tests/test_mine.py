@@ -19,6 +19,7 @@ from envs.mine import MineError, MineReport, Skipped, mine
 from envs.swebench import files_touched
 from envs.tasks import prepare
 from images.builder import BuildOptions, ImageBuilder
+from images.layers import dependency_digest, layer
 from images.proxy import NetworkSettings
 from images.sources import parse_source
 from storage import ImageStatus, Store, TaskKind, TaskStatus
@@ -262,7 +263,8 @@ class Mined:
 
 @pytest.fixture(scope="module")
 def mined(docker_client, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Mined]:
-    """One real mining run of the fixture history and two rejected candidates on top (four image builds)."""
+    """One real mining run of the fixture history and two rejected candidates on top: four parent commits
+    with the same dependency declarations, so one image build and three layers over it."""
     tmp_path = tmp_path_factory.mktemp("mine")
     history = make_history(tmp_path / "calc")
     # Code and tests change, but no test fails before the change.
@@ -311,9 +313,12 @@ def test_the_fix_becomes_a_verified_task_the_real_grader_agrees_with(mined: Mine
     history, store = mined.history, mined.store
     assert (mined.report.candidates, mined.report.tried) == (4, 4)
     assert mined.report.skipped == mined.rejected
-    assert [build.cached for build in mined.report.builds] == [False] * 4
+    # The newest candidate's parent is built; the others are checked out in layers over that image.
+    assert [build.cached for build in mined.report.builds] == [False]
+    assert [build.cached for build in mined.report.layers] == [False] * 3
+    assert all("-layer-" in build.tag for build in mined.report.layers)
     assert mined.report.made == [task.instance_id for task in mined.report.tasks]
-    assert mined.report.builds_per_task == 2.0
+    assert mined.report.builds_per_task == 0.5
     assert [task.instance_id for task in mined.report.tasks] == [
         f"calc.{history.merge[:12]}",
         f"calc.{history.fix[:12]}",
@@ -339,6 +344,13 @@ def test_the_fix_becomes_a_verified_task_the_real_grader_agrees_with(mined: Mine
     assert task.meta["test_executions"] == 3 * 6 + 2 * 5
     image = store.get_image(task.image_id)
     assert (image.status, image.repository.commit) == (ImageStatus.READY, parent)
+    # A layer over the newest parent's image: its history holds the parent and its ancestors only, so
+    # neither the fix nor the tests that came with it are anywhere in the start state.
+    assert "-layer-" in image.tag
+    history_inside = docker_client.containers.run(
+        image.tag, ["git", "log", "--all", "--format=%H"], remove=True, network_mode="none"
+    ).decode()
+    assert history_inside.split() == [c.hexsha for c in history.repo.iter_commits(parent)]
 
     spec = TestSpec(image.test_command, task.fail_to_pass, task.pass_to_pass, task.test_patch)
     statuses = {}
@@ -395,8 +407,8 @@ def test_a_second_run_stores_nothing_new_and_builds_nothing(mined: Mined, docker
     # Asked to, it tries them again, on the images the first run built.
     retried = again(retry_rejected=True)
     assert retried.tried == 2 and retried.skipped == mined.rejected
-    first_builds = [(build.tag, True) for build in mined.report.builds[:2]]
-    assert [(build.tag, build.cached) for build in retried.builds] == first_builds
+    assert [(build.tag, build.cached) for build in retried.builds] == [(mined.report.builds[0].tag, True)]
+    assert [(build.tag, build.cached) for build in retried.layers] == [(mined.report.layers[0].tag, True)]
     assert {task.instance_id: task.id for task in mined.store.list_tasks()} == tasks
     assert {image.id for image in docker_client.images.list()} == images
 
@@ -426,3 +438,37 @@ def test_the_cli_mines_many_sources_resumes_and_sums_up(mined: Mined, tmp_path: 
     bad = forager(*args[:-1], "--since", "no-such-ref", home=mined.builder.home)
     assert bad.returncode == 1
     assert bad.stderr.startswith("error: ") and "give dates (YYYY-MM-DD) or commits" in bad.stderr
+
+
+@pytest.mark.docker
+def test_a_layer_brings_a_newer_commit_into_an_older_image(
+    mined: Mined, docker_client, tmp_path: Path
+) -> None:
+    base = mined.store.get_image(mined.report.builds[0].tag)
+    clone = git.Repo.clone_from(mined.history.repo.working_dir, tmp_path / "clone")
+    with clone.config_writer() as config:
+        config.set_value("user", "name", "Test Author")
+        config.set_value("user", "email", "author@example.invalid")
+    newer_neg = "def neg(a):\n    return -a  # newer\n"
+    newer = commit(clone, {"src/calc/neg.py": newer_neg}, "Newer than the image")
+    assert dependency_digest(clone, newer) == dependency_digest(clone, base.repository.commit)
+
+    made = layer(mined.builder, base, clone, parse_source(mined.history.repo.working_dir), newer)
+    try:
+        assert (made.status, made.commit, made.cached) == (ImageStatus.READY, newer, False)
+        record = mined.store.get_image(made.tag)
+        assert (record.test_command, record.recipe_hash) == (base.test_command, base.recipe_hash)
+        inside = docker_client.containers.run(
+            made.tag,
+            ["sh", "-c", "git log --all --format=%H && git status --porcelain && cat src/calc/neg.py"],
+            remove=True,
+            network_mode="none",
+        ).decode()
+        assert inside.split("\n") == [
+            *(c.hexsha for c in clone.iter_commits(newer)), "def neg(a):", "    return -a  # newer", ""
+        ]
+        labels = docker_client.images.get(made.tag).attrs["Config"]["Labels"]
+        assert (labels["forager.commit"], labels["forager.layer-of"]) == (newer, base.tag)
+    finally:
+        docker_client.images.remove(made.tag, force=True)
+        mined.store.delete_image(made.tag)
