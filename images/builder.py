@@ -266,7 +266,7 @@ class ImageBuilder:
         log.section(why)
         recipe = replace(recipe, python=python, test_command=test_command)
         tag = image_tag(spec.name, checkout.commit, _digest(recipe, base))
-        if not self.options.rebuild and (cached := self._cached(tag)) is not None:
+        if not self.options.rebuild and (cached := self.cached(tag)) is not None:
             return replace(cached, seconds=time.monotonic() - started, cached=True)
         deadline = started + self.options.timeout
         recipe, image = self._install(checkout, plan, recipe, tag, log, deadline)
@@ -590,7 +590,8 @@ class ImageBuilder:
         image = ensure_base_image(self.client, self.options.network, base=choice.base, log_dir=logs)
         return image.tag, image.id, choice.base.python
 
-    def _cached(self, tag: str) -> BuildResult | None:
+    def cached(self, tag: str) -> BuildResult | None:
+        """The ready image ``tag`` as a cached build result, or None when the store or the engine lacks it."""
         record = self.store.get_image(tag)
         if record is None or record.status != ImageStatus.READY:
             return None

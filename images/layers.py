@@ -22,6 +22,7 @@ import shlex
 import tarfile
 import tempfile
 import time
+from dataclasses import replace
 from fnmatch import fnmatch
 from pathlib import Path
 
@@ -88,8 +89,8 @@ def layer(builder: ImageBuilder, base: Image, repo: git.Repo, spec: SourceSpec, 
     started = time.monotonic()
     base_commit = base.repository.commit
     tag = f"{base.tag.split(':')[0]}:{commit[:12]}-layer-{base.tag.split(':')[1][:21]}"
-    if (cached := _cached(builder, tag)) is not None:
-        return cached
+    if (cached := builder.cached(tag)) is not None:
+        return replace(cached, cached=True)
     name = build_container_name(f"{spec.name}-layer")
     try:
         container = builder.client.containers.run(
@@ -148,20 +149,6 @@ def layer(builder: ImageBuilder, base: Image, repo: git.Repo, spec: SourceSpec, 
     return BuildResult(
         spec.text, spec.name, ImageStatus.READY, None, note, stored.tag, commit, stored.tests_passed,
         stored.tests_total, seconds, stored.size_bytes,
-    )  # fmt: skip
-
-
-def _cached(builder: ImageBuilder, tag: str) -> BuildResult | None:
-    record = builder.store.get_image(tag)
-    if record is None or record.status != ImageStatus.READY:
-        return None
-    try:
-        builder.client.images.get(tag)
-    except DockerException:
-        return None
-    return BuildResult(
-        record.repository.source, record.repository.name, record.status, None, "already built", tag,
-        record.repository.commit, record.tests_passed, record.tests_total, cached=True,
     )  # fmt: skip
 
 
