@@ -32,7 +32,20 @@ ENV = "FORAGER_TEST_TIMEOUT"
 BUDGET_ENV = "FORAGER_TEST_BUDGET"
 BUDGET_SPENT = "forager: time budget spent"
 COLLECTED_ENV = "FORAGER_COLLECTED"
-_STARTED = time.monotonic()
+STARTED_ENV = "FORAGER_TEST_STARTED"
+
+
+def _started() -> float:
+    """When the run started (``FORAGER_TEST_STARTED``, seconds since the epoch, set by the shell that
+    starts pytest, so that xdist's workers count the time their start took), else when pytest loaded
+    this plugin."""
+    try:
+        return float(os.environ[STARTED_ENV])
+    except (KeyError, ValueError):
+        return _LOADED
+
+
+_LOADED = time.time()
 
 
 class TestTimeout(BaseException):
@@ -57,7 +70,7 @@ def _stop_if_budget_spent(item: pytest.Item, nextitem: pytest.Item | None) -> No
     budget = _limit(BUDGET_ENV)
     if not budget or nextitem is None or _file(nextitem) == _file(item):
         return
-    if time.monotonic() - _STARTED > budget:
+    if time.time() - _started() > budget:
         item.session.shouldstop = f"{BUDGET_SPENT} ({budget:g} s), stopping after {item.nodeid}"
 
 

@@ -50,6 +50,7 @@ _PLUGIN_SOURCE = Path(__file__).with_name("forager_test_timeout.py")
 TIMEOUT_ENV = "FORAGER_TEST_TIMEOUT"
 BUDGET_ENV = "FORAGER_TEST_BUDGET"
 COLLECTED_ENV = "FORAGER_COLLECTED"
+STARTED_ENV = "FORAGER_TEST_STARTED"
 BUDGET_SPENT = "forager: time budget spent"
 #: The share of a run's time limit after which no new test file starts.
 BUDGET_SHARE = 0.75
@@ -225,7 +226,7 @@ def pytest_script(test_command: str, settings: RunSettings, workers: int) -> str
         f"XDIST=''\n{xdist}"
         f"PYTHONPATH={_PLUGIN_DIR}${{PYTHONPATH:+:$PYTHONPATH}} "
         f"{TIMEOUT_ENV}={settings.per_test_timeout:g} {BUDGET_ENV}={settings.limit * BUDGET_SHARE:g} "
-        f"{COLLECTED_ENV}={COLLECTED_PATH} "
+        f"{COLLECTED_ENV}={COLLECTED_PATH} {STARTED_ENV}=$(date +%s) "
         f"timeout -k 10 {limit} {test_command} -o junit_family=xunit1 --junitxml={JUNIT_PATH}"
         " -q -rN --color=no -p forager_test_timeout $XDIST"
     )

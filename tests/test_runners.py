@@ -185,10 +185,11 @@ def test_the_pytest_arguments_of_tox_and_nox_commands(tmp_path: Path, files: dic
 
 
 def test_the_plugins_settings_agree_with_the_suite_runs() -> None:
-    assert (plugin.ENV, plugin.BUDGET_ENV, plugin.COLLECTED_ENV, plugin.BUDGET_SPENT) == (
+    assert (plugin.ENV, plugin.BUDGET_ENV, plugin.COLLECTED_ENV, plugin.STARTED_ENV, plugin.BUDGET_SPENT) == (
         suite_runs.TIMEOUT_ENV,
         suite_runs.BUDGET_ENV,
         suite_runs.COLLECTED_ENV,
+        suite_runs.STARTED_ENV,
         suite_runs.BUDGET_SPENT,
     )
 
