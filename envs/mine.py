@@ -100,6 +100,11 @@ class MineReport:
         return sum(1 for build in self.builds if not build.cached)
 
     @property
+    def layered(self) -> int:
+        """Layers this run really made (see :attr:`layers`)."""
+        return sum(1 for layer in self.layers if not layer.cached)
+
+    @property
     def builds_per_task(self) -> float | None:
         """Images built per task this run made; None when it made none."""
         return self.built / len(self.made) if self.made else None

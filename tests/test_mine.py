@@ -433,7 +433,7 @@ def test_the_cli_mines_many_sources_resumes_and_sums_up(mined: Mined, tmp_path: 
     # Up to the pull request's first parent: only the first fix is in range, already a task.
     table = forager(*args[:-1], "--until", mined.history.typo, home=mined.builder.home)
     assert table.returncode == 0, table.stderr
-    assert "1 task(s), 0 new, from 0 of 1 candidates; 0 image build(s)" in table.stdout
+    assert "1 task(s), 0 new, from 0 of 1 candidates; 0 image build(s), 0 layer(s)" in table.stdout
 
     bad = forager(*args[:-1], "--since", "no-such-ref", home=mined.builder.home)
     assert bad.returncode == 1

@@ -238,6 +238,7 @@ def _mine_json(report: MineReport) -> dict[str, object]:
         "tried": report.tried,
         "rejected_before": report.rejected_before,
         "builds": report.built,
+        "layers": report.layered,
         "builds_per_task": report.builds_per_task,
         "skipped": [{"commit": s.sha, "reason": s.reason} for s in report.skipped],
     }
@@ -252,6 +253,7 @@ def _mine_totals(reports: list[MineReport]) -> dict[str, object]:
         "tasks": sum(len(report.tasks) for report in reports),
         "made": made,
         "builds": built,
+        "layers": sum(report.layered for report in reports),
         "builds_per_task": built / made if made else None,
     }
 
@@ -264,6 +266,7 @@ def _print_mine_table(reports: list[MineReport], failures: dict[str, str]) -> No
         Column("tasks", justify="right"),
         Column("new", justify="right"),
         Column("builds", justify="right"),
+        Column("layers", justify="right"),
         "why skipped",
         title="mined",
     )
@@ -278,16 +281,17 @@ def _print_mine_table(reports: list[MineReport], failures: dict[str, str]) -> No
             str(len(report.tasks)),
             str(len(report.made)),
             str(report.built),
+            str(report.layered),
             escape("\n".join(f"{count}: {reason}" for reason, count in why.most_common())),
         )
     for text, reason in failures.items():
-        table.add_row(escape(text), "", "", "", "", "", f"[red]{escape(reason)}[/]")
+        table.add_row(escape(text), "", "", "", "", "", "", f"[red]{escape(reason)}[/]")
     console.print(table)
     totals = _mine_totals(reports)
     per_task = totals["builds_per_task"]
     console.print(
         f"{totals['tasks']} task(s), {totals['made']} new, from {totals['tried']} of {totals['candidates']} "
-        f"candidates; {totals['builds']} image build(s)"
+        f"candidates; {totals['builds']} image build(s), {totals['layers']} layer(s)"
         + (f", {per_task:.2f} per new task" if isinstance(per_task, float) else ""),
         highlight=False,
     )
