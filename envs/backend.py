@@ -8,6 +8,7 @@ import a backend module or its client library: ``make_backend("docker")`` or
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import timedelta
 from typing import Any, Protocol
@@ -82,9 +83,10 @@ class Backend(Protocol):
         ...
 
     def collect_garbage(
-        self, *, older_than: timedelta | None = None, everything: bool = False
+        self, *, older_than: timedelta | None = None, everything: bool = False, labels: Sequence[str] = ()
     ) -> list[Removed]:
-        """Remove environments whose owning process has exited (see ``forager envs gc``)."""
+        """Remove environments whose owning process has exited (see ``forager envs gc``); ``labels``
+        (``KEY`` or ``KEY=VALUE``) narrow it to the environments carrying all of them."""
         ...
 
     def close(self) -> None:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import contextlib
 import time
+from collections.abc import Sequence
 from datetime import UTC, datetime, timedelta
 
 import docker
@@ -49,7 +50,7 @@ class DockerBackend:
         return True
 
     def collect_garbage(
-        self, *, older_than: timedelta | None = None, everything: bool = False
+        self, *, older_than: timedelta | None = None, everything: bool = False, labels: Sequence[str] = ()
     ) -> list[Removed]:
         """Force-remove the episode and build containers that nobody will clean up.
 
@@ -58,21 +59,25 @@ class DockerBackend:
         those at least that old whose owner cannot be checked from here: made by Forager processes on
         other machines sharing this engine, or by a Forager from before owners were recorded. A live
         process's containers stay however old they are, unless ``everything``, which takes them all.
+        ``labels`` (``KEY`` or ``KEY=VALUE``) limit all this to the containers carrying every one of them.
         """
         removed: list[Removed] = []
         for _ in range(_MAX_PASSES):
-            found = self._collect_once(older_than, everything)
+            found = self._collect_once(older_than, everything, labels)
             removed += found
             if not found:
                 break
             time.sleep(_SETTLE_SECONDS)
         return removed
 
-    def _collect_once(self, older_than: timedelta | None, everything: bool) -> list[Removed]:
-        episodes = self.client.containers.list(all=True, filters={"label": EPISODE_LABEL})
+    def _collect_once(
+        self, older_than: timedelta | None, everything: bool, labels: Sequence[str]
+    ) -> list[Removed]:
+        episodes = self.client.containers.list(all=True, filters={"label": [EPISODE_LABEL, *labels]})
+        named = {"name": BUILD_CONTAINER_PREFIX, **({"label": list(labels)} if labels else {})}
         builds = [
             container
-            for container in self.client.containers.list(all=True, filters={"name": BUILD_CONTAINER_PREFIX})
+            for container in self.client.containers.list(all=True, filters=named)
             if container.name.startswith(BUILD_CONTAINER_PREFIX)
         ]
         now = datetime.now(UTC)

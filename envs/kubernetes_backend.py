@@ -31,6 +31,7 @@ import secrets
 import socket
 import threading
 import time
+from collections.abc import Sequence
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
@@ -163,16 +164,17 @@ class KubernetesBackend:
         return True
 
     def collect_garbage(
-        self, *, older_than: timedelta | None = None, everything: bool = False
+        self, *, older_than: timedelta | None = None, everything: bool = False, labels: Sequence[str] = ()
     ) -> list[Removed]:
         """Delete this namespace's episode pods whose owner process on this machine has exited.
 
         ``older_than`` also takes pods at least that old whose owner cannot be checked from here (made
-        on other machines); ``everything`` takes every episode pod in the namespace.
+        on other machines); ``everything`` takes every episode pod in the namespace. ``labels``
+        (``KEY`` or ``KEY=VALUE``) limit all this to the pods carrying every one of them.
         """
         removed: list[Removed] = []
         for _ in range(_MAX_PASSES):
-            found = self._collect_once(older_than, everything)
+            found = self._collect_once(older_than, everything, labels)
             removed += found
             if not found:
                 break
@@ -317,8 +319,10 @@ class KubernetesBackend:
                 time.sleep(0.5)
         raise EnvironmentDied(f"pod {name} did not start within {self.start_timeout:.0f} s: {last}")
 
-    def _collect_once(self, older_than: timedelta | None, everything: bool) -> list[Removed]:
-        selector = EPISODE_LABEL  # older_than and everything judge pods of every machine
+    def _collect_once(
+        self, older_than: timedelta | None, everything: bool, labels: Sequence[str]
+    ) -> list[Removed]:
+        selector = ",".join([EPISODE_LABEL, *labels])  # older_than and everything judge every machine's
         if not everything and older_than is None:
             selector += f",{OWNER_HOST_LABEL}={_label_value(socket.gethostname())}"
         pods = self.call(self.core.list_namespaced_pod, self.namespace, label_selector=selector).items

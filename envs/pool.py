@@ -19,6 +19,7 @@ import logging
 import threading
 import time
 from collections import Counter
+from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import timedelta
 
@@ -111,9 +112,9 @@ class WarmPool:
         return self.backend.image_exists(image)
 
     def collect_garbage(
-        self, *, older_than: timedelta | None = None, everything: bool = False
+        self, *, older_than: timedelta | None = None, everything: bool = False, labels: Sequence[str] = ()
     ) -> list[Removed]:
-        return self.backend.collect_garbage(older_than=older_than, everything=everything)
+        return self.backend.collect_garbage(older_than=older_than, everything=everything, labels=labels)
 
     def close(self) -> None:
         """Stop filling, remove every pooled environment, and close the wrapped backend."""

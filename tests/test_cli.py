@@ -3,6 +3,7 @@
 import json
 import subprocess
 import sys
+import uuid
 from pathlib import Path
 
 import pytest
@@ -109,35 +110,40 @@ def test_envs_gc_removes_what_exited_processes_left_and_by_age_or_all_the_rest(
             check=True,
         ).stdout
     )
+    # Every gc below is narrowed to this label: the engine is shared with other tests and test runs, whose
+    # containers (running, or deliberately leaked by exited owners) are not this test's to remove.
+    drill = f"forager-test.drill={uuid.uuid4().hex}"
     leaked: list[str] = []
 
-    def leak(**options: object) -> str:
+    def leak(labels: dict[str, str], name: str | None = None, label: str | None = drill) -> str:
+        key, _, value = (label or "=").partition("=")
         container = docker_client.containers.run(
-            BASE_IMAGE, ["sleep", "600"], detach=True, network_mode="none", **options
-        )
+            BASE_IMAGE, ["sleep", "600"], detach=True, network_mode="none", name=name,
+            labels={**labels, **({key: value} if label else {})},
+        )  # fmt: skip
         leaked.append(container.id)
         return container.id
 
     def removed(*args: str) -> dict[str, tuple[str, str]]:
-        result = forager("envs", "gc", "--json", *args, home=tmp_path)
+        result = forager("envs", "gc", "--json", "--label", drill, *args, home=tmp_path)
         assert result.returncode == 0, result.stderr
         return {r["id"]: (r["kind"], r["reason"]) for r in json.loads(result.stdout)}
 
-    def ours(removals: dict[str, tuple[str, str]]) -> dict[str, tuple[str, str]]:
-        return {id_: removal for id_, removal in removals.items() if id_ in leaked}
-
-    episode = leak(labels={EPISODE_LABEL: "leaked", **exited})
-    build = leak(name=build_container_name("leaked"), labels=exited)
-    running = leak(labels={EPISODE_LABEL: "running", **owner_labels()})
-    foreign = leak(labels={EPISODE_LABEL: "elsewhere", OWNER_LABEL: "another-machine:1:1"})
-    bystander = leak(name=f"not-forager-{episode[:8]}", labels=exited)
+    episode = leak({EPISODE_LABEL: "leaked", **exited})
+    build = leak(exited, name=build_container_name("leaked"))
+    running = leak({EPISODE_LABEL: "running", **owner_labels()})
+    foreign = leak({EPISODE_LABEL: "elsewhere", OWNER_LABEL: "another-machine:1:1"})
+    bystander = leak(exited, name=f"not-forager-{episode[:8]}")
+    unlabelled = leak({EPISODE_LABEL: "outside", **owner_labels()}, label=None)
     try:
-        assert ours(removed()) == {episode: ("episode", "owner exited"), build: ("build", "owner exited")}
-        assert ours(removed("--older-than", "1h")) == {}, "young containers of unknown owners stay"
-        assert ours(removed("--older-than", "0s")) == {foreign: ("episode", "older than 0:00:00")}
-        # --all takes every Forager container on the engine, so compare ours only.
-        assert ours(removed("--all")) == {running: ("episode", "all")}
+        assert removed() == {episode: ("episode", "owner exited"), build: ("build", "owner exited")}
+        assert removed("--older-than", "1h") == {}, "young containers of unknown owners stay"
+        assert removed("--older-than", "0s") == {foreign: ("episode", "older than 0:00:00")}
+        assert removed("--all") == {running: ("episode", "all")}
         assert bystander in {c.id for c in docker_client.containers.list(all=True)}, "only Forager's"
+        assert unlabelled in {c.id for c in docker_client.containers.list(all=True)}, "only the label's"
+        bad = forager("envs", "gc", "--label", "a,b=c", home=tmp_path)
+        assert bad.returncode == 2 and "not a label" in bad.stderr
     finally:
-        for container in docker_client.containers.list(all=True, filters={"id": bystander}):
+        for container in docker_client.containers.list(all=True, filters={"id": leaked}):
             container.remove(force=True)

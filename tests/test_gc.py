@@ -15,7 +15,7 @@ import pytest
 import envs.backend
 from envs.backend import EPISODE_LABEL, make_backend
 from images.base import BASE_IMAGE
-from images.engine import Owner, owner_state
+from images.engine import OWNER_LABEL, Owner, owner_state
 
 ROOT = Path(__file__).parents[1]
 
@@ -94,7 +94,7 @@ def test_sigkill_mid_work_then_gc_at_once_leaves_zero_containers(docker_client, 
         time.sleep(600)
         """
     )
-    child, _ = _labels_of_child(script)
+    child, owner = _labels_of_child(script)
 
     def ours() -> list:
         return [
@@ -106,8 +106,10 @@ def test_sigkill_mid_work_then_gc_at_once_leaves_zero_containers(docker_client, 
     try:
         assert child.stdout is not None and child.stdout.readline().strip() == "ready"
         child.send_signal(signal.SIGKILL)
+        # Narrowed to the child's: other tests leak containers of exited owners on purpose.
+        gc = ["envs", "gc", "--json", "--label", f"{OWNER_LABEL}={owner[OWNER_LABEL]}"]
         done = subprocess.run(
-            [sys.executable, "-m", "forager", "--home", str(tmp_path), "envs", "gc", "--json"],
+            [sys.executable, "-m", "forager", "--home", str(tmp_path), *gc],
             cwd=ROOT,
             capture_output=True,
             text=True,

@@ -222,25 +222,27 @@ def test_an_exception_inside_with_still_removes_the_container(backend, docker_cl
 
 
 def test_killed_host_process_leaves_only_what_gc_removes(docker_client, repo_image, tmp_path: Path) -> None:
+    episode = f"crashed-worker-{uuid.uuid4().hex[:8]}"
     script = textwrap.dedent(
         f"""
         import os, docker
         from envs.docker_runtime import DockerRuntime
-        env = DockerRuntime.start(docker.from_env(), {repo_image!r}, episode="crashed-worker")
+        env = DockerRuntime.start(docker.from_env(), {repo_image!r}, episode={episode!r})
         env.run("echo started")
         os.kill(os.getpid(), 9)
         """
     )
     subprocess.run([sys.executable, "-c", script], cwd=Path(__file__).parents[1], timeout=60)
-    leaked = docker_client.containers.list(all=True, filters={"label": f"{EPISODE_LABEL}=crashed-worker"})
+    leaked = docker_client.containers.list(all=True, filters={"label": f"{EPISODE_LABEL}={episode}"})
     assert leaked, "the drill needs a leaked container to collect"
+    mine = f"{EPISODE_LABEL}={episode}"  # other tests leak containers of exited owners on purpose
     done = subprocess.run(
-        [sys.executable, "-m", "forager", "--home", str(tmp_path), "envs", "gc"],
+        [sys.executable, "-m", "forager", "--home", str(tmp_path), "envs", "gc", "--label", mine],
         capture_output=True,
         text=True,
     )
     assert done.returncode == 0, done.stderr
-    assert not docker_client.containers.list(all=True, filters={"label": f"{EPISODE_LABEL}=crashed-worker"})
+    assert not docker_client.containers.list(all=True, filters={"label": f"{EPISODE_LABEL}={episode}"})
 
 
 def test_rewriting_a_file_keeps_its_mode_and_a_new_file_is_not_executable(env) -> None:

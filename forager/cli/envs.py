@@ -17,6 +17,8 @@ app = typer.Typer(
 
 _DURATION = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*([smhd]?)\s*$")
 _UNIT_SECONDS = {"": 1, "s": 1, "m": 60, "h": 3600, "d": 86400}
+# What both engines' label filters take: a key, optionally with one value (no lists, no operators).
+_LABEL = re.compile(r"^[A-Za-z0-9][-A-Za-z0-9_./]*(=[^,=\s]*)?$")
 
 
 def parse_duration(text: str) -> timedelta:
@@ -25,6 +27,13 @@ def parse_duration(text: str) -> timedelta:
     if not match:
         raise typer.BadParameter(f"{text!r} is not a duration: use e.g. 90s, 30m, 2h or 1d")
     return timedelta(seconds=float(match[1]) * _UNIT_SECONDS[match[2]])
+
+
+def parse_label(text: str) -> str:
+    """``KEY`` or ``KEY=VALUE``, as given."""
+    if not _LABEL.match(text):
+        raise typer.BadParameter(f"{text!r} is not a label: use KEY or KEY=VALUE, e.g. forager.episode=ID")
+    return text
 
 
 @app.command()
@@ -41,6 +50,15 @@ def gc(
     everything: Annotated[
         bool, typer.Option("--all", help="Remove every Forager container, running work included.")
     ] = False,
+    labels: Annotated[
+        list[str] | None,
+        typer.Option(
+            "--label",
+            parser=parse_label,
+            metavar="KEY[=VALUE]",
+            help="Only those carrying this label (repeat to require several), e.g. forager.episode=ID.",
+        ),
+    ] = None,
     backend: BackendOption = "docker",
     json: JsonOption = False,
 ) -> None:
@@ -48,9 +66,10 @@ def gc(
 
     Safe while other Forager processes on this machine work: their containers stay.
     Containers of other machines sharing this engine: add --older-than once surely abandoned.
+    --label narrows any of these to what carries that label, e.g. one episode's: forager.episode=ID.
     """
     with contextlib.closing(open_backend(backend)) as where:
-        removed = where.collect_garbage(older_than=older_than, everything=everything)
+        removed = where.collect_garbage(older_than=older_than, everything=everything, labels=labels or [])
     if json:
         print_json(
             [
