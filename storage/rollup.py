@@ -86,6 +86,36 @@ def values(session: Session) -> Iterator[tuple[str, str, str, int, int]]:
     yield from session.execute(query)
 
 
+def percentiles(session: Session) -> Iterator[tuple[str, str, str, int, int, int]]:
+    """(dimension, key, measure, episodes, p50, p90) of the turns and tokens of every group.
+
+    Nearest-rank percentiles, found in the database by a running sum over each histogram in key order,
+    so that a few rows per group leave it rather than every bucket. Measured at 100k episodes (35k
+    histogram rows): on PostgreSQL this is the fast way (the client's share drops from ~70 ms to ~8 ms);
+    SQLite's window functions are slower than reading the rows into Python (~210 ms against ~140 ms).
+    """
+    t = StatsValue
+    group = (t.dimension, t.group_key, t.measure)
+    seen = sa.func.sum(t.episodes).over(partition_by=group, order_by=t.value, rows=(None, 0))
+    total = sa.cast(sa.func.sum(t.episodes).over(partition_by=group), sa.BigInteger)
+    running = (
+        sa.select(*group, t.value, seen.label("seen"), total.label("total"))
+        .where(t.episodes != 0)
+        .subquery()
+    )
+    r = running.c
+
+    def rank(numerator: int, denominator: int) -> sa.ColumnElement[int]:
+        # The smallest value with ceil(p * total) episodes at or below it, in integers on every backend.
+        needed = (r.total * numerator + denominator - 1) // denominator
+        return sa.func.min(sa.case((r.seen >= needed, r.value)))
+
+    query = sa.select(r.dimension, r.group_key, r.measure, r.total, rank(1, 2), rank(9, 10)).group_by(
+        r.dimension, r.group_key, r.measure, r.total
+    )
+    yield from session.execute(query)
+
+
 def tasks(session: Session) -> Iterator[tuple[str, str, int, int]]:
     """(dimension, key, tasks attempted, tasks resolved at least once) of every group."""
     t = StatsTask

@@ -106,8 +106,12 @@ def _rolled_up(session: Session) -> dict[str, dict[str, _Group]]:
         group.exit_reasons[reason] += episodes
         group.graded += graded
         group.resolved += resolved
-    for dimension, key, measure, value, episodes in rollup.values(session):
-        getattr(groups[dimension][key], measure)[value] += episodes
+    if session.get_bind().dialect.name == "postgresql":
+        for dimension, key, measure, episodes, p50, p90 in rollup.percentiles(session):
+            groups[dimension][key].percentiles[measure] = (episodes, p50, p90)
+    else:
+        for dimension, key, measure, value, episodes in rollup.values(session):
+            getattr(groups[dimension][key], measure)[value] += episodes
     for dimension, key, attempted, solved in rollup.tasks(session):
         groups[dimension][key].n_tasks, groups[dimension][key].n_tasks_resolved = attempted, solved
     return groups
@@ -163,6 +167,8 @@ class _Group:
         self.tokens: Counter[int] = Counter()
         self.graded = self.resolved = 0
         self.n_tasks = self.n_tasks_resolved = 0
+        #: (episodes, p50, p90) per measure, when the database found them instead of the histograms.
+        self.percentiles: dict[str, tuple[int, int | None, int | None]] = {}
 
     def add(self, reason: str, resolved: bool | None, turns: int, n: int) -> None:
         self.exit_reasons[reason] += n
@@ -179,7 +185,8 @@ class _Group:
         self.resolved += other.resolved
 
     def stats(self, key: str) -> GroupStats:
-        episodes = self.turns.total()
+        episodes, turns_p50, turns_p90 = self._percentiles("turns")
+        _, tokens_p50, tokens_p90 = self._percentiles("tokens")
         reasons = dict(sorted(self.exit_reasons.items(), key=lambda item: (-item[1], item[0])))
         return GroupStats(
             key,
@@ -188,12 +195,18 @@ class _Group:
             self.n_tasks_resolved,
             self.graded,
             self.resolved,
-            _nearest_rank(self.turns, 0.5),
-            _nearest_rank(self.turns, 0.9),
-            _nearest_rank(self.tokens, 0.5),
-            _nearest_rank(self.tokens, 0.9),
+            turns_p50,
+            turns_p90,
+            tokens_p50,
+            tokens_p90,
             exit_reasons=reasons,
         )
+
+    def _percentiles(self, measure: str) -> tuple[int, int | None, int | None]:
+        if measure in self.percentiles:
+            return self.percentiles[measure]
+        histogram: Counter[int] = getattr(self, measure)
+        return histogram.total(), _nearest_rank(histogram, 0.5), _nearest_rank(histogram, 0.9)
 
 
 def _rounded(tokens: sa.ColumnElement[int]) -> sa.ColumnElement[int]:
