@@ -87,6 +87,7 @@ def layer(builder: ImageBuilder, base: Image, repo: git.Repo, spec: SourceSpec, 
         LayerError: the engine failed or git could not check the commit out in the image.
     """
     started = time.monotonic()
+    source = f"{spec.location}@{commit}"  # as a build of the commit would record it
     base_commit = base.repository.commit
     tag = f"{base.tag.split(':')[0]}:{commit[:12]}-layer-{base.tag.split(':')[1][:21]}"
     if (cached := builder.cached(tag)) is not None:
@@ -106,7 +107,7 @@ def layer(builder: ImageBuilder, base: Image, repo: git.Repo, spec: SourceSpec, 
         if exit_code != 0:
             raise LayerError(f"could not check {commit[:12]} out in {base.tag}: {output.decode()[-500:]}")
         labels = {
-            "forager.source": spec.text,
+            "forager.source": source,
             "forager.commit": commit,
             "forager.layer-of": base.tag,
         }
@@ -129,7 +130,7 @@ def layer(builder: ImageBuilder, base: Image, repo: git.Repo, spec: SourceSpec, 
     )
     stored = builder.store.save_image(
         Image(
-            repository_id=builder.store.get_or_create_repository(spec.text, spec.name, commit).id,
+            repository_id=builder.store.get_or_create_repository(source, spec.name, commit).id,
             tag=tag,
             docker_id=image.id,
             status=ImageStatus.READY,
@@ -147,7 +148,7 @@ def layer(builder: ImageBuilder, base: Image, repo: git.Repo, spec: SourceSpec, 
         )
     )
     return BuildResult(
-        spec.text, spec.name, ImageStatus.READY, None, note, stored.tag, commit, stored.tests_passed,
+        source, spec.name, ImageStatus.READY, None, note, stored.tag, commit, stored.tests_passed,
         stored.tests_total, seconds, stored.size_bytes,
     )  # fmt: skip
 
@@ -211,7 +212,8 @@ class Environments:
             try:
                 return layer(self.builder, base, self.repo, self.spec, commit), True
             except LayerError:
-                pass  # the full build below says what is wrong, if anything
+                # The full build below says what is wrong, if anything, and becomes the base.
+                del bases[digest]
         built = self.builder.build(parse_source(f"{self.spec.location}@{commit}"))
         record = self.builder.store.get_image(built.tag) if built.tag else None
         if digest and record is not None and record.status == ImageStatus.READY:
@@ -223,11 +225,15 @@ class Environments:
             self._bases = {}
             for image in self.builder.store.list_images(ImageStatus.READY, name=self.spec.name):
                 commit = image.repository.commit
-                if image.repository.source != self.spec.text or not commit or "-layer-" in image.tag:
+                if not commit or "-layer-" in image.tag or not self._ours(image.repository.source):
                     continue
                 if (digest := self._digest(commit)) is not None:
                     self._bases.setdefault(digest, image)
         return self._bases
+
+    def _ours(self, source: str) -> bool:
+        """Whether an image's source is this one (mining builds ``LOCATION@COMMIT``)."""
+        return source in (self.spec.text, self.spec.location) or source.startswith(f"{self.spec.location}@")
 
     def _digest(self, commit: str) -> str | None:
         """The commit's dependency digest; None when this clone does not have the commit."""

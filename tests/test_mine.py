@@ -19,7 +19,7 @@ from envs.mine import MineError, MineReport, Skipped, mine
 from envs.swebench import files_touched
 from envs.tasks import prepare
 from images.builder import BuildOptions, ImageBuilder
-from images.layers import dependency_digest, layer
+from images.layers import Environments, dependency_digest
 from images.proxy import NetworkSettings
 from images.sources import parse_source
 from storage import ImageStatus, Store, TaskKind, TaskStatus
@@ -453,9 +453,11 @@ def test_a_layer_brings_a_newer_commit_into_an_older_image(
     newer = commit(clone, {"src/calc/neg.py": newer_neg}, "Newer than the image")
     assert dependency_digest(clone, newer) == dependency_digest(clone, base.repository.commit)
 
-    made = layer(mined.builder, base, clone, parse_source(mined.history.repo.working_dir), newer)
+    # A new run (nothing in memory) finds the base among the store's images of the source.
+    environments = Environments(mined.builder, parse_source(mined.history.repo.working_dir), clone)
+    made, layered = environments.image_for(newer)
     try:
-        assert (made.status, made.commit, made.cached) == (ImageStatus.READY, newer, False)
+        assert (made.status, made.commit, made.cached, layered) == (ImageStatus.READY, newer, False, True)
         record = mined.store.get_image(made.tag)
         assert (record.test_command, record.recipe_hash) == (base.test_command, base.recipe_hash)
         inside = docker_client.containers.run(

@@ -181,6 +181,14 @@ def mine(
     retry_rejected: Annotated[
         bool, typer.Option("--retry-rejected", help="Try again the candidates earlier runs rejected.")
     ] = False,
+    layers: Annotated[
+        bool,
+        typer.Option(
+            "--layers/--build-each",
+            help="Reuse one install across commits whose dependency declarations are the same, or build "
+            "an image per commit.",
+        ),
+    ] = True,
     ca_bundle: CABundleOption = None,
     backend: BackendOption = "docker",
     json: JsonOption = False,
@@ -207,7 +215,8 @@ def mine(
             try:
                 report = mine_history(
                     builder, runner, store, spec, max_tasks=max_tasks, max_commits=max_commits,
-                    since=since, until=until, retry_rejected=retry_rejected, progress=progress,
+                    since=since, until=until, retry_rejected=retry_rejected, reuse_environments=layers,
+                    progress=progress,
                 )  # fmt: skip
             except ForagerError as exc:
                 failures[spec.text] = str(exc)
