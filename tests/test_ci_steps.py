@@ -19,6 +19,8 @@ clean-c:
 \trm -f src/fast/*.c
 fetch:
 \tcurl -sSL https://example.invalid/data.tar.gz | tar xz
+deps:
+\tpip install -r requirements.txt
 test:
 \tpytest
 """
@@ -81,6 +83,7 @@ def test_cython_is_added_when_the_job_did_not_install_it(tmp_path):
         "echo ${{ secrets.TOKEN }} > token && make cython",
         "cat requirements.txt | xargs -n1 pip install",
         "make fetch",
+        "make deps",
         "make docs",
         "make -C nowhere cython",
         "pip list",
@@ -115,6 +118,10 @@ def test_safe_build_commands_are_replayed(tmp_path):
         "cd js && npm ci && npm run build",
     ]
     assert setup.needs_node and setup.after == []
+    # npm after the project's install serves the JavaScript side, not the Python build.
+    late_steps = "      - run: pip install -e .\n      - run: npm ci\n      - run: pytest\n"
+    late = read_setup(project(tmp_path / "late", late_steps))
+    assert late.after == [] and not late.needs_node
 
 
 def test_the_test_job_on_linux_is_chosen_and_other_systems_steps_are_skipped(tmp_path):

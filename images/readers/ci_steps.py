@@ -82,6 +82,12 @@ _MAKE_SKIPPED = frozenset(
 _IN_BASE = frozenset({"build-essential", "gcc", "g++", "make", "python3-dev", "pkg-config", "git", "python3"})
 _PYTHON = re.compile(r"python(?:\d(?:\.\d+)?)?$")
 _EXPRESSION = re.compile(r"\$\{\{\s*(?P<body>.*?)\s*\}\}")
+#: A Makefile recipe line that compiles or generates something a build needs.
+_BUILDS_SOMETHING = re.compile(
+    r"\b(?:cython|cythonize|build_ext|build_clib|setup\.py\s+build|npm|yarn|pnpm|gcc|cc|g\+\+|cmake"
+    r"|protoc|swig|f2py|make)\b|\$\(MAKE\)|\$\(CC\)",
+    re.IGNORECASE,
+)
 _PIPE = re.compile(r"(?<!\|)\|(?!\|)")
 _OTHER_OS = re.compile(r"windows|macos|darwin|win32", re.IGNORECASE)
 
@@ -168,7 +174,7 @@ def _replay(root: Path, where: str, job: dict[str, Any], setup: CiSetup) -> None
         ended = False
         env = {**job_env, **_plain_env(step.get("env"), label, setup)}
         for command in _commands(run):
-            kind = _classify(root, command, block, pending, setup, label)
+            kind = _classify(root, command, phase, block, pending, setup, label)
             if kind == "test":
                 ended = True
                 break
@@ -200,7 +206,9 @@ def _emit(block: _Block, phase: Phase, label: str, env: dict[str, str], setup: C
     setup.notes.append(f"CI set-up replayed {phase} the project's install: {steps[-1].run}: {label}")
 
 
-def _classify(root: Path, command: str, block: _Block, pending: Found, setup: CiSetup, label: str) -> str:
+def _classify(
+    root: Path, command: str, phase: Phase, block: _Block, pending: Found, setup: CiSetup, label: str
+) -> str:
     """Sort one shell command into the block: "test" (the set-up ends), "project" (the job installs the
     project), "kept", "support" (a pip install a kept command may need) or "dropped"."""
     words = shell_words(command)
@@ -254,11 +262,14 @@ def _classify(root: Path, command: str, block: _Block, pending: Found, setup: Ci
         return "kept"
     if program in _NODE_COMMANDS:
         target = args[1] if args[:1] == ["run"] and len(args) > 1 else (args or ["install"])[0]
-        if target in _NODE_SETUP or target.startswith("build"):
+        if (target in _NODE_SETUP or target.startswith("build")) and phase == "before":
             setup.needs_node = True
             _keep(command, block, pending)
             return "kept"
-        return "test" if name_words(target) & _TEST_WORDS else "dropped"
+        if name_words(target) & _TEST_WORDS:
+            return "test"
+        setup.notes.append(f"CI set-up: not replayed, npm the Python build does not need: {command}: {label}")
+        return "dropped"
     if program == "cd" and len(args) == 1:
         block.commands.append(command.strip())
         return "kept"
@@ -321,6 +332,9 @@ def _make(
                     f"CI set-up: not replayed, its recipe line `{line}` is unsafe offline: {command}: {label}"
                 )
                 return "dropped"
+    if not any(_BUILDS_SOMETHING.search(line) for line in lines):
+        setup.notes.append(f"CI set-up: not replayed, builds nothing the install needs: {command}: {label}")
+        return "dropped"
     runs_cython = any(re.search(r"\bcython(?:ize)?\b", line, re.IGNORECASE) for line in lines)
     _keep(command, block, pending, need="Cython" if runs_cython else None)
     return "kept"
