@@ -11,10 +11,13 @@ from __future__ import annotations
 from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import timedelta
-from typing import Any, Protocol
+from typing import TYPE_CHECKING, Any, Protocol
 
 from core.errors import ForagerError
 from envs.runtime import Runtime
+
+if TYPE_CHECKING:
+    from storage import Store
 
 #: The label (Docker) or pod label (Kubernetes) naming the episode an environment belongs to.
 EPISODE_LABEL = "forager.episode"
@@ -101,11 +104,12 @@ class BackendError(ForagerError):
 BACKENDS = ("docker", "kubernetes")
 
 
-def make_backend(kind: str = "docker", **options: Any) -> Backend:
+def make_backend(kind: str = "docker", *, store: Store | None = None, **options: Any) -> Backend:
     """The backend named ``kind`` with its options (see each backend's constructor).
 
     ``docker``: ``client`` (a ``docker.DockerClient``; default: the engine of ``DOCKER_HOST``).
-    ``kubernetes``: see ``envs.kubernetes_backend.KubernetesBackend``.
+    ``kubernetes``: see ``envs.kubernetes_backend.KubernetesBackend``; with ``store``, pods run the
+    registry reference ``forager images push`` recorded there for each image tag.
     """
     if kind == "docker":
         from envs.docker_backend import DockerBackend
@@ -114,6 +118,8 @@ def make_backend(kind: str = "docker", **options: Any) -> Backend:
     if kind == "kubernetes":
         from envs.kubernetes_backend import KubernetesBackend
 
+        if store is not None:
+            options.setdefault("image_references", store.registry_reference)
         return KubernetesBackend(**options)
     raise BackendError(f"unknown backend {kind!r}: choose one of {', '.join(BACKENDS)}")
 

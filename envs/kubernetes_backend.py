@@ -24,20 +24,18 @@ configuration: sharing one there lets threads run each other's REST calls as web
 from __future__ import annotations
 
 import contextlib
-import json
 import os
 import re
 import secrets
 import socket
 import threading
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from datetime import UTC, datetime, timedelta
-from pathlib import Path
 from typing import Any
 
 import urllib3
-from kubernetes import client, config, watch
+from kubernetes import client, watch
 from kubernetes.client.rest import ApiException
 from kubernetes.stream import stream
 from kubernetes.stream.ws_client import WSClient
@@ -45,22 +43,31 @@ from tenacity import Retrying, retry_if_exception, stop_after_attempt, wait_expo
 
 from core.errors import ForagerError
 from envs.backend import CAPABILITIES, EPISODE_LABEL, BackendError, Limits, Removed, lifetime_seconds
+from envs.kubernetes_client import (
+    CONTEXT_ENV,
+    KUBECONFIG_ENV,
+    NAMESPACE_ENV,
+    NODE_SELECTOR_ENV,
+    PULL_SECRETS_ENV,
+    api_reason,
+    context_namespace,
+    describe_error,
+    env_pairs,
+    env_tolerations,
+    is_transient,
+    load_configuration,
+    service_account_namespace,
+    split_names,
+)
 from envs.kubernetes_runtime import KubernetesRuntime
 from envs.runtime import EnvironmentDied
 from images.engine import OWNER_LABEL, Owner, owner_labels, owner_state
 
-NAMESPACE_ENV = "FORAGER_K8S_NAMESPACE"
-KUBECONFIG_ENV = "FORAGER_K8S_KUBECONFIG"
-CONTEXT_ENV = "FORAGER_K8S_CONTEXT"
-PULL_SECRETS_ENV = "FORAGER_K8S_IMAGE_PULL_SECRETS"
-NODE_SELECTOR_ENV = "FORAGER_K8S_NODE_SELECTOR"
-TOLERATIONS_ENV = "FORAGER_K8S_TOLERATIONS"
 #: The label naming the machine of the process that owns a pod (the full owner is an annotation:
 #: ``host:pid:start`` is not a valid label value), so a collector lists only its machine's pods.
 OWNER_HOST_LABEL = "forager.owner-host"
 #: The name of the episode container in every pod.
 CONTAINER = "episode"
-_SERVICE_ACCOUNT_NAMESPACE = Path("/var/run/secrets/kubernetes.io/serviceaccount/namespace")
 #: Waiting reasons of a container whose image the cluster cannot get.
 _IMAGE_ERRORS = {"ErrImagePull", "ImagePullBackOff", "InvalidImageName", "ErrImageNeverPull"}
 #: Waiting reasons of a container the cluster cannot create.
@@ -87,11 +94,14 @@ class KubernetesBackend:
         tolerations: list[dict[str, Any]] | None = None,
         request_timeout: float = 30.0,
         start_timeout: float = 300.0,
+        image_references: Callable[[str], str | None] | None = None,
     ) -> None:
         """Connect (``configuration`` if given, else kubeconfig or in-cluster) and check the API answers.
 
         ``request_timeout`` bounds every API call and websocket open, host-side; ``start_timeout`` how
-        long a pod may take to be scheduled, pull its image and run. Raises ``BackendError`` when no
+        long a pod may take to be scheduled, pull its image and run. ``image_references`` maps a local
+        image tag to where the cluster pulls it (``forager images push`` records that reference in the
+        store); a tag it does not map runs as it is. Raises ``BackendError`` when no
         configuration is found or the API does not answer.
         """
         kubeconfig = kubeconfig or os.environ.get(KUBECONFIG_ENV)
@@ -100,15 +110,18 @@ class KubernetesBackend:
         self.namespace = (
             namespace
             or os.environ.get(NAMESPACE_ENV)
-            or (None if configuration else _context_namespace(kubeconfig, context))
-            or _service_account_namespace()
+            or (None if configuration else context_namespace(kubeconfig, context))
+            or service_account_namespace()
             or "default"
         )
         self.image_pull_secrets = (
-            image_pull_secrets if image_pull_secrets is not None else _split(os.environ.get(PULL_SECRETS_ENV))
+            image_pull_secrets
+            if image_pull_secrets is not None
+            else split_names(os.environ.get(PULL_SECRETS_ENV))
         )
-        self.node_selector = node_selector if node_selector is not None else _pairs(NODE_SELECTOR_ENV)
-        self.tolerations = tolerations if tolerations is not None else _tolerations()
+        self.node_selector = node_selector if node_selector is not None else env_pairs(NODE_SELECTOR_ENV)
+        self.tolerations = tolerations if tolerations is not None else env_tolerations()
+        self.image_references = image_references
         self.request_timeout = request_timeout
         self.start_timeout = start_timeout
         self.api_client = client.ApiClient(self.configuration)
@@ -139,13 +152,14 @@ class KubernetesBackend:
     ) -> KubernetesRuntime:
         limits = limits or Limits()
         episode = episode or secrets.token_hex(8)
+        image = (self.image_references and self.image_references(image)) or image
         name = f"forager-{_slug(episode)[:40].rstrip('-')}-{secrets.token_hex(3)}"
         pod = self._manifest(name, image, episode, limits, workdir, lifetime)
         try:
             self.call(self.core.create_namespaced_pod, self.namespace, pod)
         except (ApiException, urllib3.exceptions.HTTPError, OSError) as exc:
             # A create retried after a lost answer finds its own pod (the name has a random part).
-            if not (isinstance(exc, ApiException) and _reason(exc) == "AlreadyExists"):
+            if not (isinstance(exc, ApiException) and api_reason(exc) == "AlreadyExists"):
                 with contextlib.suppress(ApiException, urllib3.exceptions.HTTPError, OSError):
                     self.delete_pod(name)  # in case a create that seemed to fail was made
                 raise EnvironmentDied(f"could not create a pod from {image}: {describe_error(exc)}") from exc
@@ -385,92 +399,6 @@ def _pending_reason(pod: client.V1Pod, image: str) -> str:
         if condition.status == "False" and condition.message:
             return f"{condition.reason}: {condition.message}"
     return f"phase {status.phase}"
-
-
-def is_transient(exc: BaseException) -> bool:
-    """Whether a failed call is worth repeating: conflicts, throttling, server errors, lost connections."""
-    if isinstance(exc, ApiException):
-        if exc.status == 409:
-            return _reason(exc) != "AlreadyExists"
-        return exc.status == 429 or exc.status >= 500
-    return isinstance(exc, (urllib3.exceptions.HTTPError, ConnectionError, TimeoutError))
-
-
-def _reason(exc: ApiException) -> str:
-    try:
-        return json.loads(exc.body or "{}").get("reason", "")
-    except (ValueError, AttributeError):
-        return ""
-
-
-def describe_error(exc: BaseException) -> str:
-    if isinstance(exc, ApiException):
-        try:
-            message = json.loads(exc.body or "{}").get("message")
-        except (ValueError, AttributeError):
-            message = None
-        return f"{exc.status} {exc.reason}" + (f": {message}" if message else "")
-    return f"{exc.__class__.__name__}: {exc}"
-
-
-def load_configuration(kubeconfig: str | None, context: str | None) -> client.Configuration:
-    configuration = client.Configuration()
-    try:
-        if kubeconfig is None and context is None and os.environ.get("KUBERNETES_SERVICE_HOST"):
-            config.load_incluster_config(client_configuration=configuration)
-        else:
-            config.load_kube_config(
-                config_file=kubeconfig, context=context, client_configuration=configuration
-            )
-    except (config.ConfigException, OSError, ValueError) as exc:
-        raise BackendError(
-            f"no Kubernetes configuration: {exc} (set KUBECONFIG or {KUBECONFIG_ENV} to a kubeconfig, "
-            "or run inside a cluster)"
-        ) from exc
-    return configuration
-
-
-def _context_namespace(kubeconfig: str | None, context: str | None) -> str | None:
-    try:
-        contexts, active = config.list_kube_config_contexts(config_file=kubeconfig)
-    except (config.ConfigException, OSError, ValueError):
-        return None
-    chosen = next((c for c in contexts if c["name"] == context), None) if context else active
-    return (chosen or {}).get("context", {}).get("namespace")
-
-
-def _service_account_namespace() -> str | None:
-    try:
-        return _SERVICE_ACCOUNT_NAMESPACE.read_text().strip() or None
-    except OSError:
-        return None
-
-
-def _split(value: str | None) -> list[str]:
-    return [part.strip() for part in (value or "").split(",") if part.strip()]
-
-
-def _pairs(variable: str) -> dict[str, str]:
-    pairs = {}
-    for item in _split(os.environ.get(variable)):
-        key, equals, value = item.partition("=")
-        if not equals:
-            raise BackendError(f"{variable} must be key=value pairs separated by commas, not {item!r}")
-        pairs[key.strip()] = value.strip()
-    return pairs
-
-
-def _tolerations() -> list[dict[str, Any]]:
-    raw = os.environ.get(TOLERATIONS_ENV)
-    if not raw:
-        return []
-    try:
-        tolerations = json.loads(raw)
-    except ValueError as exc:
-        raise BackendError(f"{TOLERATIONS_ENV} must be a JSON list of tolerations: {exc}") from exc
-    if not isinstance(tolerations, list) or not all(isinstance(t, dict) for t in tolerations):
-        raise BackendError(f"{TOLERATIONS_ENV} must be a JSON list of objects")
-    return tolerations
 
 
 def _memory(docker_size: str) -> str:

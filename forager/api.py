@@ -68,10 +68,8 @@ class Episode:
         loop.run_until_complete(client.__aenter__())
         name = model_name or loop.run_until_complete(client.models())[0]
         agent = AgentConfig(action_format=format, **config)
-        run = EpisodeRun(
-            task, task.image, client, make_backend(backend) if isinstance(backend, str) else backend, agent,
-            model_name=name,
-        )
+        where = make_backend(backend, store=store) if isinstance(backend, str) else backend
+        run = EpisodeRun(task, task.image, client, where, agent, model_name=name)
         episode = cls(run, client, loop, store)
         try:
             loop.run_until_complete(run.start())

@@ -174,9 +174,6 @@ class Worker:
         task = await asyncio.to_thread(self.store.get_task, lease.task_id)
         assert task is not None, "work items reference their task"
         name = f"{task.instance_id}#{lease.attempt}"
-        if self.backend.kind == "kubernetes" and task.image.registry_ref:
-            # The cluster pulls the pushed, digest-pinned reference (this record is ours and never saved).
-            task.image.tag = task.image.registry_ref
         self.report(f"{name}: claimed ({lease.image_tag}, claim {lease.claim} of {lease.max_attempts})")
         environments = _Environments(self.backend)
         episode_run = asyncio.create_task(

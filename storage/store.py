@@ -257,6 +257,11 @@ class Store(TraceStore, QueueStore):
         with self._read() as session:
             return session.scalars(_images().where(column == ref)).one_or_none()
 
+    def registry_reference(self, tag: str) -> str | None:
+        """Where ``forager images push`` put the image tagged ``tag``; None if it was never pushed."""
+        with self._read() as session:
+            return session.scalar(sa.select(Image.registry_ref).where(Image.tag == tag))
+
     def list_images(self, status: ImageStatus | str | None = None, name: str | None = None) -> list[Image]:
         """Images in creation order, with ``repository`` loaded; filtered by status and repository name."""
         query = _images().order_by(Image.id)

@@ -315,7 +315,7 @@ class K8sTestServer:
         security = container.get("securityContext") or {}
         capabilities = security.get("capabilities") or {}
         limits = (container.get("resources") or {}).get("limits") or {}
-        self.docker.images.get(container["image"])  # ImageNotFound: this server never pulls
+        image = self._local_image(container["image"], container.get("imagePullPolicy", "IfNotPresent"))
         labels = {
             **owner_labels(),  # so `forager envs gc` removes what a killed test process left
             **{k: v for k, v in pod["metadata"]["labels"].items() if k == "forager.episode"},
@@ -323,7 +323,7 @@ class K8sTestServer:
             POD_LABEL: "/".join(key),
         }
         created = self.docker.api.create_container(
-            container["image"],
+            image,
             command=container.get("args"),
             entrypoint=container.get("command"),
             working_dir=container.get("workingDir"),
@@ -343,6 +343,25 @@ class K8sTestServer:
             ),
         )
         return created["Id"]
+
+    def _local_image(self, reference: str, policy: str) -> str:
+        """The id of the image a kubelet would run: the engine's, else pulled (``ImageNotFound`` if not)."""
+        try:
+            return self.docker.images.get(reference).id
+        except ImageNotFound:
+            if policy == "Never":
+                raise
+        name, _, digest = reference.partition("@")
+        if name.split("/")[0].split(":")[0] not in ("127.0.0.1", "localhost"):
+            # Never traffic to a public address: this node reaches only loopback registries.
+            raise ImageNotFound(f"{reference} is not on this node (it pulls from loopback registries only)")
+        # A kubelet pulls ``name:tag@digest`` by its digest, as the engine's pull wants it.
+        if digest:
+            name = f"{name.rpartition(':')[0] if ':' in name.rpartition('/')[2] else name}@{digest}"
+        try:
+            return self.docker.images.pull(name).id
+        except DockerException as exc:
+            raise ImageNotFound(f"cannot pull {reference}: {exc}") from exc
 
     def _set_status(self, key: tuple[str, str], phase: str, *, name: str = "", **state: Any) -> None:
         pod = self.pods.get(key)

@@ -122,7 +122,7 @@ def forage(
 ) -> None:
     """Run episodes of verified tasks against a served model; store every one, graded (resumable)."""
     store = open_store(ctx)
-    where = open_backend(backend)
+    where = open_backend(backend, store)
     if source:
         tasks = _tasks_from_sources(ctx, store, where, source, tasks_per_image)
     else:
@@ -211,7 +211,7 @@ def episode_run(
     async def go():
         async with ModelClient(ModelConfig(base_url=model, model=model_name, stream=stream)) as client:
             name = model_name or (await client.models())[0]
-            run = EpisodeRun(task, task.image, client, open_backend(backend), config, model_name=name)
+            run = EpisodeRun(task, task.image, client, open_backend(backend, store), config, model_name=name)
             try:
                 return await run.play(print_step if verbose else None)
             finally:
@@ -271,7 +271,8 @@ def episode_replay(
 
     async def go() -> list[tuple[int, str, str]]:
         # No model: every action comes from the record (EpisodeRun.inject never asks one).
-        run = EpisodeRun(task, task.image, None, open_backend(backend), config, model_name=episode.model)  # type: ignore[arg-type]
+        where = open_backend(backend, store)
+        run = EpisodeRun(task, task.image, None, where, config, model_name=episode.model)  # type: ignore[arg-type]
         diverged = []
         try:
             await run.start()

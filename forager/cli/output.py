@@ -47,9 +47,12 @@ def open_store(ctx: typer.Context, *, upgrade: bool = False) -> Store:
     return Store(settings(ctx).db_url, upgrade=upgrade)
 
 
-def open_backend(kind: str) -> Backend:
-    """The backend ``--backend`` names (its client connects here: a dead service is one error line)."""
-    return make_backend(kind)
+def open_backend(kind: str, store: Store | None = None) -> Backend:
+    """The backend ``--backend`` names (its client connects here: a dead service is one error line).
+
+    A cluster runs the images ``forager images push`` put in a registry: ``store`` says where.
+    """
+    return make_backend(kind, store=store)
 
 
 def print_json(data: Any) -> None:

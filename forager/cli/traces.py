@@ -77,7 +77,7 @@ def make(
     targets = [find_image(store, ref) for ref in images] if images else store.list_images(ImageStatus.READY)
     if not targets:
         raise ForagerError("no ready image to trace: build one with `forager images build SOURCE`")
-    where = open_backend(backend)
+    where = open_backend(backend, store)
     reports: list[ImageReport] = []
     with progress_display(transient=False) as progress:
         for image in targets:
@@ -178,6 +178,8 @@ def show(
         raise ForagerError(f"no trace {trace_id}: see `forager traces list`")
     if trace.data is None:
         raise ForagerError(f"trace {trace_id} was dropped ({trace.drop_reason}): it has no frames")
+    if cwm and trace.drop_reason:
+        raise ForagerError(f"trace {trace_id} was dropped ({trace.drop_reason}): it is no training text")
     if cwm:
         console.print(trace_format.cwm_text(trace.data, trace.context), markup=False, highlight=False)
         return
@@ -187,6 +189,9 @@ def show(
     )
     console.print(Syntax(trace.context, "python", line_numbers=False))
     console.print(trace_format.listing(trace.data), markup=False, highlight=False)
+    if trace.drop_reason:
+        reason = f"dropped ({trace.drop_reason}): {trace_format.divergence(trace.data)}"
+        console.print(reason, markup=False, highlight=False, soft_wrap=True)
 
 
 @app.command()

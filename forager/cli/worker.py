@@ -78,7 +78,7 @@ def worker(
     if action_format not in (None, "function_calling", "cwm_text"):
         raise typer.BadParameter("use function_calling or cwm_text", param_hint="--format")
     store = open_store(ctx)
-    where: Backend = open_backend(backend)
+    where: Backend = open_backend(backend, store)
     if warm:
         where = WarmPool(where, warm)
     options = WorkerOptions(

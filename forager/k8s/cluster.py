@@ -20,7 +20,7 @@ from tenacity import Retrying, retry_if_exception, stop_after_attempt, wait_expo
 
 from core.errors import ForagerError
 from envs.backend import EPISODE_LABEL
-from envs.kubernetes_backend import describe_error, is_transient, load_configuration
+from envs.kubernetes_client import describe_error, is_transient, load_configuration
 from forager.k8s.manifests import JOB_NAME_LABEL, WORKER
 
 FIELD_MANAGER = "forager"
