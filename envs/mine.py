@@ -50,6 +50,8 @@ MAX_NEIGHBOURS = 100
 
 #: Where validation keeps its patches in the environment.
 _WORKSPACE = "/tmp/forager-mine"
+#: What every validation reason about a test run's timeout says.
+_OUT_OF_TIME = "ran out of time"
 #: Build failures that say nothing about the commit (the engine, the network): tried again next time.
 _TRANSIENT_BUILD_FAILURES = ("docker_error", "clone_failed")
 
@@ -261,7 +263,8 @@ def _mine_one(
     with backend.start(image.tag, episode=f"mine-{candidate.sha[:12]}") as env:
         verdict = _validate(env, image.test_command, baseline, candidate, test_timeout)
     if isinstance(verdict, str):
-        return Skipped(candidate.sha, verdict)
+        # A run out of time may be the machine's load, not the commit's: tried again next time.
+        return Skipped(candidate.sha, verdict, lasting=_OUT_OF_TIME not in verdict)
     task = Task(
         instance_id=instance_id(spec, candidate),
         kind=TaskKind.ISSUE_FIX,
@@ -351,7 +354,7 @@ def _validate(
     files = list(candidate.test_files)
     before, timed_out = _run(env, command, files, timeout)
     if timed_out:
-        return f"the touched test files ran out of time ({timeout:.0f} s) before the fix"
+        return f"the touched test files {_OUT_OF_TIME} ({timeout:.0f} s) before the fix"
     executions = len(before)
     neighbours: list[str] = []
     if not _passing(before, baseline.flaky):
@@ -364,7 +367,7 @@ def _validate(
         if neighbours:
             outcomes, timed_out = _run(env, command, neighbours, timeout)
             if timed_out:
-                return f"the neighbouring tests ran out of time ({timeout:.0f} s) before the fix"
+                return f"the neighbouring tests {_OUT_OF_TIME} ({timeout:.0f} s) before the fix"
             before = {**before, **outcomes}
             executions += len(outcomes)
     if not _apply(env, candidate.gold_patch, "gold"):
@@ -375,7 +378,7 @@ def _validate(
     for _ in range(2):
         after, timed_out = _run(env, command, files + neighbours, timeout)
         if timed_out:
-            return f"the tests ran out of time ({timeout:.0f} s) after the fix"
+            return f"the tests {_OUT_OF_TIME} ({timeout:.0f} s) after the fix"
         executions += len(after)
         passing = _passing(after, baseline.flaky)
         fixed = passing if fixed is None else fixed & passing
