@@ -9,6 +9,7 @@ import pytest
 from images.base import BASES, DEFAULT_BASE
 from images.detect import detect
 from images.python_choice import UnsupportedPython, choose_for, read_needs
+from tests.cli import forager
 from tests.repos import python_project, write
 
 BOOKWORM, TRIXIE = "forager/base:bookworm", "forager/base:trixie"
@@ -194,3 +195,17 @@ def test_python_option_overrides_everything_but_must_name_a_base(tmp_path: Path)
     assert _choose(tmp_path, {}, python="3.11").base.tag == BOOKWORM
     with pytest.raises(UnsupportedPython, match=r"--python 3\.9: Forager's bases give Python 3\.11 "):
         _choose(tmp_path, {}, python="3.9")
+
+
+@pytest.mark.parametrize(
+    ("args", "message"),
+    [
+        (["images", "build", "--python", "3.9", "."], "Forager's bases give Python 3.11, 3.13"),
+        (["images", "base", "--python", "2.7"], "Forager's bases give Python 3.11, 3.13"),
+        (["images", "build", "--python", "3.13", "--base", "x:y", "."], "pass --base or --python"),
+    ],
+)
+def test_the_cli_refuses_a_python_no_base_gives(tmp_path: Path, args: list[str], message: str) -> None:
+    done = forager(*args, home=tmp_path)
+    assert done.returncode == 2
+    assert message in " ".join(done.stderr.replace("│", " ").split()), done.stderr  # rich wraps in a box
