@@ -132,9 +132,15 @@ def run_baseline(
         run = _run_once(test_command, runner, settings, settings.workers if parallel else 1, execute, number)
         mode = (", parallel" if run.parallel else "") + (", partial" if run.partial else "")
         log(f"test run {number}: exit {run.exit_code}{mode}", run.output)
-        last = run
         if run.timed_out or run.outcomes is None:
+            if runs:
+                # A later run that reports nothing (killed at its limit on a loaded machine) does not undo
+                # the runs that finished; only flakiness goes unchecked by it.
+                notes.append(f"test run {number} reported no outcome: the baseline keeps the runs before it")
+            else:
+                last = run
             break
+        last = run
         if runs and runs[-1].parallel and not run.parallel:
             only_parallel = sorted(runs[-1].failing() - run.failing())
             if only_parallel:
@@ -163,7 +169,8 @@ def run_baseline(
     )
     if baseline is not None and partial:
         units = len({unit_of(test) for test in baseline.outcomes})
-        note = f"partial baseline: the time budget covered {units} test files ({baseline.total} tests)"
+        files = "1 test file" if units == 1 else f"{units} test files"
+        note = f"partial baseline: the time budget covered {files} ({baseline.total} tests)"
         notes.append(note)
         verdict = replace(verdict, reason=f"{verdict.reason}; {note}")
     return BaselineRuns(baseline, verdict, tuple(notes))

@@ -213,3 +213,73 @@ def test_partial_runs_merge_over_the_files_every_run_completed() -> None:
     # unittest labels complete by module.
     labels = merge_runs([{"t.m.C.a": "passed", "t.n.C.a": "passed"}, {"t.m.C.b": "passed"}], partial=True)
     assert labels.outcomes == {"t.m.C.a": "passed", "t.m.C.b": "passed"}
+
+
+def _junit(**outcomes: str) -> bytes:
+    """A pytest JUnit report of tests in tests/test_a.py, each ``name=outcome`` taking 1.5 s."""
+    elements = {"passed": "", "failed": "<failure/>"}
+    cases = "".join(
+        f'<testcase classname="tests.test_a" name="{name}" file="tests/test_a.py" time="1.5">'
+        f"{elements[outcome]}</testcase>"
+        for name, outcome in outcomes.items()
+    )
+    return f"<testsuites><testsuite>{cases}</testsuite></testsuites>".encode()
+
+
+class _Engine:
+    """Plays the test containers' part: hands out the given executions in turn, records the scripts."""
+
+    def __init__(self, *executions: suite_runs.Execution) -> None:
+        self.executions = list(executions)
+        self.scripts: list[str] = []
+
+    def __call__(self, script: str, number: int, paths: tuple[str, ...]) -> suite_runs.Execution:
+        self.scripts.append(script)
+        return self.executions.pop(0)
+
+
+def _pytest_run(exit_code: int, output: str = "", **outcomes: str) -> suite_runs.Execution:
+    return suite_runs.Execution(
+        exit_code, output, {suite_runs.JUNIT_PATH: _junit(**outcomes)} if outcomes else {}
+    )
+
+
+def test_tests_failing_only_in_parallel_make_every_later_run_serial() -> None:
+    parallel = f"{suite_runs._XDIST_NOTE}, 2 workers\n"
+    engine = _Engine(
+        _pytest_run(1, parallel, test_x="passed", test_alone="failed"),
+        _pytest_run(0, "", test_x="passed", test_alone="passed"),
+        _pytest_run(0, "", test_x="passed", test_alone="passed"),
+    )
+    settings = suite_runs.RunSettings(limit=100, workers=2)
+    result = suite_runs.run_baseline(PYTEST, settings, engine, lambda title, output: None)
+    assert result.baseline is not None and result.verdict.ready
+    assert result.baseline.outcomes == {
+        "tests/test_a.py::test_x": "passed",
+        "tests/test_a.py::test_alone": "passed",
+    }
+    assert result.baseline.durations == {"tests/test_a.py::test_x": 1.5, "tests/test_a.py::test_alone": 1.5}
+    assert "pytest-xdist breaks the suite" in result.notes[0]
+    assert "XDIST='-n 2" in engine.scripts[0] and "XDIST='-n" not in engine.scripts[1] + engine.scripts[2]
+    assert "FORAGER_TEST_BUDGET=75 " in engine.scripts[0], "three quarters of the run's limit"
+
+
+def test_a_later_run_killed_at_its_limit_keeps_the_runs_before_it() -> None:
+    engine = _Engine(_pytest_run(0, "", test_x="passed"), suite_runs.Execution(124, "", {}))
+    result = suite_runs.run_baseline(PYTEST, suite_runs.RunSettings(limit=100), engine, lambda t, o: None)
+    assert result.verdict.ready and result.baseline is not None
+    assert "test run 2 reported no outcome" in result.notes[0]
+    # Killed in the first run, with nothing reported: a timeout.
+    engine = _Engine(suite_runs.Execution(124, "", {}))
+    result = suite_runs.run_baseline(PYTEST, suite_runs.RunSettings(limit=100), engine, lambda t, o: None)
+    assert result.verdict.failure_class == "timeout"
+
+
+def test_a_unittest_run_killed_at_its_limit_keeps_its_finished_modules() -> None:
+    output = "test_a (t.m.C.test_a) ... ok\ntest_b (t.m.C.test_b) ... ok\ntest_c (t.n.C.test_c) ... "
+    engine = _Engine(suite_runs.Execution(124, output, {}), suite_runs.Execution(124, output, {}))
+    command = "python -m unittest discover -v -s t -t ."
+    result = suite_runs.run_baseline(command, suite_runs.RunSettings(limit=100), engine, lambda t, o: None)
+    assert result.baseline is not None and result.baseline.partial and result.verdict.ready
+    assert result.baseline.outcomes == {"t.m.C.test_a": "passed", "t.m.C.test_b": "passed"}
+    assert "partial baseline: the time budget covered 1 test file (2 tests)" in result.verdict.reason
