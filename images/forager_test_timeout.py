@@ -16,6 +16,8 @@ its report, and prints the reason, which starts with :data:`BUDGET_SPENT`. Under
 worker stops so (with ``--dist loadfile`` a file stays on one worker), but stopping one worker ends the
 others wherever they are: ``FORAGER_COLLECTED`` names a file where the plugin writes how many tests each
 file has (``{"tests/test_x.py": 3}``), so that a reader can tell the files the report has whole.
+``FORAGER_ONLY_FILES`` names a file listing test files, one a line: the tests of other files are
+deselected (the later runs of a baseline whose first run the budget cut short run the files it finished).
 """
 
 from __future__ import annotations
@@ -32,6 +34,7 @@ ENV = "FORAGER_TEST_TIMEOUT"
 BUDGET_ENV = "FORAGER_TEST_BUDGET"
 BUDGET_SPENT = "forager: time budget spent"
 COLLECTED_ENV = "FORAGER_COLLECTED"
+ONLY_ENV = "FORAGER_ONLY_FILES"
 STARTED_ENV = "FORAGER_TEST_STARTED"
 
 
@@ -83,6 +86,14 @@ def pytest_configure(config: pytest.Config) -> None:
 
 @pytest.hookimpl(trylast=True)  # after -k, -m and the project's own hooks deselected what they do
 def pytest_collection_modifyitems(session: pytest.Session, config: pytest.Config, items: list) -> None:
+    only = os.environ.get(ONLY_ENV)
+    if only:
+        with open(only) as stream:
+            keep = {line for line in stream.read().splitlines() if line}
+        dropped = [item for item in items if item.nodeid.split("::", 1)[0] not in keep]
+        if dropped:
+            config.hook.pytest_deselected(items=dropped)
+            items[:] = [item for item in items if item.nodeid.split("::", 1)[0] in keep]
     path = os.environ.get(COLLECTED_ENV)
     if not path:
         return

@@ -20,7 +20,8 @@ finished (partial).
 from __future__ import annotations
 
 import json
-from collections.abc import Callable, Mapping
+import shlex
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 
@@ -41,6 +42,7 @@ from images.unittest_output import completed_modules, parse_verbose
 
 JUNIT_PATH = "/tmp/forager-junit.xml"
 COLLECTED_PATH = "/tmp/forager-collected.json"
+ONLY_PATH = "/tmp/forager-only-files.txt"
 #: Where the per-test timeout plugin is written in a test container (never in the image).
 _PLUGIN_DIR = "/tmp/forager-plugins"
 #: The plugin's source; read, never imported into the image (Forager itself does not need pytest).
@@ -51,6 +53,7 @@ TIMEOUT_ENV = "FORAGER_TEST_TIMEOUT"
 BUDGET_ENV = "FORAGER_TEST_BUDGET"
 COLLECTED_ENV = "FORAGER_COLLECTED"
 STARTED_ENV = "FORAGER_TEST_STARTED"
+ONLY_ENV = "FORAGER_ONLY_FILES"
 BUDGET_SPENT = "forager: time budget spent"
 #: The share of a run's time limit after which no new test file starts.
 BUDGET_SHARE = 0.75
@@ -129,7 +132,10 @@ def run_baseline(
         number += 1
         # After a parallel run with failures, a serial one tells whether xdist made them fail.
         parallel = not serial_only and not (runs and runs[-1].parallel and runs[-1].failing())
-        run = _run_once(test_command, runner, settings, settings.workers if parallel else 1, execute, number)
+        # Once the budget cut a run short, later runs run the files it finished, and can finish them too.
+        only = sorted({unit_of(test) for test in runs[0].outcomes or {}}) if runs and runs[0].partial else []
+        workers = settings.workers if parallel else 1
+        run = _run_once(test_command, runner, settings, workers, execute, number, only)
         mode = (", parallel" if run.parallel else "") + (", partial" if run.partial else "")
         log(f"test run {number}: exit {run.exit_code}{mode}", run.output)
         if run.timed_out or run.outcomes is None:
@@ -177,7 +183,13 @@ def run_baseline(
 
 
 def _run_once(
-    test_command: str, runner: Runner, settings: RunSettings, workers: int, execute: Execute, number: int
+    test_command: str,
+    runner: Runner,
+    settings: RunSettings,
+    workers: int,
+    execute: Execute,
+    number: int,
+    only: Sequence[str] = (),
 ) -> _Run:
     if runner != "pytest":
         execution = execute(verbose_script(test_command, settings.limit), number, ())
@@ -193,7 +205,7 @@ def _run_once(
             partial=timed_out and bool(parsed.outcomes),
             collection_errors=len(parsed.import_errors),
         )
-    script = pytest_script(test_command, settings, workers)
+    script = pytest_script(test_command, settings, workers, only)
     execution = execute(script, number, (JUNIT_PATH, COLLECTED_PATH))
     run = _Run(
         execution.exit_code,
@@ -217,10 +229,14 @@ def _run_once(
     return run
 
 
-def pytest_script(test_command: str, settings: RunSettings, workers: int) -> str:
-    """The shell script of one pytest run: the plugin written, its limits set, xdist when available."""
+def pytest_script(test_command: str, settings: RunSettings, workers: int, only: Sequence[str] = ()) -> str:
+    """The shell script of one pytest run: the plugin written, its limits set, xdist when available;
+    ``only`` these test files when given."""
     limit = int(settings.limit)
     plugin = _PLUGIN_SOURCE.read_text()
+    select = ""
+    if only:
+        select = f"printf '%s\\n' {shlex.join(only)} > {ONLY_PATH}\nexport {ONLY_ENV}={ONLY_PATH}\n"
     xdist = ""
     if workers > 1:
         xdist = (
@@ -230,7 +246,7 @@ def pytest_script(test_command: str, settings: RunSettings, workers: int) -> str
     return (
         f"mkdir -p {_PLUGIN_DIR} && cat > {_PLUGIN_DIR}/forager_test_timeout.py <<'FORAGER_EOF'\n"
         f"{plugin}FORAGER_EOF\n"
-        f"XDIST=''\n{xdist}"
+        f"XDIST=''\n{xdist}{select}"
         f"PYTHONPATH={_PLUGIN_DIR}${{PYTHONPATH:+:$PYTHONPATH}} "
         f"{TIMEOUT_ENV}={settings.per_test_timeout:g} {BUDGET_ENV}={settings.limit * BUDGET_SHARE:g} "
         f"{COLLECTED_ENV}={COLLECTED_PATH} {STARTED_ENV}=$(date +%s) "

@@ -185,13 +185,15 @@ def test_the_pytest_arguments_of_tox_and_nox_commands(tmp_path: Path, files: dic
 
 
 def test_the_plugins_settings_agree_with_the_suite_runs() -> None:
-    assert (plugin.ENV, plugin.BUDGET_ENV, plugin.COLLECTED_ENV, plugin.STARTED_ENV, plugin.BUDGET_SPENT) == (
+    names = ("ENV", "BUDGET_ENV", "COLLECTED_ENV", "STARTED_ENV", "ONLY_ENV", "BUDGET_SPENT")
+    assert [getattr(plugin, name) for name in names] == [
         suite_runs.TIMEOUT_ENV,
         suite_runs.BUDGET_ENV,
         suite_runs.COLLECTED_ENV,
         suite_runs.STARTED_ENV,
+        suite_runs.ONLY_ENV,
         suite_runs.BUDGET_SPENT,
-    )
+    ]
 
 
 def test_whole_files_drops_a_file_a_stopped_worker_left_half_done() -> None:
@@ -283,3 +285,15 @@ def test_a_unittest_run_killed_at_its_limit_keeps_its_finished_modules() -> None
     assert result.baseline is not None and result.baseline.partial and result.verdict.ready
     assert result.baseline.outcomes == {"t.m.C.test_a": "passed", "t.m.C.test_b": "passed"}
     assert "partial baseline: the time budget covered 1 test file (2 tests)" in result.verdict.reason
+
+
+def test_after_a_run_cut_short_by_the_budget_later_runs_run_the_files_it_finished() -> None:
+    spent = f"! Interrupted: {suite_runs.BUDGET_SPENT} (75 s), stopping after tests/test_a.py::test_y !\n"
+    engine = _Engine(
+        _pytest_run(2, spent, test_x="passed", test_y="passed"), _pytest_run(0, "", test_x="passed")
+    )
+    result = suite_runs.run_baseline(PYTEST, suite_runs.RunSettings(limit=100), engine, lambda t, o: None)
+    assert "export FORAGER_ONLY_FILES" not in engine.scripts[0]
+    assert "printf '%s\\n' tests/test_a.py > /tmp/forager-only-files.txt" in engine.scripts[1]
+    assert result.baseline is not None and result.baseline.partial and result.verdict.ready
+    assert result.baseline.flaky == {"tests/test_a.py::test_y"}, "the second run lacked it"
