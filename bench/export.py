@@ -133,7 +133,9 @@ def build_store(
         steps += (_rich_step if rich else _cheap_step)(rng, episode["id"], n_steps)
         if len(batch) >= INSERT_BATCH or i == episodes - 1:
             with store.session() as session:
-                session.execute(sa.insert(Episode), batch)
+                # RETURNING makes it multi-row INSERTs: PostgreSQL's statistics triggers run once per
+                # statement, and one statement per row would run them 5,000 times a batch.
+                session.execute(sa.insert(Episode).returning(Episode.id), batch)
                 for start in range(0, len(steps), INSERT_BATCH * 4):
                     session.execute(sa.insert(Step), steps[start : start + INSERT_BATCH * 4])
             batch, steps = [], []
@@ -388,6 +390,19 @@ def listing(bench: Bench) -> None:
     for name, selection, after in filters:
         seconds = bench.time(lambda s=selection, a=after: bench.store.list_episodes(s, limit=100, after=a))
         bench.report(f"list_episodes p50: {name}", seconds, "s", "target <= 20 ms")
+    # The viewer's listing (storage/viewer_queries.py): newest first, or by turns, with the total it shows.
+    from storage import viewer_queries
+
+    for name, selection, sort in [
+        ("newest first", EpisodeFilter(), "created"),
+        ("newest first, model + resolved", EpisodeFilter(model=MODELS[0], resolved=True), "created"),
+        ("by turns", EpisodeFilter(), "turns"),
+    ]:
+        seconds = bench.time(lambda f=selection, s=sort: viewer_queries.episode_page(bench.store, f, sort=s))
+        bench.report(f"viewer episode_page p50: {name}", seconds, "s")
+        if sort == "created":
+            seconds = bench.time(lambda f=selection: bench.store.count_episodes(f))
+            bench.report(f"  ... count_episodes p50: {name}", seconds, "s")
 
 
 def streaming(bench: Bench) -> None:
