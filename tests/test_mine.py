@@ -286,7 +286,7 @@ def mined(docker_client, tmp_path_factory: pytest.TempPathFactory) -> Iterator[M
     )
     rejected = [
         Skipped(stateful, "the real grader disagrees: gold patch unresolved, unmodified start unresolved"),
-        Skipped(refactor, "no test fails before the fix and passes after it"),
+        Skipped(refactor, "no test fails before the fix and passes after it (twice, under the same id)"),
     ]
     store = Store(f"sqlite:///{tmp_path / 'forager.db'}")
     options = BuildOptions(network=NetworkSettings.from_environment(), test_timeout=120, timeout=600)
