@@ -26,7 +26,10 @@ import itertools
 import json
 import linecache
 import os
+import random
 import re
+import select
+import signal
 import sys
 import time
 
@@ -384,8 +387,17 @@ def trace_call(
 
 
 # -- the pytest plugin: FORAGER_TRACE_REQUEST names a JSON request ----------------------------------------
+#
+# The parent pytest process collects (imports the test modules once), then forks a child per entry point
+# that sets up the test's fixtures and runs it with the tracer armed for that one entry. A child starts
+# from the state collection left, never from what an earlier test did, and a second child records the
+# entry again from that same state: a trace is kept only if the two agree. The second child first
+# allocates a little (so objects land at other addresses, as in a fresh process: values that follow
+# object identities, like the default ``hash``, show as non-deterministic); both seed ``random``.
 
 _PLUGIN: dict = {}
+#: Seconds a child may take on top of the trace's own budget (the test's fixtures, pytest's reporting).
+_CHILD_GRACE = 60.0
 
 
 def pytest_configure(config) -> None:
@@ -398,17 +410,14 @@ def pytest_configure(config) -> None:
     for entry in request["entries"]:
         by_test.setdefault(entry["test"], []).append(entry)
     budget = request.get("budget", {})
-    renderer = Renderer(budget.get("max_chars", 256), budget.get("max_items", 32), budget.get("max_depth", 4))
     _PLUGIN.update(
         by_test=by_test,
         output=request["output"],
         root=request["root"],
-        tracer=Tracer(
-            request["root"],
-            max_frames=budget.get("max_frames", 2000),
-            max_seconds=budget.get("max_seconds", 10.0),
-            renderer=renderer,
-        ),
+        budget=budget,
+        check=request.get("check_determinism", True),
+        entry=None,
+        result=None,
     )
 
 
@@ -424,43 +433,132 @@ def pytest_collection_modifyitems(session, config, items) -> None:
     items[:] = kept
 
 
-def pytest_runtest_call(item) -> None:
-    """Arm the tracer just before the test function runs (after its fixtures are set up)."""
+def pytest_runtest_protocol(item, nextitem):
+    """Record each entry point of ``item`` in forked children; the parent never runs the test itself."""
     entries = _PLUGIN.get("by_test", {}).get(item.nodeid)
     if not entries:
+        return None
+    budget = _PLUGIN["budget"]
+    limit = budget.get("max_seconds", 10.0) + _CHILD_GRACE
+    with open(_PLUGIN["output"], "a") as output:
+        for entry in entries:
+            first = _in_child(item, entry, False, limit)
+            if first.get("status") == "ok" and _PLUGIN["check"]:
+                second = _in_child(item, entry, True, limit)
+                first["divergence"] = _divergence(first, second)
+                first["deterministic"] = first["divergence"] is None
+            output.write(json.dumps(first) + "\n")
+            output.flush()
+    return True
+
+
+def _divergence(first: dict, second: dict):
+    """Where a second recording differs from the first (None if it does not): the first frame that
+    differs, as each recording has it, so that the cause can be read off a dropped trace."""
+    if second.get("status") != "ok":
+        return {"frame": None, "second": second.get("reason", "")}
+    frames, others = first["frames"], second["frames"]
+    for number in range(max(len(frames), len(others))):
+        if number >= len(frames) or number >= len(others) or frames[number] != others[number]:
+            return {
+                "frame": number,
+                "first": frames[number] if number < len(frames) else None,
+                "second": others[number] if number < len(others) else None,
+                "second_files": second["files"],
+            }
+    if any(first[name] != second[name] for name in ("files", "blocks", "source")):
+        return {"frame": None, "second": "the same frames from other source lines"}
+    return None
+
+
+def _in_child(item, entry: dict, perturb: bool, limit: float) -> dict:
+    """Run ``item`` in a forked child recording ``entry``: the child's result, or why there is none."""
+    read, write = os.pipe()
+    pid = os.fork()
+    if pid == 0:  # the child: record, hand the result over, and leave without any cleanup of the parent's
+        os.close(read)
+        code = 1
+        try:
+            ballast = _ballast() if perturb else None
+            result = _record_in_child(item, entry)
+            del ballast
+            with os.fdopen(write, "w") as pipe:
+                pipe.write(json.dumps(result))
+            code = 0
+        finally:
+            os._exit(code)
+    os.close(write)
+    chunks = []
+    deadline = time.monotonic() + limit
+    try:
+        while True:
+            left = deadline - time.monotonic()
+            if left <= 0 or not select.select([read], [], [], left)[0]:
+                os.kill(pid, signal.SIGKILL)
+                os.waitpid(pid, 0)
+                return {"id": entry["id"], "status": "dropped", "reason": "timeout"}
+            chunk = os.read(read, 1 << 16)
+            if not chunk:
+                break
+            chunks.append(chunk)
+    finally:
+        os.close(read)
+    os.waitpid(pid, 0)
+    try:
+        return json.loads(b"".join(chunks))
+    except ValueError:
+        return {"id": entry["id"], "status": "dropped", "reason": "crashed"}
+
+
+def _ballast() -> list:
+    """Objects of every small size, kept alive, so that later allocations get other addresses."""
+    return [bytes(size) for size in range(0, 1024, 8) for _ in range(3)] + [object() for _ in range(97)]
+
+
+def _record_in_child(item, entry: dict) -> dict:
+    # pytest's own runner (pytest-forked uses it too); imported here: the tracer itself needs no pytest.
+    from _pytest.runner import call_and_report
+
+    random.seed(0)  # a test drawing random numbers without a seed draws the same ones in every recording
+    _PLUGIN["entry"] = entry
+    report = call_and_report(item, "setup", log=False)
+    if report.passed:
+        call_and_report(item, "call", log=False)
+    return _PLUGIN["result"] or {"id": entry["id"], "status": "dropped", "reason": "not_called"}
+
+
+def pytest_runtest_call(item) -> None:
+    """Arm the tracer just before the test function runs (after its fixtures are set up)."""
+    entry = _PLUGIN.get("entry")
+    if entry is None:
         return
-    root = _PLUGIN["root"]
-    targets = []
-    for entry in entries:
-        if entry.get("kind") == "test":
-            function = getattr(item, "obj", None)
-            function = inspect.unwrap(getattr(function, "__func__", function))
-            targets.append(Target(entry["id"], code=getattr(function, "__code__", None)))
-        else:
-            targets.append(
-                Target(
-                    entry["id"],
-                    filename=os.path.join(root, entry["path"]),
-                    name=entry["name"],
-                    firstlineno=entry["firstlineno"],
-                )
-            )
-    _PLUGIN["armed"] = item.nodeid
+    if entry.get("kind") == "test":
+        function = getattr(item, "obj", None)
+        function = inspect.unwrap(getattr(function, "__func__", function))
+        target = Target(entry["id"], code=getattr(function, "__code__", None))
+    else:
+        target = Target(
+            entry["id"],
+            filename=os.path.join(_PLUGIN["root"], entry["path"]),
+            name=entry["name"],
+            firstlineno=entry["firstlineno"],
+        )
+    budget = _PLUGIN["budget"]
+    tracer = _PLUGIN["tracer"] = Tracer(
+        _PLUGIN["root"],
+        max_frames=budget.get("max_frames", 2000),
+        max_seconds=budget.get("max_seconds", 10.0),
+        renderer=Renderer(
+            budget.get("max_chars", 256), budget.get("max_items", 32), budget.get("max_depth", 4)
+        ),
+    )
     # A test entry point ends with the test; after a function entry point the rest of the test is waste.
-    _PLUGIN["tracer"].start(targets, stop_when_done=all(e.get("kind") != "test" for e in entries))
+    tracer.start([target], stop_when_done=entry.get("kind") != "test")
 
 
 def pytest_runtest_makereport(item, call) -> None:
-    """Disarm after the test function and write what it recorded: one JSON line per requested entry."""
-    if call.when != "call" or _PLUGIN.get("armed") != item.nodeid:
+    """Disarm after the test function and keep what it recorded."""
+    if call.when != "call" or _PLUGIN.get("entry") is None or "tracer" not in _PLUGIN:
         return
-    _PLUGIN["armed"] = None
-    results = {result["id"]: result for result in _PLUGIN["tracer"].stop()}
-    with open(_PLUGIN["output"], "a") as output:
-        for entry in _PLUGIN["by_test"][item.nodeid]:
-            result = results.get(entry["id"]) or {
-                "id": entry["id"],
-                "status": "dropped",
-                "reason": "not_called",
-            }
-            output.write(json.dumps(result) + "\n")
+    results = _PLUGIN.pop("tracer").stop()
+    _PLUGIN["result"] = results[0] if results else None

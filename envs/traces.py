@@ -6,10 +6,10 @@ another (``kind="function"``: its first call in that test is traced, with the ar
 passed). Entry points are sampled with a seed and capped per image.
 
 The tracer (``envs/tracer.py``, standard library only) is copied into the environment and loaded by the
-image's own pytest as a plugin; one pytest run records the entry points of many tests. Every run is
-made twice, with the hash seed fixed: an entry point whose two recordings differ is dropped as
-non-deterministic. Each run's traces are stored at once, kept or dropped, so an interrupted ``make``
-resumes where it stopped: entry points already stored are never run again.
+image's own pytest as a plugin; one pytest run collects the tests of many entry points once and records
+each in a process forked from it, twice, with the hash seed fixed: an entry point whose two recordings
+differ is dropped as non-deterministic. Each run's traces are stored at once, kept or dropped, so an
+interrupted ``make`` resumes where it stopped: entry points already stored are never run again.
 """
 
 from __future__ import annotations
@@ -22,7 +22,7 @@ import shlex
 import threading
 import time
 import zlib
-from collections import Counter, defaultdict
+from collections import Counter
 from collections.abc import Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
@@ -65,8 +65,9 @@ class TraceOptions:
     seed: int = 0
     workers: int = 2
     """Environments tracing one image at the same time."""
-    tests_per_run: int = 50
-    """Tests one pytest run takes: each run costs an interpreter start and the project's import."""
+    entries_per_run: int = 100
+    """Entry points one pytest run takes: each run costs an interpreter start and the tests' collection;
+    every entry point is then recorded in processes forked from it."""
     max_frames: int = 2000
     max_seconds: float = 10.0
     """Wall-clock seconds one trace may take."""
@@ -140,7 +141,7 @@ def make_traces(
         done = store.trace_keys(image.id)
         pending = [entry for entry in entries if entry.key(image.id) not in done]
         report.resumed = len(entries) - len(pending)
-        runs = _runs(pending, options.tests_per_run)
+        runs = _runs(pending, options.entries_per_run, options.workers)
         tracker = _Tracker(report, subject, len(pending), progress)
         tracker.update()
         queue = list(reversed(runs))
@@ -319,52 +320,38 @@ def select_entries(
     return chosen[: options.max_per_image]
 
 
-def _runs(entries: Sequence[Entry], tests_per_run: int) -> list[list[Entry]]:
-    """Entry points in runs of at most ``tests_per_run`` tests, one entry point per test in a run.
-
-    The tracer records one call at a time: a function entry point called by a test that is itself
-    being traced (or by another traced function) would not be recorded, so the entry points of one test
-    go to different runs.
-    """
-    by_test: dict[str, list[Entry]] = defaultdict(list)
-    for entry in entries:
-        by_test[entry.test].append(entry)
-    slots: list[list[Entry]] = []
-    for test in sorted(by_test):
-        for slot, entry in enumerate(by_test[test]):
-            if slot == len(slots):
-                slots.append([])
-            slots[slot].append(entry)
-    return [
-        slot[start : start + tests_per_run] for slot in slots for start in range(0, len(slot), tests_per_run)
-    ]
+def _runs(entries: Sequence[Entry], entries_per_run: int, workers: int) -> list[list[Entry]]:
+    """Entry points in runs of at most ``entries_per_run``, test files kept together (a run collects only
+    the files it names), and at least two runs per worker when there are enough entry points, so that no
+    environment idles while another ends a long run."""
+    ordered = sorted(entries, key=lambda entry: (entry.test, entry.kind, entry.path, entry.qualname))
+    if not ordered:
+        return []
+    count = max(-(-len(ordered) // entries_per_run), min(2 * workers, -(-len(ordered) // 10)))
+    size = -(-len(ordered) // count)
+    return [ordered[start : start + size] for start in range(0, len(ordered), size)]
 
 
 # -- recording ----------------------------------------------------------------------------------------------
 
 
 def trace_run(runtime: Runtime, image: Image, entries: Sequence[Entry], options: TraceOptions) -> list[Trace]:
-    """Record ``entries`` (twice, if determinism is checked) in ``runtime`` and return their rows.
-
-    The second run takes only the entry points the first one kept: a dropped one needs no check.
-    """
+    """Record ``entries`` in ``runtime`` (each twice from the same state, if determinism is checked) and
+    return their rows."""
     numbered = {str(n): entry for n, entry in enumerate(entries)}
-    first = record(runtime, image.test_command or "", numbered, options, "a")
-    kept = {n: entry for n, entry in numbered.items() if first.get(n, {}).get("status") == "ok"}
-    second = {}
-    if options.check_determinism and kept:
-        second = record(runtime, image.test_command or "", kept, options, "b")
-    return [_row(image, entry, first.get(n), second.get(n), options) for n, entry in numbered.items()]
+    results = record(runtime, image.test_command or "", numbered, options)
+    return [_row(image, entry, results.get(n), options) for n, entry in numbered.items()]
 
 
 def record(
-    runtime: Runtime, test_command: str, entries: dict[str, Entry], options: TraceOptions, name: str = "a"
+    runtime: Runtime, test_command: str, entries: dict[str, Entry], options: TraceOptions
 ) -> dict[str, dict[str, Any]]:
     """One pytest run recording ``entries`` (by id): the tracer's result per id (absent if it crashed)."""
-    output = f"{TRACER_DIR}/{name}.jsonl"
+    output = f"{TRACER_DIR}/traces.jsonl"
     request = {
         "root": runtime.workdir,
         "output": output,
+        "check_determinism": options.check_determinism,
         "budget": {
             "max_frames": options.max_frames,
             "max_seconds": options.max_seconds,
@@ -384,7 +371,7 @@ def record(
             for n, entry in entries.items()
         ],
     }
-    request_path = f"{TRACER_DIR}/request-{name}.json"
+    request_path = f"{TRACER_DIR}/request.json"
     runtime.write_file(request_path, json.dumps(request).encode())
     files = list(dict.fromkeys(entry.test.split("::", 1)[0] for entry in entries.values()))
     command = (
@@ -392,7 +379,7 @@ def record(
         f"PYTHONPATH={TRACER_DIR}${{PYTHONPATH:+:$PYTHONPATH}} FORAGER_TRACE_REQUEST={request_path} "
         f"{shlex.join(pytest_base(test_command))} {shlex.join(_PYTEST_OPTIONS)} {shlex.join(files)}"
     )
-    timeout = 120 + options.max_seconds * len(entries)
+    timeout = 120 + 2 * options.max_seconds * len(entries)
     runtime.run(command, timeout=timeout)
     try:
         lines = runtime.read_file(output).decode("utf-8", "replace").splitlines()
@@ -415,7 +402,6 @@ def _row(
     image: Image,
     entry: Entry,
     first: dict[str, Any] | None,
-    second: dict[str, Any] | None,
     options: TraceOptions,
 ) -> Trace:
     row = Trace(
@@ -444,12 +430,6 @@ def _row(
         row.drop_reason = first["reason"]
         return row
     data = {name: first[name] for name in _RECORDING_FIELDS}
-    if options.check_determinism:
-        row.deterministic = second is not None and all(first[n] == second.get(n) for n in _RECORDING_FIELDS)
-        if not row.deterministic:
-            row.drop_reason = "nondeterministic"
-            return row
-    row.status = TraceStatus.OK
     row.data = data
     row.context = trace_format.context(data)
     row.n_frames = len(data["frames"])
@@ -457,6 +437,14 @@ def _row(
     row.unrepresentable_values = first.get("unrepresentable", 0)
     if entry.kind == TraceKind.TEST and data["blocks"]:
         row.line = _definition_line(data)
+    if options.check_determinism:
+        row.deterministic = bool(first.get("deterministic"))
+        if not row.deterministic:
+            # Kept (not exported) with where the second recording went another way: the cause shows.
+            data["divergence"] = first.get("divergence")
+            row.drop_reason = "nondeterministic"
+            return row
+    row.status = TraceStatus.OK
     return row
 
 

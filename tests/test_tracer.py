@@ -5,6 +5,7 @@ from __future__ import annotations
 import importlib.util
 import json
 import os
+import random
 import shutil
 import subprocess
 import sys
@@ -332,6 +333,8 @@ def test_unchanged_values_resolve_back_to_full_locals(fixture: tuple[Path, Modul
 
 
 PROJECT_TEST = """\
+import random
+
 from fx import fact, total
 
 
@@ -346,6 +349,24 @@ def test_fact():
 
 def test_other():
     assert True
+
+
+STATE = []
+
+
+def test_state():
+    n = len(STATE)
+    STATE.append(n)
+
+
+def test_identity():
+    marker = hash(object())
+    assert marker
+
+
+def test_random():
+    drawn = random.random()
+    assert drawn < 1
 """
 
 
@@ -385,6 +406,15 @@ def test_the_pytest_plugin_records_the_first_call_of_each_entry(
             "name": "square",
             "firstlineno": 8,
         },
+        *(
+            {"id": name, "kind": "test", "test": f"tests/test_fx.py::{test}", "path": "", "name": ""}
+            for name, test in [
+                ("state-a", "test_state"),
+                ("state-b", "test_state"),
+                ("identity", "test_identity"),
+                ("random", "test_random"),
+            ]
+        ),
     ]
     request = tmp_path / "request.json"
     request.write_text(json.dumps({"root": str(root), "output": str(output), "entries": entries}))
@@ -413,11 +443,10 @@ def test_the_pytest_plugin_records_the_first_call_of_each_entry(
         text=True,
         timeout=120,
     )
-    # test_total, once `total` is recorded, is stopped: its rest would cost time and record nothing.
-    assert "1 failed, 1 passed, 1 deselected" in run.stdout, run.stdout + run.stderr
-    assert "TargetsDone: every entry point of this test is recorded" in run.stdout
+    # Each entry point is recorded in forked children: the parent runs no test (nor reports one).
+    assert "1 deselected" in run.stdout, run.stdout + run.stderr
     results = {r["id"]: r for r in map(json.loads, output.read_text().splitlines())}
-    assert results["0"]["status"] == "ok"
+    assert len(results) == 7 and results["0"]["status"] == "ok" and results["0"]["deterministic"]
     first_call = trace_format.cwm_frame(results["0"], results["0"]["frames"][0])
     assert first_call == '<|call_sep|>{"items": "[1, 2]"}<|action_sep|>def total(items):<|frame_sep|>'
     assert results["1"]["status"] == "ok"
@@ -427,6 +456,17 @@ def test_the_pytest_plugin_records_the_first_call_of_each_entry(
         "# fx.py\ndef fact(n):"
     )
     assert (results["2"]["status"], results["2"]["reason"]) == ("dropped", "not_called")
+    # A child starts from the state collection left: what one recording of a test changed in a module
+    # is not seen by the next one.
+    for name in ("state-a", "state-b"):
+        assert results[name]["deterministic"], name
+        assert ["line", 0, 24, {"n": "0"}, None] in results[name]["frames"], results[name]["frames"]
+    # A value that follows an object's identity differs between the two recordings (the second child
+    # allocates first, as a fresh process would place objects elsewhere); `random` is seeded.
+    assert (results["identity"]["status"], results["identity"]["deterministic"]) == ("ok", False)
+    assert results["random"]["deterministic"]
+    drawn = [f[3]["drawn"] for f in results["random"]["frames"] if f[3] and "drawn" in f[3]]
+    assert drawn == [repr(random.Random(0).random())]
 
 
 def test_the_tracer_needs_nothing_but_the_standard_library() -> None:

@@ -187,10 +187,14 @@ def test_a_fixture_repository_is_traced_stored_resumed_and_exported(builder, sto
     assert listed["counts"] == {"ok": 15, "dropped": {"nondeterministic": 2}}
     shown = forager("traces", "show", str(traces[TraceKind.FUNCTION, "fact"].id), home=tmp_path)
     assert shown.returncode == 0 and "return n * fact(n - 1)" in shown.stdout and "-> 6" in shown.stdout
+    # A non-deterministic trace is kept (never exported) with where its recordings went apart.
     dropped = forager("traces", "show", str(traces[TraceKind.FUNCTION, "stamp"].id), home=tmp_path)
-    assert (
-        dropped.returncode == 1 and "error: trace" in dropped.stderr and "nondeterministic" in dropped.stderr
+    assert dropped.returncode == 0, dropped.stderr
+    assert "dropped (nondeterministic): the recordings first differ at frame 2: first line at line" in (
+        dropped.stdout
     )
+    cwm = forager("traces", "show", "--cwm", str(traces[TraceKind.FUNCTION, "stamp"].id), home=tmp_path)
+    assert cwm.returncode == 1 and "error: trace" in cwm.stderr and "no training text" in cwm.stderr
 
     cwm_out, jsonl_out = tmp_path / "out" / "traces.cwm.jsonl", tmp_path / "out" / "traces.jsonl"
     exported = forager("traces", "export", str(cwm_out), "--kind", "function", "--json", home=tmp_path)
