@@ -183,12 +183,22 @@ def _clone(spec: SourceSpec, dest: Path) -> Checkout:
     else:
         raise SourceError(f"{spec.text}: no commit, tag or branch named {ref!r}")
     repo.git.checkout("--detach", "--force", commit)
+    _dissociate(repo, dest)
     made = repo.commit(commit)
     damage = _damage(repo)
     if damage is not None:
         _cut_history(dest, made)
     _exclude_build_artefacts(dest)
     return Checkout(spec, dest, commit, committed_at=made.committed_datetime, history_cut=damage)
+
+
+def _dissociate(repo: git.Repo, dest: Path) -> None:
+    """Copy in the objects the clone borrows from elsewhere (a source cloned with ``--shared`` or
+    ``--reference`` passes its alternates on): inside an image, that elsewhere does not exist."""
+    alternates = dest / ".git" / "objects" / "info" / "alternates"
+    if alternates.exists():
+        repo.git.repack("-a", "-d", "-q")
+        alternates.unlink()
 
 
 def _damage(repo: git.Repo) -> str | None:

@@ -1,5 +1,6 @@
 import io
 import json
+import shutil
 import tarfile
 from pathlib import Path
 
@@ -197,6 +198,21 @@ def test_a_damaged_history_is_cut_to_the_commits_tree(tmp_path: Path, damage: st
     )
     assert repo.git.status("--porcelain") == ""
     repo.git.gc("--prune=now")  # the history sanitizing rewrites is whole now
+    assert repo.git.fsck("--no-dangling") == ""
+
+
+def test_borrowed_objects_are_copied_in(tmp_path: Path) -> None:
+    full = make_repo(tmp_path / "full", python_project())
+    commit(full, {"src/calc/more.py": "ONE = 1\n"}, "Add more")
+    git.Repo.clone_from(full.working_dir, tmp_path / "shared", shared=True).close()
+    shared = parse_source(str(tmp_path / "shared"))
+    checkout = fetch(shared, tmp_path / "src", sdist_cache=tmp_path, index_url="")
+    assert not (checkout.path / ".git/objects/info/alternates").exists()
+    assert checkout.history_cut is None
+    full.close()
+    shutil.rmtree(tmp_path / "full")  # what the objects were borrowed from is gone: the clone stands alone
+    repo = git.Repo(checkout.path)
+    assert len(list(repo.iter_commits())) == 2
     assert repo.git.fsck("--no-dangling") == ""
 
 
