@@ -39,9 +39,14 @@ _NATIVE_BACKENDS = {
     "scikit_build_core.build": "C/C++ (scikit-build-core, CMake)",
     "mesonpy": "C/C++ (meson-python)",
 }
-#: Debian's Rust toolchain: the one rustc and cargo a bookworm image can have without a download
-#: from outside a package registry.
+#: Debian's Rust toolchain, the one an image can have without a download from outside a package
+#: registry.
 RUST_PACKAGES = ("rustc", "cargo")
+#: Newer builds of a package the same suite ships under another name, tried first. Bookworm's rustc
+#: (1.63) is older than current PyO3 needs and its cargo cannot read crates.io's sparse index;
+#: bookworm's rustc-web and cargo-web (1.85) install the same /usr/bin/rustc and /usr/bin/cargo.
+#: Later suites have no -web packages and a new enough rustc, so the plain names are the fallback.
+_NEWER = {"rustc": "rustc-web", "cargo": "cargo-web"}
 
 
 @dataclass(frozen=True)
@@ -102,14 +107,19 @@ def detect_native(root: Path) -> NativeCode:
 
 
 def apt_step(packages: list[str] | tuple[str, ...], why: str, *, required: bool = True) -> RecipeStep:
-    """The step installing Debian ``packages`` (lists fetched and removed again in the same step)."""
-    names = " ".join(shlex.quote(name) for name in dict.fromkeys(packages))
-    return RecipeStep(
-        "apt-get update -q && apt-get install -y -q --no-install-recommends "
-        f"{names} && rm -rf /var/lib/apt/lists/*",
-        why,
-        required=required,
-    )
+    """The step installing Debian ``packages`` (lists fetched and removed again in the same step).
+
+    Packages with a newer build under another name (:data:`_NEWER`) are installed by that name when
+    the suite has it, by their own otherwise.
+    """
+    wanted = list(dict.fromkeys(packages))
+    install = "apt-get install -y -q --no-install-recommends "
+    command = install + " ".join(shlex.quote(name) for name in wanted)
+    if any(name in _NEWER for name in wanted):
+        newer = install + " ".join(shlex.quote(_NEWER.get(name, name)) for name in wanted)
+        command = f"{{ {newer} || {command}; }}"
+    command = f"apt-get update -q && {command} && rm -rf /var/lib/apt/lists/*"
+    return RecipeStep(command, why, required=required)
 
 
 #: A compiler's own error lines (gcc, clang, the linker, rustc, Cython, distutils), most telling first.

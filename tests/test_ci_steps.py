@@ -184,7 +184,7 @@ def test_setup_steps_go_before_the_first_install_and_after_the_last(tmp_path):
 def test_rust_gets_debians_toolchain_and_uncompiled_cython_is_generated(tmp_path):
     rust = write(tmp_path / "rust", {"pyproject.toml": '[build-system]\nbuild-backend = "maturin"\n'})
     recipe, _ = add_setup_steps(base_recipe(VENV, PROJECT), rust)
-    assert "--no-install-recommends rustc cargo" in recipe.steps[1].run and recipe.steps[1].required
+    assert "--no-install-recommends rustc-web cargo-web" in recipe.steps[1].run and recipe.steps[1].required
     pyx = write(
         tmp_path / "pyx",
         {"setup.py": 'Extension("m._s", ["m/_s.c"]), Extension("m._t", ["m/_t.cpp"])', "m/_s.pyx": "",
