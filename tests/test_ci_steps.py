@@ -196,3 +196,9 @@ def test_rust_gets_debians_toolchain_and_uncompiled_cython_is_generated(tmp_path
     )
     pure = write(tmp_path / "pure", {"setup.py": "setup()"})
     assert add_setup_steps(base_recipe(VENV, PROJECT), pure)[0] == base_recipe(VENV, PROJECT)
+
+
+def test_a_pinned_cython_installed_on_the_same_line_is_replayed_with_it(tmp_path):
+    steps = "      - run: pip install cython==3.0.11 && cython -3 pkg/_x.pyx\n      - run: tox\n"
+    setup = read_setup(project(tmp_path, steps))
+    assert runs(setup.before) == ["uv pip install cython==3.0.11", "cython -3 pkg/_x.pyx"]
