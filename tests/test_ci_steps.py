@@ -86,6 +86,7 @@ def test_cython_is_added_when_the_job_did_not_install_it(tmp_path):
         "make deps",
         "make docs",
         "make -C nowhere cython",
+        "make -C ../outside cython",
         "pip list",
         "python --version",
     ],

@@ -27,8 +27,9 @@ import yaml
 from images.header_packages import TOOLS, is_package_name
 from images.readers.ci import CI_EXCLUDED_WORDS, RUNS_TESTS_RE, ci_files
 from images.readers.collector import Collector, Found
-from images.readers.common import EXCLUDED_WORDS, name_words
+from images.readers.common import EXCLUDED_WORDS, name_words, relative_path
 from images.readers.installers import pip_arguments, shell_words
+from images.readers.makefile import recipe_lines
 from images.recipe import RecipeStep
 
 Phase = Literal["before", "after"]
@@ -156,7 +157,8 @@ def _replay(root: Path, where: str, job: dict[str, Any], setup: CiSetup) -> None
     pending = Found()  # what the job's pip installs asked for since the last replayed block
     job_env = _plain_env(job.get("env"), where, setup)
     defaults = job.get("defaults")
-    job_dir = defaults.get("run", {}).get("working-directory") if isinstance(defaults, dict) else None
+    run_defaults = defaults.get("run") if isinstance(defaults, dict) else None
+    job_dir = run_defaults.get("working-directory") if isinstance(run_defaults, dict) else None
     for number, step in enumerate(_steps(job), start=1):
         run = step.get("run")
         if not isinstance(run, str):
@@ -173,6 +175,8 @@ def _replay(root: Path, where: str, job: dict[str, Any], setup: CiSetup) -> None
         block = _Block()
         ended = False
         env = {**job_env, **_plain_env(step.get("env"), label, setup)}
+        workdir = step.get("working-directory") or job_dir
+        cd = f"cd {shlex.quote(workdir)}" if isinstance(workdir, str) and "${{" not in workdir else None
         for command in _commands(run):
             kind = _classify(root, command, phase, block, pending, setup, label)
             if kind == "test":
@@ -180,19 +184,18 @@ def _replay(root: Path, where: str, job: dict[str, Any], setup: CiSetup) -> None
                 break
             if kind == "project":
                 if block.builds:
-                    _emit(block, phase, label, env, setup)
+                    _emit(block, phase, label, env, cd, setup)
                 block = _Block()
                 phase = "after"
         if block.builds:
-            workdir = step.get("working-directory") or job_dir
-            if isinstance(workdir, str) and "${{" not in workdir:
-                block.commands.insert(0, f"cd {workdir}")
-            _emit(block, phase, label, env, setup)
+            _emit(block, phase, label, env, cd, setup)
         if ended:
             return
 
 
-def _emit(block: _Block, phase: Phase, label: str, env: dict[str, str], setup: CiSetup) -> None:
+def _emit(
+    block: _Block, phase: Phase, label: str, env: dict[str, str], cd: str | None, setup: CiSetup
+) -> None:
     why = f"CI set-up: {label}"
     support = block.support
     steps = setup.before if phase == "before" else setup.after
@@ -201,7 +204,7 @@ def _emit(block: _Block, phase: Phase, label: str, env: dict[str, str], setup: C
         words += [f"-r {shlex.quote(rel)}" for rel in support.requirement_files]
         needs = RecipeStep(f"uv pip install {' '.join(words)}", f"{why} (what it needs)", required=False)
         steps.append(needs)
-    commands = [command for command in block.commands if command]
+    commands = [command for command in [cd, *block.commands] if command]
     steps.append(RecipeStep(" && ".join(commands), why, env, required=False))
     setup.notes.append(f"CI set-up replayed {phase} the project's install: {steps[-1].run}: {label}")
 
@@ -212,10 +215,8 @@ def _classify(
     """Sort one shell command into the block: "test" (the set-up ends), "project" (the job installs the
     project), "kept", "support" (a pip install a kept command may need) or "dropped"."""
     words = shell_words(command)
-    prefix: list[str] = []
+    # sudo and variable assignments change nothing about what runs; the command is replayed as written.
     while words and (words[0] in ("sudo", "-E", "time") or re.fullmatch(r"[A-Za-z_]\w*=\S*", words[0])):
-        if "=" in words[0]:
-            prefix.append(words[0])
         words = words[1:]
     if not words:
         return "dropped"
@@ -318,11 +319,11 @@ def _make(
         return "test"
     if any(t in _MAKE_SKIPPED or name_words(t) & EXCLUDED_WORDS for t in targets):
         return "project" if set(targets) & {"install", "dev", "develop"} else "dropped"
-    rules = _makefile_rules(root / directory)
-    if rules is None:
+    folder = "." if directory == "." else relative_path(directory)
+    lines = recipe_lines(root / folder, targets) if folder is not None else None
+    if lines is None:
         setup.notes.append(f"CI set-up: not replayed, no Makefile in {directory}: {command}: {label}")
         return "dropped"
-    lines = _recipe_lines(rules, targets or [next(iter(rules), "")])
     for line in lines:
         for part in _commands(line):
             words = shell_words(part)
@@ -338,50 +339,6 @@ def _make(
     runs_cython = any(re.search(r"\bcython(?:ize)?\b", line, re.IGNORECASE) for line in lines)
     _keep(command, block, pending, need="Cython" if runs_cython else None)
     return "kept"
-
-
-def _makefile_rules(folder: Path) -> dict[str, tuple[list[str], list[str]]] | None:
-    """target → (prerequisites, recipe lines) of the folder's Makefile, or None when it has none."""
-    path = next((folder / n for n in ("GNUmakefile", "makefile", "Makefile") if (folder / n).is_file()), None)
-    if path is None:
-        return None
-    rules: dict[str, tuple[list[str], list[str]]] = {}
-    current: list[list[str]] = []
-    text = re.sub(r"\\\n", " ", path.read_text(errors="replace"))
-    for line in text.splitlines():
-        if line.startswith("\t"):
-            for recipe in current:
-                recipe.append(line.strip().lstrip("@-+").strip())
-            continue
-        match = re.match(r"^([^\s:=#][^:=#]*?)\s*::?(?!=)\s*([^;#]*)", line)
-        if match and not line.lstrip().startswith((".PHONY", "export ")):
-            current = []
-            for target in match[1].split():
-                prerequisites, recipe = rules.setdefault(target, ([], []))
-                prerequisites.extend(match[2].split())
-                current.append(recipe)
-        elif line.strip() and not line.startswith("#"):
-            current = []
-    return rules
-
-
-def _recipe_lines(rules: dict[str, tuple[list[str], list[str]]], targets: list[str]) -> list[str]:
-    """The recipe lines making ``targets`` run, prerequisites first (files without rules add none)."""
-    lines: list[str] = []
-    seen: set[str] = set()
-
-    def visit(target: str) -> None:
-        if target in seen or target not in rules:
-            return
-        seen.add(target)
-        prerequisites, recipe = rules[target]
-        for prerequisite in prerequisites:
-            visit(prerequisite)
-        lines.extend(recipe)
-
-    for target in targets:
-        visit(target)
-    return lines
 
 
 def _apt(packages: list[str], setup: CiSetup, label: str) -> None:
