@@ -218,7 +218,7 @@ def _from_task(field: int) -> Any:
     """
 
     def default(context: DefaultExecutionContext) -> str:
-        task_id = context.get_current_parameters()["task_id"]
+        task_id = context.get_current_parameters().get("task_id")  # missing: the insert fails on it
         cache = context.__dict__.setdefault("_forager_tasks", {})
         if task_id not in cache:
             query = (

@@ -6,6 +6,7 @@ under the ``postgres`` marker."""
 from __future__ import annotations
 
 import random
+from concurrent.futures import ThreadPoolExecutor
 from datetime import UTC, datetime, timedelta
 
 import sqlalchemy as sa
@@ -116,6 +117,23 @@ def test_stats_of_all_episodes_read_the_rollup_and_agree_with_the_episodes(store
     empty = store.stats()
     assert (empty.total.episodes, empty.total.tasks, empty.by_model) == (0, 0, [])
     assert empty.to_json() == _aggregated(store)
+
+
+def test_concurrent_writers_keep_the_rollup_exact(store: Store) -> None:
+    """Workers storing episodes at once (PostgreSQL: row locks on the shared rollup rows, taken in key
+    order) neither deadlock nor lose a count."""
+    saved = _fill(store, random.Random(1), 5)
+    task_ids = sorted({episode.task_id for episode in saved})
+
+    def worker(seed: int) -> None:
+        rng = random.Random(seed)
+        for _ in range(15):
+            store.save_episode(_random_episode(rng, rng.choice(task_ids)), _steps(1))
+
+    with ThreadPoolExecutor(4) as pool:
+        list(pool.map(worker, range(4)))
+    assert store.stats().total.episodes == 65
+    assert store.stats().to_json() == _aggregated(store)
 
 
 def test_episodes_carry_copies_of_their_task_fields(store: Store) -> None:
