@@ -121,7 +121,12 @@ def run_baseline(
     """Run the suite :attr:`RunSettings.runs` times and judge it; see the module docstring.
 
     ``log(title, output)`` gets each run's output. Never raises for what the suite does.
+
+    Raises:
+        ValueError: ``settings.runs`` is less than 1.
     """
+    if settings.runs < 1:
+        raise ValueError(f"the baseline needs at least one test run, not {settings.runs}")
     runner = runner_of(test_command)
     serial_only = runner != "pytest" or settings.workers < 2
     runs: list[_Run] = []
@@ -165,7 +170,7 @@ def run_baseline(
         if runs
         else None
     )
-    assert last is not None
+    assert last is not None  # the loop ran at least once
     verdict = judge(
         baseline,
         exit_code=last.exit_code if runner == "pytest" else None,
