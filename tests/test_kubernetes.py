@@ -254,23 +254,21 @@ def test_gc_deletes_the_pods_of_a_killed_process_only(backend, kubernetes, api, 
     subprocess.run([sys.executable, "-c", script], cwd=root, timeout=120)
     assert pod_names(api, "crashed-worker"), "the drill needs a leaked pod to collect"
     with backend.start(BASE_IMAGE, episode="live-worker", workdir="/") as live:
-        done = subprocess.run(
-            [
-                sys.executable,
-                "-m",
-                "forager",
-                "--home",
-                str(tmp_path),
-                "envs",
-                "gc",
-                "--backend",
-                "kubernetes",
-            ],
-            capture_output=True,
-            text=True,
-            cwd=root,
-            env={**os.environ, "KUBECONFIG": str(kubernetes.kubeconfig_path)},
-        )
+
+        def gc(*options: str) -> subprocess.CompletedProcess[str]:
+            return subprocess.run(
+                [sys.executable, "-m", "forager", "--home", str(tmp_path), "envs", "gc", "--backend",
+                 "kubernetes", *options],
+                capture_output=True,
+                text=True,
+                cwd=root,
+                env={**os.environ, "KUBECONFIG": str(kubernetes.kubeconfig_path)},
+            )  # fmt: skip
+
+        narrowed = gc("--label", f"{EPISODE_LABEL}=live-worker")
+        assert narrowed.returncode == 0, narrowed.stderr
+        assert pod_names(api, "crashed-worker"), "--label leaves the pods without that label"
+        done = gc()
         assert done.returncode == 0, done.stderr
         assert not pod_names(api, "crashed-worker")
         assert pod_names(api, "live-worker") == [live.pod], "a live process's pod stays"
