@@ -9,10 +9,11 @@ away every deleted one (an update does both), whoever writes: ``Store``, the wor
 On SQLite they are row triggers; on PostgreSQL statement triggers that add a whole statement's rows at
 once, in key order (so concurrent writers lock rows in the same order and cannot deadlock).
 
-Reading them costs a few thousand rows however many episodes there are. Their sizes: outcomes, groups
-times exit reasons; histograms, groups times distinct turns and token values (at most ~900 token values
-per decade); tasks, about four rows per (model, task) pair attempted. Counts that fall to zero (an
-episode deleted) stay as rows of zero, which reads skip.
+Their sizes follow the groups, not the episodes: outcomes, groups times exit reasons; histograms, groups
+times distinct turns and token values (at most ~900 token values per decade); tasks, three rows per task
+and one per (model, task) pair attempted. ``bench/export.py``'s 100k episodes (30 repositories, 3,000
+tasks, 3 models) make 210, 35,640 and 18,000 rows. Counts that fall to zero (an episode deleted) stay as
+rows of zero, which reads skip.
 """
 
 from __future__ import annotations
@@ -70,6 +71,19 @@ class StatsTask(_Grouped, Base):
 
     task_id: Mapped[int] = mapped_column(primary_key=True)
     resolved: Mapped[int] = mapped_column(sa.BigInteger())
+
+
+def episodes(session: Session) -> int:
+    """How many episodes are stored."""
+    t = StatsOutcome
+    return session.scalar(sa.select(sa.func.sum(t.episodes)).where(t.dimension == "all")) or 0
+
+
+def steps(session: Session) -> int:
+    """How many steps the stored episodes have (their ``n_steps`` added up)."""
+    t = StatsValue
+    where = (t.dimension == "all", t.measure == "turns")
+    return session.scalar(sa.select(sa.func.sum(t.value * t.episodes)).where(*where)) or 0
 
 
 def outcomes(session: Session) -> Iterator[tuple[str, str, str, int, int, int]]:

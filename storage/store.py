@@ -21,7 +21,7 @@ from alembic.runtime.migration import MigrationContext
 from sqlalchemy import exc as sa_exc
 from sqlalchemy.orm import Session, joinedload, sessionmaker
 
-from storage import queries, stats
+from storage import queries, rollup, stats
 from storage.engine import (
     BEGIN_MODE,
     FOREIGN_KEYS,
@@ -148,16 +148,18 @@ class Store(TraceStore, QueueStore):
     def counts(self) -> dict[str, int]:
         """Rows per table, in dependency order (repositories first, steps last).
 
-        Steps, by far the largest table, are not counted but summed from ``Episode.n_steps``, which
-        ``save_episode`` sets: a scan of the episodes instead of one of every step.
+        Episodes and steps, by far the largest tables, are not counted but read off the statistics
+        rollup (``storage.rollup``; steps are the episodes' ``n_steps``, which ``save_episode`` sets).
         """
         with self._read() as session:
             counts = {
-                table.name: session.scalar(sa.select(sa.func.count()).select_from(table)) or 0
+                table.name: rollup.episodes(session)
+                if table.name == Episode.__tablename__
+                else session.scalar(sa.select(sa.func.count()).select_from(table)) or 0
                 for table in Base.metadata.sorted_tables
                 if table.name != Step.__tablename__
             }
-            counts[Step.__tablename__] = session.scalar(sa.select(sa.func.sum(Episode.n_steps))) or 0
+            counts[Step.__tablename__] = rollup.steps(session)
             return counts
 
     def _check_schema(self, *, upgrade: bool) -> None:
@@ -410,10 +412,13 @@ class Store(TraceStore, QueueStore):
             del batch
 
     def count_episodes(self, filter: EpisodeFilter | None = None) -> int:
-        """How many episodes ``filter`` selects (an index scan of them, not a read)."""
+        """How many episodes ``filter`` selects (an index scan of them, not a read; all of them: the
+        statistics rollup's count)."""
         with self._read() as session:
-            query = sa.select(sa.func.count()).select_from(Episode).where(*queries.conditions(filter))
-            return session.scalar(query) or 0
+            where = queries.conditions(filter)
+            if not where:
+                return rollup.episodes(session)
+            return session.scalar(sa.select(sa.func.count()).select_from(Episode).where(*where)) or 0
 
     def stats(self, filter: EpisodeFilter | None = None) -> StoreStats:
         """Counts, resolve rates, turns and tokens (p50, p90) and exit reasons of the episodes ``filter``

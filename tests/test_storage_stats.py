@@ -110,6 +110,10 @@ def test_stats_of_all_episodes_read_the_rollup_and_agree_with_the_episodes(store
         session.execute(sa.delete(Episode).where(Episode.id.in_([episode.id for episode in saved[40:70]])))
     after = store.stats()
     assert after.total.episodes == 170
+    # Counting every episode and step reads the rollup too.
+    remaining = list(store.iter_episodes(with_steps=False))
+    assert store.count_episodes() == store.counts()["episodes"] == len(remaining) == 170
+    assert store.counts()["steps"] == sum(episode.n_steps for episode in remaining)
     assert after.to_json() == _aggregated(store)
 
     with store.session() as session:
