@@ -525,10 +525,78 @@ def exports(bench: Bench) -> None:
     bench.report("dedup: peak RSS", result["peak_rss_mib"], "MiB")
 
 
+def _variant(rng: random.Random, actions: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """A resampling of ``actions``: a quarter of the steps changed, one in twenty left out."""
+    out: list[dict[str, Any]] = []
+    for action in actions:
+        draw = rng.random()
+        if draw < 0.25:
+            command = f"grep -n {rng.choice(WORDS)} src/{draw}.py"
+            out.append({"tool": "bash", "arguments": {"command": command}})
+        elif draw > 0.05 + 0.25:
+            out.append(action)
+    return out
+
+
+def _pytest_action(word: str, k: int) -> dict[str, Any]:
+    return {"tool": "bash", "arguments": {"command": f"pytest tests/test_{word}.py -k case_{k}"}}
+
+
+def dedup_methods(bench: Bench) -> None:
+    """Near-duplicate decisions per second: ``NearDuplicateFilter`` (each signature compared with the kept
+    ones of its task, all at once) against datasketch's ``MinHashLSH`` (an index per task, its candidates
+    checked against the threshold), on the same signatures; and how many decisions differ (pairs the LSH
+    banding misses). Synthetic trajectories of 20 actions, eight near-copies of each distinct one."""
+    from datasketch import MinHashLSH
+
+    from forager.dedup import NearDuplicateFilter
+
+    if bench.label != "sqlite":  # no store involved: once is enough
+        return
+    for per_task, tasks in ((8, 500), (64, 100), (512, 10), (4096, 2)):
+        rng = random.Random(per_task)
+        groups: list[tuple[str, list[dict[str, Any]]]] = []
+        for task in range(tasks):
+            originals = [
+                [_pytest_action(rng.choice(WORDS), k) for k in rng.sample(range(1000), 20)]
+                for _ in range(max(1, per_task // 8))
+            ]
+            groups += [(str(task), _variant(rng, rng.choice(originals))) for _ in range(per_task)]
+        direct = NearDuplicateFilter()
+        signatures = [direct.signature(actions) for _, actions in groups]
+        started = time.perf_counter()
+        pairs = list(zip((task for task, _ in groups), signatures, strict=True))
+        kept_direct = [direct.keep_signature(task, "r", signature) for task, signature in pairs]
+        direct_seconds = time.perf_counter() - started
+        # The band layout is computed once (an integration, ~0.1 s), not per task's index.
+        params = MinHashLSH(threshold=direct.threshold, num_perm=128)
+        indexes: dict[str, MinHashLSH] = {}
+        started = time.perf_counter()
+        kept_lsh = []
+        for key, (task, signature) in enumerate(pairs):
+            index = indexes.setdefault(
+                task, MinHashLSH(threshold=direct.threshold, num_perm=128, params=(params.b, params.r))
+            )
+            similar = any(
+                signature.jaccard(signatures[c]) >= direct.threshold for c in index.query(signature)
+            )
+            if not similar:
+                index.insert(key, signature)
+            kept_lsh.append(not similar)
+        lsh_seconds = time.perf_counter() - started
+        differ = sum(a != b for a, b in zip(kept_direct, kept_lsh, strict=True))
+        what = f"dedup {per_task:>4}/task x {tasks:>3}"
+        bench.report(f"{what}: direct, decisions/s", len(groups) / direct_seconds, "/s")
+        bench.report(f"{what}: MinHashLSH, decisions/s", len(groups) / lsh_seconds, "/s")
+        dropped = f"/ {kept_lsh.count(False)}, {differ} decisions differ"
+        bench.report(f"{what}: dropped direct / LSH", kept_direct.count(False), dropped)
+
+
 #: What the benchmark measures, in order; append a section to measure more.
 SECTIONS: list[Callable[[Bench], None]] = [listing, streaming, statistics_section]
 SECTIONS.append(viewer_pages)
 SECTIONS.append(exports)
+SECTIONS.append(dedup_methods)
 
 
 def _memory_mib(field: str) -> float:
