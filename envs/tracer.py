@@ -14,7 +14,8 @@ last scope change); ``value`` (return and exception frames) is the rendered retu
 
 Values are rendered as bounded reprs: containers of the builtin types item by item up to a count and a
 depth, every text up to a length; a ``__repr__`` that raises gives ``<unrepresentable TYPE: ERROR>``;
-memory addresses (`` at 0x7f...``) become `` at 0x..`` so that a trace recorded twice can be identical.
+memory addresses (`` at 0x7f...``, a mock's ``id='140...'``) become `` at 0x..`` (``id='..'``) so that
+a trace recorded twice can be identical.
 A recording that exceeds its frame budget or its wall-clock budget is dropped, as is one whose entry is
 a generator or coroutine function (its scope ends at every ``yield``).
 """
@@ -33,7 +34,8 @@ import signal
 import sys
 import time
 
-_ADDRESS = re.compile(r" at 0x[0-9a-fA-F]+")
+#: Memory addresses in reprs: ``<Foo object at 0x7f...>``, and ``unittest.mock``'s ``id='140...'``.
+_ADDRESS = re.compile(r" at 0x[0-9a-fA-F]+| id='[0-9]+'")
 _SUSPENDABLE = inspect.CO_GENERATOR | inspect.CO_COROUTINE | inspect.CO_ASYNC_GENERATOR
 _LIBRARY_DIRS = ("site-packages", "dist-packages")
 _EMPTY = {list: "[]", tuple: "()", set: "set()", frozenset: "frozenset()", dict: "{}"}
@@ -73,7 +75,7 @@ class Renderer:
         except BaseException as exc:
             self.unrepresentable += 1
             return f"<unrepresentable {type(value).__name__}: {type(exc).__name__}>"
-        text = _ADDRESS.sub(" at 0x..", text)
+        text = _ADDRESS.sub(_unaddressed, text)
         if len(text) > self.max_chars:
             self.truncated += 1
             text = text[: self.max_chars] + "..."
@@ -129,6 +131,10 @@ class Renderer:
         if kind is frozenset:
             return "frozenset({" + inner + "})"
         return "{" + inner + "}"
+
+
+def _unaddressed(match) -> str:
+    return " at 0x.." if match.group(0).startswith(" at") else " id='..'"
 
 
 class Target:
@@ -552,8 +558,8 @@ def pytest_runtest_call(item) -> None:
             budget.get("max_chars", 256), budget.get("max_items", 32), budget.get("max_depth", 4)
         ),
     )
-    # A test entry point ends with the test; after a function entry point the rest of the test is waste.
-    tracer.start([target], stop_when_done=entry.get("kind") != "test")
+    # Once the entry point is recorded (or dropped: over its frame budget), the rest of the test is waste.
+    tracer.start([target], stop_when_done=True)
 
 
 def pytest_runtest_makereport(item, call) -> None:

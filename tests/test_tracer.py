@@ -312,6 +312,14 @@ def test_values_render_as_their_repr_within_bounds(value: object, expected: str)
     assert Renderer(max_chars=5 if isinstance(value, str) else 256).render(value) == expected
 
 
+def test_addresses_in_reprs_are_normalized() -> None:
+    from unittest import mock
+
+    assert Renderer().render(object()) == "<object object at 0x..>"
+    mocked = [mock.NonCallableMagicMock(spec=int)]
+    assert Renderer().render(mocked) == "[<NonCallableMagicMock spec='int' id='..'>]"
+
+
 def test_a_container_holding_itself_renders_as_python_does() -> None:
     cycle: list[object] = [1]
     cycle.append(cycle)
