@@ -386,6 +386,9 @@ class ImageBuilder:
             self._stage(spec, "commit", tag)
             if run("sanitize git history", _GIT_SANITIZE, {}) != 0:
                 raise _BuildFailed("install_failed", "could not sanitize the git history (see the log)")
+            # SWE-bench's harness applies a prediction and runs its eval script in /testbed: the image
+            # then runs exported tasks (`forager tasks export`) with no image of the harness's own.
+            run("/testbed for SWE-bench's harness", f"ln -sfn {REPO_DIR} /testbed", {})
             recipe = replace(recipe, steps=tuple(steps), test_command=test_command)
             repository, version = tag.split(":")
             labels = {
