@@ -30,14 +30,20 @@ def add_setup_steps(recipe: InstallRecipe, root: Path) -> tuple[InstallRecipe, l
     native = detect_native(root)
     ci = read_setup(root)
     notes = [*native.evidence, *ci.notes]
-    packages, whys = list(ci.apt_packages), ["build headers the CI installs"] if ci.apt_packages else []
+    before = []
+    if ci.apt_packages:
+        # Optional, and without the names this suite lacks: a workflow may name Ubuntu's packages.
+        why = "build headers and tools the CI installs"
+        before.append(apt_step(ci.apt_packages, why, required=False, available_only=True))
+    toolchains, whys = [], []
     if native.rust:
-        packages += RUST_PACKAGES
+        toolchains += RUST_PACKAGES
         whys.append("Debian's Rust toolchain for the Rust extension")
     if ci.needs_node:
-        packages += NODE_PACKAGES
+        toolchains += NODE_PACKAGES
         whys.append("Node.js for the CI's npm steps")
-    before = [apt_step(packages, "; ".join(whys), required=native.rust)] if packages else []
+    if toolchains:
+        before.append(apt_step(toolchains, "; ".join(whys), required=native.rust))
     before += ci.before
     if native.ungenerated and not ci.before:
         before.append(_cythonize(native.ungenerated))

@@ -332,6 +332,23 @@ PIP_TOOLS: Mapping[str, str] = {
     "pybind11-config": "pybind11",
 }
 
+#: Ubuntu's names (which CI workflows use) for packages Debian names otherwise.
+UBUNTU_NAMES: Mapping[str, str] = {
+    "libmysqlclient-dev": "default-libmysqlclient-dev",
+    "libmariadbclient-dev": "libmariadb-dev",
+    "libjpeg8-dev": "libjpeg-dev",
+    "libjpeg-turbo8-dev": "libjpeg-dev",
+    "libtiff5-dev": "libtiff-dev",
+    "libpng12-dev": "libpng-dev",
+    "libncurses5-dev": "libncurses-dev",
+    "libncursesw5-dev": "libncurses-dev",
+    "libreadline6-dev": "libreadline-dev",
+    "libssl1.0-dev": "libssl-dev",
+    "libfreetype6-dev": "libfreetype-dev",
+    "libldap2-dev": "libldap-dev",
+    "libgeos++-dev": "libgeos-dev",
+}
+
 #: A Debian package name as apt accepts it (no options, versions or globs).
 _PACKAGE_NAME = re.compile(r"[a-z0-9][a-z0-9.+-]+")
 
@@ -359,6 +376,11 @@ def package_for_pkg_config(module: str) -> str | None:
 def package_for_tool(tool: str) -> str | None:
     """The Debian package(s), space-separated, providing executable ``tool``, or None."""
     return TOOLS.get(tool.rsplit("/", 1)[-1])
+
+
+def debian_name(package: str) -> str:
+    """``package`` as Debian names it (a CI workflow's Ubuntu name translated; others unchanged)."""
+    return UBUNTU_NAMES.get(package, package)
 
 
 def is_package_name(word: str) -> bool:

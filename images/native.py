@@ -106,15 +106,21 @@ def detect_native(root: Path) -> NativeCode:
     return NativeCode(tuple(lang for lang in order if lang in languages), rust, ungenerated, tuple(evidence))
 
 
-def apt_step(packages: list[str] | tuple[str, ...], why: str, *, required: bool = True) -> RecipeStep:
+def apt_step(
+    packages: list[str] | tuple[str, ...], why: str, *, required: bool = True, available_only: bool = False
+) -> RecipeStep:
     """The step installing Debian ``packages`` (lists fetched and removed again in the same step).
 
     Packages with a newer build under another name (:data:`_NEWER`) are installed by that name when
-    the suite has it, by their own otherwise.
+    the suite has it, by their own otherwise. With ``available_only`` (names read from a CI workflow,
+    perhaps Ubuntu's), the packages the suite does not have are left out instead of failing the step.
     """
     wanted = list(dict.fromkeys(packages))
     install = "apt-get install -y -q --no-install-recommends "
-    command = install + " ".join(shlex.quote(name) for name in wanted)
+    names = " ".join(shlex.quote(name) for name in wanted)
+    if available_only:
+        names = f'$(for p in {names}; do apt-cache show "$p" >/dev/null 2>&1 && echo "$p"; done)'
+    command = install + names
     if any(name in _NEWER for name in wanted):
         newer = install + " ".join(shlex.quote(_NEWER.get(name, name)) for name in wanted)
         command = f"{{ {newer} || {command}; }}"

@@ -65,6 +65,11 @@ def c_project(name: str, header: str, call: str, library: str) -> dict[str, str]
     }
 
 
+def inside(builder: ImageBuilder, tag: str, command: str) -> str:
+    output = builder.client.containers.run(tag, ["sh", "-c", command], remove=True, network_mode="none")
+    return output.decode()
+
+
 def recipe_steps(builder: ImageBuilder, tag: str) -> list[dict]:
     return builder.store.get_image(tag).recipe["steps"]
 
@@ -97,6 +102,7 @@ jobs:
     steps:
       - uses: actions/checkout@v4
       - uses: actions/setup-python@v5
+      - run: sudo apt-get update && sudo apt-get install -y libyaml-dev forager-nowhere-dev
       - name: Generate C from Cython
         run: |
           python -m pip install --upgrade pip
@@ -142,3 +148,7 @@ def test_a_cython_extension_whose_c_a_ci_step_generates_builds(builder: ImageBui
     assert runs[make - 1] == "uv pip install cython"
     assert make < next(i for i, run in enumerate(runs) if " -e " in f" {run} ")
     assert not any("curl" in run for run in runs)
+    # The CI's build headers, without the one Debian does not have.
+    apt = next(step for step in steps if step["run"].startswith("apt-get"))
+    assert "libyaml-dev forager-nowhere-dev" in apt["run"] and apt["why"].startswith("build headers")
+    assert "libyaml-dev" in inside(builder, result.tag, "dpkg-query -W -f '${Package}' libyaml-dev")

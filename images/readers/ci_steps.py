@@ -24,7 +24,7 @@ from typing import Any, Literal
 
 import yaml
 
-from images.header_packages import TOOLS, is_package_name
+from images.header_packages import TOOLS, debian_name, is_package_name
 from images.readers.ci import CI_EXCLUDED_WORDS, RUNS_TESTS_RE, ci_files
 from images.readers.collector import Collector, Found
 from images.readers.common import EXCLUDED_WORDS, name_words, relative_path
@@ -345,7 +345,7 @@ def _apt(packages: list[str], setup: CiSetup, label: str) -> None:
     """Keep the build headers and tools among the CI's apt packages; note the rest."""
     tools = {name for value in TOOLS.values() for name in value.split()}
     kept, left = [], []
-    for package in packages:
+    for package in map(debian_name, packages):
         if not is_package_name(package) or package in _IN_BASE or re.match(r"python\d\.\d+", package):
             continue
         (kept if package.endswith("-dev") or package in tools else left).append(package)
