@@ -100,7 +100,7 @@ def test_unsafe_or_irrelevant_commands_are_never_replayed(tmp_path, command: str
 def test_safe_build_commands_are_replayed(tmp_path):
     steps = (
         "      - run: sudo apt-get update && sudo apt-get install -y --no-install-recommends"
-        " libyaml-dev xvfb\n"
+        " libyaml-dev libmysqlclient-dev xvfb\n"
         "      - run: cython src/fast/_speed.pyx\n"
         "      - run: python -m cython src/fast/_other.pyx\n"
         "      - working-directory: js\n"
@@ -109,7 +109,8 @@ def test_safe_build_commands_are_replayed(tmp_path):
         "      - run: python -m pytest\n"
     )
     setup = read_setup(project(tmp_path, steps))
-    assert setup.apt_packages == ["libyaml-dev"]
+    # Ubuntu's name, as workflows write it, becomes Debian's.
+    assert setup.apt_packages == ["libyaml-dev", "default-libmysqlclient-dev"]
     assert any("xvfb not installed" in note for note in setup.notes)
     assert runs(setup.before) == [
         "uv pip install Cython",
