@@ -1,10 +1,11 @@
 """Issue-fix tasks mined from a repository's history, R2E-Gym style: past fixes that came with tests.
 
 :mod:`envs.candidates` finds the candidates (pure git); :func:`mine` turns them into verified tasks:
-it builds the image of each candidate's start commit, runs the touched test modules with the test patch
-alone and again (twice) with the gold patch, keeps the tests that flip to passing (FAIL_TO_PASS) and
-those that pass throughout (PASS_TO_PASS), then grades the task with the real grader in fresh
-environments before storing it.
+it gets an image of each candidate's start commit (a build, or a layer over an image whose install
+fits: :mod:`images.layers`), runs the touched test modules with the test patch alone and again (twice)
+with the gold patch, keeps the tests that flip to passing (FAIL_TO_PASS) and those that pass
+throughout (PASS_TO_PASS), then grades the task with the real grader in fresh environments before
+storing it.
 
 A mined task starts at the start commit **with the new tests withheld**: they come with the test patch
 at grading time, as in SWE-bench, so the agent sees the problem statement but not the regression test.
