@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import subprocess
+import uuid
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -77,11 +78,14 @@ class History:
     """The merge's first parent."""
 
 
-def make_history(root: Path) -> History:
-    """A realistic history, oldest first: see the comments."""
+def make_history(root: Path, salt: str = "") -> History:
+    """A realistic history, oldest first: see the comments. A ``salt`` makes every commit id unique
+    (parallel test workers making the history in the same second would otherwise make the same ids,
+    hence the same image tags)."""
     tests = python_project()["tests/test_calc.py"].replace("import add, sub", "import add, mul, sub")
     # The root commit changes code and tests but has no parent to start from.
-    repo = make_repo(root, {**python_project(tests=tests), "src/calc/__init__.py": CALC})
+    salted = {".salt": salt} if salt else {}
+    repo = make_repo(root, {**python_project(tests=tests), "src/calc/__init__.py": CALC, **salted})
     # A bug fix with a regression test (and a binary file on each side).
     (root / "src/calc/table.bin").write_bytes(GOLDEN[::-1])
     (root / "tests/data").mkdir()
@@ -266,7 +270,7 @@ def mined(docker_client, tmp_path_factory: pytest.TempPathFactory) -> Iterator[M
     """One real mining run of the fixture history and two rejected candidates on top: four parent commits
     with the same dependency declarations, so one image build and three layers over it."""
     tmp_path = tmp_path_factory.mktemp("mine")
-    history = make_history(tmp_path / "calc")
+    history = make_history(tmp_path / "calc", salt=uuid.uuid4().hex)
     # Code and tests change, but no test fails before the change.
     refactored = (
         (tmp_path / "calc/src/calc/__init__.py")

@@ -10,6 +10,7 @@ unresolved", and a genuine fix was thrown away.
 
 from __future__ import annotations
 
+import uuid
 from collections.abc import Iterator
 
 import pytest
@@ -63,7 +64,9 @@ def test_timestamp(ts):
 @pytest.fixture(scope="module")
 def mined(docker_client, tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[MineReport, Store, str]]:
     root = tmp_path_factory.mktemp("mine-grader") / "stamps"
+    # The salt keeps commit ids, hence image tags, apart from a parallel worker's.
     files = {**python_project(), "src/calc/stamp.py": BROKEN, "tests/test_stamp.py": REGISTRY_TESTS}
+    files[".salt"] = uuid.uuid4().hex
     repo = make_repo(root, files)
     fix = commit(
         repo,
