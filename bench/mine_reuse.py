@@ -3,7 +3,8 @@
     python bench/mine_reuse.py [--fixes 6] [--home DIR] [--build-each]
 
 The history (generated in a temporary folder, never committed) holds ``--fixes`` bug fixes, each with
-its regression test, and one change of the project's dependencies halfway: with layers
+its regression test (the second fix's test in a commit of its own), and one change of the project's
+dependencies halfway: with layers
 (``images/layers.py``) the parents share two installs, one per dependency digest. Prints candidates,
 tasks, full builds, layers, builds per task and the wall time. Target (issue #12): <= 0.5 builds per
 mined task.
@@ -65,8 +66,12 @@ def history(root: Path, fixes: int) -> None:
         if n == fixes // 2:
             commit({"pyproject.toml": PYPROJECT.format(version="0.2.0")}, "Start 0.2 development")
         test = f"from calc.f{n} import f{n}\n\n\ndef test_f{n}():\n    assert f{n}() == {n + 1}\n"
-        commit({f"src/calc/f{n}.py": f"def f{n}():\n    return {n + 1}\n", f"tests/test_f{n}.py": test},
-               f"Fix f{n} returning 0")  # fmt: skip
+        fixed = {f"src/calc/f{n}.py": f"def f{n}():\n    return {n + 1}\n"}
+        if n == 1:  # the fix first, its regression test in the next commit: one candidate, a pair
+            commit(fixed, f"Fix f{n} returning 0")
+            commit({f"tests/test_f{n}.py": test}, f"Test f{n}")
+        else:
+            commit({**fixed, f"tests/test_f{n}.py": test}, f"Fix f{n} returning 0")
 
 
 def main() -> None:
