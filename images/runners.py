@@ -39,12 +39,16 @@ _USES_PYTEST = re.compile(r"^\s*(import pytest|from pytest\b|from _pytest\b)|\bp
 _LOAD_TESTS = re.compile(r"^def load_tests\(", re.MULTILINE)
 _PYTEST_CONFIGS = (("pytest.ini", None), ("pytest.toml", None), ("tox.ini", "[pytest]"))
 _PYTEST_CONFIGS += (("setup.cfg", "[tool:pytest]"), ("pyproject.toml", "[tool.pytest"))
-#: Pytest options of the project's tox/nox commands that Forager sets itself or that need what a
-#: baseline does not have (a coverage or HTML report, xdist's worker count), with how many values follow.
+#: Pytest options of the project's tox/nox commands that Forager sets itself, that need what a baseline
+#: does not have (a coverage or HTML report, xdist's worker count, a cache), or that stop a run before
+#: every test ran, with how many values follow.
 _DROPPED_OPTIONS = {"-n": 1, "--numprocesses": 1, "--dist": 1, "--junitxml": 1, "--junit-xml": 1}
 _DROPPED_OPTIONS |= {"--basetemp": 1, "--html": 1, "--cov-report": 1, "--cov-config": 1}
-_DROPPED_OPTIONS |= {"--cov-fail-under": 1}
+_DROPPED_OPTIONS |= {"--cov-fail-under": 1, "--maxfail": 1}
+_DROPPED_OPTIONS |= dict.fromkeys(("-x", "--exitfirst", "--lf", "--last-failed", "--ff", "--failed-first"), 0)
+_DROPPED_OPTIONS |= dict.fromkeys(("--sw", "--stepwise", "--pdb", "-f", "--looponfail"), 0)
 _DROPPED_PREFIXES = ("--cov", "--junitxml=", "--junit-xml=", "--numprocesses=", "--dist=", "--html=")
+_DROPPED_PREFIXES += ("--maxfail=",)
 
 
 def runner_of(test_command: str) -> Runner:
@@ -175,7 +179,8 @@ def tox_pytest_args(root: Path) -> list[str] | None:
     for section in sections:
         if cfg.has_option(section, "changedir"):
             continue  # its arguments are relative to another directory
-        for line in cfg.get(section, "commands", fallback="").splitlines():
+        # A backslash at the end of a line continues the command on the next.
+        for line in cfg.get(section, "commands", fallback="").replace("\\\n", " ").splitlines():
             line = re.sub(r"\{posargs:([^}]*)\}", r"\1", line).replace("{posargs}", "")
             line = re.sub(r"\{(toxinidir|tox_root)\}/?", "./", line)
             try:

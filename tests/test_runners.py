@@ -155,7 +155,8 @@ def test_unittest_runs_suites_that_build_their_tests_with_load_tests(tmp_path: P
         (
             {
                 "tox.ini": "[tox]\nenvlist = py311\n[testenv]\ndeps = pytest\ncommands =\n"
-                "    pytest {posargs} --strict-markers -p no:randomly --cov=calc -n auto tests/unit\n"
+                "    pytest {posargs} --strict-markers -x -p no:randomly --cov=calc -n auto \\\n"
+                "        --maxfail=2 tests/unit\n"
             },
             "python -m pytest -p no:cacheprovider --strict-markers -p no:randomly tests/unit",
         ),
