@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import json
+import os
 import signal
+import socket
 import subprocess
 import sys
 import threading
@@ -12,11 +14,12 @@ from dataclasses import replace
 from pathlib import Path
 
 import pytest
+from docker.errors import APIError
 
 from envs.docker_runtime import DockerRuntime
 from images.base import MINBASE_IMAGE
 from images.builder import BuildCancelled, BuildOptions, ImageBuilder
-from images.engine import BUILD_CONTAINER_PREFIX, owner_labels
+from images.engine import BUILD_CONTAINER_PREFIX, OWNER_LABEL, owner_labels
 from images.sources import parse_source
 from storage import ImageStatus
 from tests.repos import CALC_TESTS, commit, make_repo, python_project, write
@@ -199,23 +202,36 @@ def test_interrupting_the_cli_leaves_no_container_and_no_record(docker_client, t
     command = [sys.executable, "-m", "forager", "--home", str(tmp_path / "home"), "images", "build"]
     process = subprocess.Popen([*command, str(tmp_path / "slowproj")], stderr=subprocess.PIPE, text=True)
     try:
-        _wait_for_build_container(docker_client, "slowproj")
+        _wait_for_build_container(docker_client, "slowproj", process.pid)
         process.send_signal(signal_number)
         assert process.wait(timeout=60) != 0
     finally:
         process.kill()
     assert "Traceback" not in process.stderr.read()
-    assert not [c for c in _build_containers(docker_client) if "-slowproj-" in c.name]
+    assert not [c for c in _build_containers(docker_client) if _made_by(c, process.pid)]
     listed = subprocess.run([*command[:-2], "images", "list", "--json"], capture_output=True, text=True)
     assert json.loads(listed.stdout) == []
 
 
-def _wait_for_build_container(client, name: str):
-    """The build container of ``name``, once its (slow) install step runs: a kill then lands mid-build."""
-    deadline = time.monotonic() + 60
+def _made_by(container, pid: int) -> bool:
+    return (container.labels or {}).get(OWNER_LABEL, "").startswith(f"{socket.gethostname()}:{pid}:")
+
+
+def _wait_for_build_container(client, name: str, pid: int | None = None):
+    """The build container of ``name`` that process ``pid`` (this one by default) made, once its (slow)
+    install step runs: a kill then lands mid-build. Other tests build projects of the same name.
+
+    Getting there takes seconds on an idle machine and minutes on a loaded one (parallel test workers).
+    """
+    deadline = time.monotonic() + 600
     while time.monotonic() < deadline:
         for container in client.containers.list(filters={"name": f"{BUILD_CONTAINER_PREFIX}{name}-"}):
-            processes = container.top(ps_args="-eo pid,args")["Processes"] or []
+            if not _made_by(container, os.getpid() if pid is None else pid):
+                continue
+            try:
+                processes = container.top(ps_args="-eo pid,args")["Processes"] or []
+            except APIError:  # it stopped since the listing
+                continue
             if any("uv pip install" in " ".join(process) for process in processes):
                 return container
         time.sleep(0.2)
