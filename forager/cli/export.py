@@ -65,6 +65,14 @@ def export_command(
         float,
         typer.Option(min=0.01, max=1.0, help="Estimated Jaccard similarity that makes a near-duplicate."),
     ] = 0.5,
+    per_request: Annotated[
+        bool,
+        typer.Option(
+            "--per-request",
+            help="sft, parquet: an episode whose context was shortened becomes several rows, each exactly "
+            "what its requests sent (default: one row per episode, its conversation at the end).",
+        ),
+    ] = False,
     shard_mb: Annotated[int, typer.Option(min=1, help="parquet: size of a shard, in MiB.")] = 256,
     json: JsonOption = False,
 ) -> None:
@@ -96,6 +104,7 @@ def export_command(
                 resolved_only=resolved_only,
                 max_per_task=max_per_task,
                 dedup=_dedup_filter(dedup_threshold) if dedup else None,
+                per_request=per_request,
                 total=total,
                 progress=progress,
                 **options,
@@ -150,6 +159,8 @@ def _print_summary(summary: ExportSummary) -> None:
         f"{summary.resolved} resolved",
         highlight=False,
     )
+    if summary.per_request:
+        console.print(f"  {summary.rows} row(s), cut where a context was shortened", highlight=False)
     for count, why in skipped:
         if count:
             console.print(f"  skipped {count} {why}", highlight=False)

@@ -34,6 +34,8 @@ def dataset_card(summary: ExportSummary, schema: pa.Schema) -> str:
         f"({summary.resolved} resolved, {_rate(summary.resolved, summary.written)}) of "
         f"{len(summary.per_repository)} repositories, from {summary.read} episodes read.",
         "",
+        _view(summary),
+        "",
         "```python",
         "import datasets",
         'ds = datasets.load_dataset("parquet", data_dir="PATH/TO/THIS/FOLDER", split="train")',
@@ -68,6 +70,20 @@ def dataset_card(summary: ExportSummary, schema: pa.Schema) -> str:
         "",
     ]
     return "\n".join(lines)
+
+
+def _view(summary: ExportSummary) -> str:
+    if summary.per_request:
+        return (
+            f"{summary.rows} rows: an episode whose context was shortened to fit the model's window is cut "
+            "where it was shortened, so that in every row each assistant turn follows exactly the messages "
+            "its request sent (`first_request`..`last_request`); any other episode is one row."
+        )
+    return (
+        "One row per episode: its conversation at the end. Where `context_shortened` is true, texts were "
+        "shortened to fit the model's window and the earlier turns had seen them whole; export with "
+        "`--per-request` for rows that are exactly what each request sent."
+    )
 
 
 def _tally_table(title: str, what: str, table: dict[str, Tally]) -> list[str]:

@@ -53,6 +53,9 @@ class ExportSummary:
     """Episodes the format has no place for (a second prediction of an instance, an sft episode without
     a turn)."""
     dropped_duplicates: int = 0
+    rows: int = 0
+    """Rows the sft and parquet formats wrote: one per episode, more with ``per_request``."""
+    per_request: bool = False
     seconds: float = 0.0
     bytes: int = 0
     files: int = 0
@@ -97,6 +100,8 @@ class ExportSummary:
             "skipped_max_per_task": self.skipped_max_per_task,
             "skipped_by_writer": self.skipped_by_writer,
             "dropped_duplicates": self.dropped_duplicates,
+            "rows": self.rows,
+            "per_request": self.per_request,
             "files": self.files,
             "bytes": self.bytes,
             "seconds": round(self.seconds, 3),
@@ -129,6 +134,7 @@ def export(
     resolved_only: bool = False,
     max_per_task: int | None = None,
     dedup: NearDuplicateFilter | None = None,
+    per_request: bool = False,
     total: int | None = None,
     progress: Progress = no_progress,
     **writer_options: Any,
@@ -137,8 +143,10 @@ def export(
 
     Episodes are taken in order: an unresolved one is skipped under ``resolved_only``; one whose task
     already has ``max_per_task`` written episodes is skipped; one that ``dedup`` finds a near-duplicate
-    of an earlier kept one of its task is dropped. ``total`` (the number of episodes, when known) sizes
-    the progress reports.
+    of an earlier kept one of its task is dropped. ``per_request`` (sft, parquet): an episode whose
+    context was shortened is written as several rows, each exactly what its requests sent (see
+    :mod:`forager.exports.sft`). ``total`` (the number of episodes, when known) sizes the progress
+    reports.
 
     Raises:
         ExportError: the path cannot be written, or no episode was selected (nothing is left under its
@@ -146,8 +154,12 @@ def export(
     """
     if max_per_task is not None and max_per_task < 1:
         raise ExportError(f"--max-per-task must be at least 1, not {max_per_task}")
+    if per_request and not getattr(writer_class, "per_request", False):
+        raise ExportError(f"--per-request applies to the sft and parquet formats, not to {format_name}")
     path = Path(path)
-    summary = ExportSummary(format=format_name, path=path, dedup=dedup.report if dedup else None)
+    summary = ExportSummary(
+        format=format_name, path=path, dedup=dedup.report if dedup else None, per_request=per_request
+    )
     per_task: Counter[int] = Counter()
     started = time.perf_counter()
     subject = f"export {format_name}"
@@ -186,7 +198,7 @@ def _consider(
     if max_per_task is not None and per_task[episode.task_id] >= max_per_task:
         summary.skipped_max_per_task += 1
         return
-    rec = record(episode)
+    rec = record(episode, per_request=summary.per_request)
     if dedup is not None and not dedup.keep(str(rec.task_id), rec.repository, rec.actions):
         summary.dropped_duplicates += 1
         return

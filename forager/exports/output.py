@@ -107,6 +107,7 @@ class JsonLinesWriter:
 
     def __init__(self, path: Path) -> None:
         self._out = path.open("wb")
+        self.rows = 0
 
     def line(self, obj: dict[str, Any]) -> None:
         self._out.write(json_bytes(obj) + b"\n")

@@ -18,7 +18,7 @@ from typing import Any
 
 from envs.swebench import repo_name
 from forager.conversation import conversation
-from storage import Episode
+from storage import Episode, Step
 from tools.definitions import openai_tools
 
 Message = dict[str, Any]
@@ -57,17 +57,45 @@ class EpisodeRecord:
     observations: list[str]
     grade: dict[str, Any] | None
     config: dict[str, Any]
+    context_shortened: bool = False
+    """Whether texts were shortened to fit the context window: then ``messages`` (the conversation at
+    the end) is not what the earlier requests sent, and :attr:`requests` tells those apart."""
+    requests: tuple[RequestRow, ...] | None = None
+    """With ``record(..., per_request=True)``: the conversation cut where the context was shortened
+    (:func:`request_rows`); None otherwise."""
+
+    def rows(self) -> tuple[RequestRow, ...]:
+        """What an SFT row holds: :attr:`requests` when they were asked for, else the whole episode."""
+        if self.requests is not None:
+            return self.requests
+        return (RequestRow(0, max(self.n_steps - 1, 0), self.messages),)
 
     @property
     def config_json(self) -> str:
         return json.dumps(_generation_config(self.config), sort_keys=True)
 
 
-def record(episode: Episode) -> EpisodeRecord:
-    """The exporters' view of ``episode``."""
+@dataclass(frozen=True)
+class RequestRow:
+    """Messages in which every assistant turn, from request ``first`` to request ``last`` (step
+    indices), follows exactly the messages its request sent."""
+
+    first: int
+    last: int
+    messages: list[Message]
+
+
+def record(episode: Episode, *, per_request: bool = False) -> EpisodeRecord:
+    """The exporters' view of ``episode``; with ``per_request``, its :attr:`EpisodeRecord.requests`."""
     task = episode.task
     repository = task.image.repository
-    steps = list(episode.steps)
+    steps = sorted(episode.steps, key=lambda step: step.index)
+    shortened_at = _shortened_at(episode)
+    messages = [_message(m) for m in conversation(episode, steps)]
+    requests = None
+    if per_request:  # a conversation never shortened is its own single row
+        whole = (RequestRow(0, max(len(steps) - 1, 0), messages),)
+        requests = request_rows(episode, steps, shortened_at) if shortened_at else whole
     return EpisodeRecord(
         trajectory_id=episode.id,
         instance_id=task.instance_id,
@@ -87,13 +115,50 @@ def record(episode: Episode) -> EpisodeRecord:
         prompt_tokens=episode.prompt_tokens,
         completion_tokens=episode.completion_tokens,
         created_at=episode.created_at,
-        messages=[_message(m) for m in conversation(episode, steps)],
+        messages=messages,
         tools=_tools(episode),
         actions=[step.action for step in steps],
         observations=[text(step.observation) for step in steps],
         grade=episode.grade,
         config=dict(episode.config or {}),
+        context_shortened=bool(shortened_at),
+        requests=requests,
     )
+
+
+def _shortened_at(episode: Episode) -> list[int]:
+    """The requests (step indices) at which texts were shortened, in order."""
+    context = (episode.config or {}).get("context") or {}
+    return sorted({int(item["at"]) for item in context.get("shortened", [])})
+
+
+def request_rows(episode: Episode, steps: list[Step], shortened_at: list[int]) -> tuple[RequestRow, ...]:
+    """The episode's conversation as rows in which every assistant turn follows exactly what its request
+    sent: one row when nothing was shortened (the whole conversation), else one row per stretch of
+    requests between two shortenings, which ends with the answer to the stretch's last request.
+
+    Between shortenings the conversation only grows, so each request's messages are a prefix of the
+    next one's: a row holds the last request of its stretch plus its answer, and every earlier turn in
+    it saw exactly what precedes it. Shortening rewrites earlier messages, so the next request starts
+    a new row.
+    """
+    n = len(steps)
+    if not n:
+        return ()
+    cuts = [at for at in shortened_at if 0 < at < n]
+    rows = []
+    for first, end in zip([0, *cuts], [*cuts, n], strict=True):
+        last = end - 1
+        if end == n and not any(at >= n for at in shortened_at):
+            messages = conversation(episode, steps)  # the final conversation: nothing after changed it
+        else:
+            sent = conversation(episode, steps, before_step=last)
+            # The answer to request ``last``, as the next request shows it (only older turns' texts are
+            # ever shortened, never the latest answer).
+            after = conversation(episode, steps, before_step=last + 1)
+            messages = [*sent, next(m for m in reversed(after) if m["role"] == "assistant")]
+        rows.append(RequestRow(first, last, [_message(m) for m in messages]))
+    return tuple(rows)
 
 
 _SURROGATE = re.compile("[\ud800-\udfff]")

@@ -14,27 +14,37 @@ schemas differ per tool, and as objects a columnar reader would merge them into 
 tool's parameters, null-filled. The grade and the generation config are JSON strings for the same
 reason. It loads with ``datasets.load_dataset("json", data_files=PATH)``, ``messages`` as a list of
 JSON objects (``datasets.Json``) returned exactly as written. Episodes without a turn are skipped.
+
+Which conversation: by default one row per episode, the conversation *at its end*, i.e. the messages
+of its last request plus the last answer and observation. When texts were shortened to fit the context
+window (``context_shortened`` true), the earlier requests had sent those texts whole, so the earlier
+assistant turns of that row did not see exactly what precedes them. ``per_request=True`` (``forager
+export sft --per-request``) writes such episodes as several rows instead, cut where the context was
+shortened: in each, every assistant turn follows exactly the messages its request sent (requests
+``first_request`` to ``last_request``; the row ends with the answer to the last). An episode never
+shortened is one row either way.
 """
 
 from __future__ import annotations
 
 import json
-from typing import Any
+from typing import Any, ClassVar
 
 from forager.exports.driver import ExportSummary
 from forager.exports.output import JsonLinesWriter
-from forager.exports.records import EpisodeRecord
+from forager.exports.records import EpisodeRecord, RequestRow
 
 
-def sft_row(rec: EpisodeRecord) -> dict[str, Any]:
+def sft_row(rec: EpisodeRecord, row: RequestRow) -> dict[str, Any]:
     """The SFT object of one episode (also the parquet row, under SWE trajectory column names).
 
     No field is ever null: ``datasets`` fixes each column's type from the first rows it reads, and a
     column null there could not take a value later. An episode that was not graded has ``graded``
-    false (and ``resolved`` false, ``reward`` 0.0); a missing policy or operator is "".
+    false (and ``resolved`` false, ``reward`` 0.0); a missing policy or operator is "". ``row`` is the
+    episode's conversation or a part of it (:meth:`EpisodeRecord.rows`).
     """
     return {
-        "messages": rec.messages,
+        "messages": row.messages,
         "tools": json.dumps(rec.tools),
         "trajectory_id": rec.trajectory_id,
         "instance_id": rec.instance_id,
@@ -56,17 +66,25 @@ def sft_row(rec: EpisodeRecord) -> dict[str, Any]:
         "created_at": rec.created_at.isoformat(),
         "grade": json.dumps(rec.grade, sort_keys=True),
         "generation_config": rec.config_json,
+        "context_shortened": rec.context_shortened,
+        "first_request": row.first,
+        "last_request": row.last,
     }
 
 
 class SftWriter(JsonLinesWriter):
+    per_request: ClassVar[bool] = True
+
     def write(self, rec: EpisodeRecord) -> bool:
         if not rec.n_steps:  # no assistant turn: nothing to train on
             return False
-        self.line(sft_row(rec))
+        for row in rec.rows():
+            self.line(sft_row(rec, row))
+            self.rows += 1
         return True
 
     def close(self, summary: ExportSummary) -> None:
         super().close(summary)
+        summary.rows = self.rows
         if summary.skipped_by_writer:
             summary.notes.append(f"{summary.skipped_by_writer} episode(s) without a turn were skipped")
