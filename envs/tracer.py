@@ -38,6 +38,8 @@ import time
 _ADDRESS = re.compile(r" at 0x[0-9a-fA-F]+| id='[0-9]+'")
 _SUSPENDABLE = inspect.CO_GENERATOR | inspect.CO_COROUTINE | inspect.CO_ASYNC_GENERATOR
 _LIBRARY_DIRS = ("site-packages", "dist-packages")
+#: Exact types whose repr is plain and cannot hold an address (a huge int's may raise: it is caught).
+_NUMBERS = frozenset({int, float, bool, complex, type(None)})
 _EMPTY = {list: "[]", tuple: "()", set: "set()", frozenset: "frozenset()", dict: "{}"}
 _ELIDED = {list: "[...]", tuple: "(...)", set: "{...}", frozenset: "frozenset({...})", dict: "{...}"}
 
@@ -69,13 +71,15 @@ class Renderer:
 
     def render(self, value: object) -> str:
         try:
-            text = self._render(value, 0, set())
+            # Numbers first and at once: most values are, and this runs for every local at every line.
+            text = repr(value) if type(value) in _NUMBERS else self._render(value, 0, set())
         except TraceBudgetExceeded:
             raise
         except BaseException as exc:
             self.unrepresentable += 1
             return f"<unrepresentable {type(value).__name__}: {type(exc).__name__}>"
-        text = _ADDRESS.sub(_unaddressed, text)
+        if "0x" in text or "id='" in text:
+            text = _ADDRESS.sub(_unaddressed, text)
         if len(text) > self.max_chars:
             self.truncated += 1
             text = text[: self.max_chars] + "..."
@@ -83,6 +87,8 @@ class Renderer:
 
     def _render(self, value: object, depth: int, active: set) -> str:
         kind = type(value)
+        if kind in _NUMBERS:
+            return repr(value)
         if kind in (str, bytes, bytearray):
             if len(value) > self.max_chars:  # type: ignore[arg-type]
                 self.truncated += 1
@@ -99,6 +105,10 @@ class Renderer:
             if id(value) not in active:
                 self.truncated += 1
             return _ELIDED[kind]
+        if len(value) <= self.max_items and (
+            self._flat(value.keys()) and self._flat(value.values()) if kind is dict else self._flat(value)
+        ):
+            return repr(value)  # the same text as item by item below, at the speed of the builtin repr
         active.add(id(value))
         try:
             items = value.items() if kind is dict else value  # type: ignore[attr-defined]
@@ -131,6 +141,16 @@ class Renderer:
         if kind is frozenset:
             return "frozenset({" + inner + "})"
         return "{" + inner + "}"
+
+
+    def _flat(self, items) -> bool:
+        """Whether every item is a number or a string within the length cap."""
+        limit = self.max_chars
+        for item in items:
+            kind = type(item)
+            if kind not in _NUMBERS and (kind is not str or len(item) > limit):
+                return False
+        return True
 
 
 def _unaddressed(match) -> str:
@@ -198,6 +218,7 @@ class Tracer:
         self._active: _Recording | None = None
         self._renderer = self.renderer_options
         self._project: dict = {}
+        self._paths: dict = {}
         self._blocks: dict = {}
         self._previous_trace = None
         self._stop_when_done = False
@@ -276,7 +297,9 @@ class Tracer:
             value = self._renderer.render(arg[1] if arg[1] is not None else arg[0])
         else:
             return
-        path = self._path(code.co_filename)
+        path = self._paths.get(code.co_filename)
+        if path is None:  # resolved once per file: realpath makes a system call per path component
+            path = self._paths[code.co_filename] = self._path(code.co_filename)
         index = recording.file_index.get(path)
         if index is None:
             index = recording.file_index[path] = len(recording.files)
@@ -285,7 +308,9 @@ class Tracer:
         if event == "call":
             self._add_block(recording, code, path)
         line = frame.f_lineno
-        recording.source[path].setdefault(str(line), linecache.getline(code.co_filename, line).rstrip("\r\n"))
+        lines = recording.source[path]
+        if str(line) not in lines:
+            lines[str(line)] = linecache.getline(code.co_filename, line).rstrip("\r\n")
         recording.frames.append([event, index, line, shown, value])
         if len(recording.frames) > self.max_frames:
             recording.reason = "frames"
