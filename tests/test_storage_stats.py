@@ -153,6 +153,8 @@ def test_episodes_carry_copies_of_their_task_fields(store: Store) -> None:
     assert (stored.repository, stored.task_kind, stored.origin) == ("acme/widgets", "issue_fix", "mined")
     assert [e.id for e in store.list_episodes(EpisodeFilter(operator="off_by_one"))] == [saved.id]
     assert [e.id for e in store.list_episodes(EpisodeFilter(task_kind="issue_fix"))] == ["e-bulk"]
+    # The operator filter means the task's operator: "mined" is an origin, and no task's operator.
+    assert store.list_episodes(EpisodeFilter(operator="mined")) == []
 
 
 def _row(task: object, episode_id: str) -> dict[str, object]:
