@@ -387,6 +387,13 @@ def _validate(
     fail_to_pass = sorted(fixed - _passing(before, baseline.flaky) - set(neighbours))
     if not fail_to_pass:
         return "no test fails before the fix and passes after it (twice, under the same id)"
+    if not any(test.split("::", 1)[0] in files for test in fail_to_pass):
+        # Pytest names tests relative to its rootdir: a configuration file below the repository's root
+        # moves it there, and the grader, which runs ids from the root, would find none of them.
+        return (
+            f"the test ids ({fail_to_pass[0]}) are not relative to the repository's root: a pytest "
+            "configuration below it sets pytest's rootdir, and the grader could not run them"
+        )
     pass_to_pass = sorted(fixed & _passing(before, baseline.flaky))
     origin = "none" if not pass_to_pass else "neighbours" if neighbours else "test_files"
     return _Verdict(fail_to_pass, pass_to_pass, origin, executions)
