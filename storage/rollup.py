@@ -93,11 +93,23 @@ def outcomes(session: Session) -> Iterator[tuple[str, str, str, int, int, int]]:
     yield from session.execute(query.where(t.episodes != 0))
 
 
-def values(session: Session) -> Iterator[tuple[str, str, str, int, int]]:
-    """(dimension, key, measure, value, episodes) of the turns and tokens histograms of every group."""
+def histograms(session: Session) -> Iterator[tuple[str, str, str, dict[int, int]]]:
+    """(dimension, key, measure, {value: episodes}) of the turns and tokens histograms of every group;
+    SQLite only (``group_concat``: PostgreSQL finds the ``percentiles`` itself).
+
+    Each histogram leaves the database as one string of numbers: measured at 100k episodes (35k
+    histogram rows) on SQLite, a row per bucket cost ~130 ms of Python, one string per group ~45 ms.
+    """
     t = StatsValue
-    query = sa.select(t.dimension, t.group_key, t.measure, t.value, t.episodes).where(t.episodes != 0)
-    yield from session.execute(query)
+    pairs = sa.func.group_concat(sa.cast(t.value, sa.String) + " " + sa.cast(t.episodes, sa.String), " ")
+    query = (
+        sa.select(t.dimension, t.group_key, t.measure, pairs)
+        .where(t.episodes != 0)
+        .group_by(t.dimension, t.group_key, t.measure)
+    )
+    for dimension, key, measure, text in session.execute(query):
+        numbers = [int(number) for number in text.split()]
+        yield dimension, key, measure, dict(zip(numbers[::2], numbers[1::2], strict=True))
 
 
 def percentiles(session: Session) -> Iterator[tuple[str, str, str, int, int, int]]:
@@ -106,7 +118,8 @@ def percentiles(session: Session) -> Iterator[tuple[str, str, str, int, int, int
     Nearest-rank percentiles, found in the database by a running sum over each histogram in key order,
     so that a few rows per group leave it rather than every bucket. Measured at 100k episodes (35k
     histogram rows): on PostgreSQL this is the fast way (the client's share drops from ~70 ms to ~8 ms);
-    SQLite's window functions are slower than reading the rows into Python (~210 ms against ~140 ms).
+    SQLite's window functions are slower than reading the histograms into Python (~210 ms against
+    ~45 ms, with ``histograms``).
     """
     t = StatsValue
     group = (t.dimension, t.group_key, t.measure)

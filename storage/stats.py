@@ -110,8 +110,8 @@ def _rolled_up(session: Session) -> dict[str, dict[str, _Group]]:
         for dimension, key, measure, episodes, p50, p90 in rollup.percentiles(session):
             groups[dimension][key].percentiles[measure] = (episodes, p50, p90)
     else:
-        for dimension, key, measure, value, episodes in rollup.values(session):
-            getattr(groups[dimension][key], measure)[value] += episodes
+        for dimension, key, measure, histogram in rollup.histograms(session):
+            getattr(groups[dimension][key], measure).update(histogram)
     for dimension, key, attempted, solved in rollup.tasks(session):
         groups[dimension][key].n_tasks, groups[dimension][key].n_tasks_resolved = attempted, solved
     return groups
