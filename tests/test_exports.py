@@ -3,6 +3,7 @@ the official ``swebench`` package (predictions, task instances), mini-swe-agent'
 
 from __future__ import annotations
 
+import contextlib
 import json
 import resource
 import signal
@@ -574,3 +575,160 @@ def test_swebench_grades_the_eval_script_output_as_forager_does(
     assert report["patch_successfully_applied"], log.read_text()
     assert report["resolved"] is resolved, report
     assert report["tests_status"]["PASS_TO_PASS"]["success"] == p2p
+
+
+# ---- the conversation of a shortened context, request by request -------------------------------------
+
+
+@pytest.fixture(scope="module")
+def calc_image(docker_client, tmp_path_factory):
+    """A store holding a built fixture image (a small Python project) and one task of it."""
+    from images.builder import BuildOptions, ImageBuilder
+    from images.proxy import NetworkSettings
+    from images.sources import parse_source
+    from tests.repos import make_repo, python_project
+
+    root = tmp_path_factory.mktemp("shortened")
+    store = Store(f"sqlite:///{root / 'forager.db'}")
+    options = BuildOptions(network=NetworkSettings.from_environment(), test_timeout=120, timeout=600)
+    make_repo(root / "calc", python_project())
+    built = ImageBuilder(docker_client, store, root / "home", options).build(parse_source(str(root / "calc")))
+    assert built.status == ImageStatus.READY, built.reason
+    try:
+        yield store, store.get_image(built.tag)
+    finally:
+        store.close()
+        docker_client.images.remove(built.tag, force=True)
+
+
+@pytest.mark.docker
+def test_per_request_rows_are_exactly_what_each_request_sent_when_the_context_was_shortened(
+    calc_image, docker_client, tmp_path: Path
+):
+    """A real episode against a fake server with a small window: the agent shortens old observations at
+    requests 3 and 4; `--per-request` rows, read back with `datasets`, are the server's requests."""
+    import asyncio
+
+    from aiohttp import web
+
+    from envs.docker_backend import DockerBackend
+    from forager.agent import AgentConfig, run_episode
+    from forager.context import message_chars
+    from forager.model import ModelClient, ModelConfig
+    from storage import EpisodeFilter
+    from tests.fake_openai import FakeOpenAI, completion_body, tool_call
+
+    store, image = calc_image
+    task = _task(store, image, "calc-window", fail_to_pass=["tests/test_calc.py::test_add"], pass_to_pass=[])
+
+    def answer(k: int) -> dict:
+        call = tool_call("bash", {"command": f"seq 1 4000 # {k}"}, id=f"call_{k}")
+        return {"role": "assistant", "content": f"step {k}", "tool_calls": [call]}
+
+    def turn(k: int):
+        async def respond(request: dict) -> web.StreamResponse:
+            tokens = message_chars(request["messages"]) // 4  # the server counts 4 characters a token
+            calls = answer(k)["tool_calls"]
+            body = completion_body(request, f"step {k}", tool_calls=calls, usage=(tokens, 9))
+            return web.json_response(body)
+
+        return respond
+
+    config = AgentConfig(max_turns=5, max_completion_tokens=100, context_window=10_000)
+    with FakeOpenAI([turn(k) for k in range(5)]) as server:
+
+        async def go():
+            async with ModelClient(ModelConfig(base_url=server.base_url, model="fake")) as client:
+                return await run_episode(task, image, client, DockerBackend(docker_client), config,
+                                         model_name="fake")  # fmt: skip
+
+        episode, steps = asyncio.run(go())
+        sent = [request["messages"] for request in server.requests]
+    store.save_episode(episode, steps)
+    assert episode.exit_reason == "max_turns" and len(steps) == 5
+    assert sorted({s["at"] for s in episode.config["context"]["shortened"]}) == [3, 4]
+
+    selection = EpisodeFilter(task_id=task.id)
+    summary = export(store.iter_episodes(selection), "sft", tmp_path / "req.jsonl", per_request=True)
+    assert (summary.written, summary.rows) == (1, 3)
+    rows = datasets.load_dataset("json", data_files=str(tmp_path / "req.jsonl"), split="train")
+    assert [(r["first_request"], r["last_request"]) for r in rows] == [(0, 2), (3, 3), (4, 4)]
+    assert all(r["context_shortened"] for r in rows)
+
+    def shape(messages: list[dict]) -> list[tuple]:
+        def calls(m: dict) -> list[tuple]:
+            made = m.get("tool_calls") or []
+            return [(c["id"], c["function"]["name"], c["function"]["arguments"]) for c in made]
+
+        return [(m["role"], m.get("content"), m.get("tool_call_id"), calls(m)) for m in messages]
+
+    for row in rows:
+        *request, reply = row["messages"]
+        last = row["last_request"]
+        assert shape(request) == shape(sent[last]), last  # exactly what that request sent
+        assert shape([reply]) == shape([answer(last)])
+        # Every earlier request of the row is a prefix of it: each turn followed what its request sent.
+        for k in range(row["first_request"], last):
+            assert shape(sent[k]) == shape(request[: len(sent[k])])
+    # The default view: one row, the conversation at the end, which no request sent as such.
+    export(store.iter_episodes(selection), "sft", tmp_path / "final.jsonl")
+    (final,) = _rows(tmp_path / "final.jsonl")
+    assert final["context_shortened"] and (final["first_request"], final["last_request"]) == (0, 4)
+    assert "elided to fit the context window" in final["messages"][3]["content"]
+    assert "elided to fit the context window" not in shape(sent[2])[3][1]
+
+
+# ---- a full disk and a read-only file system, for every format ----------------------------------------
+
+
+@pytest.fixture
+def small_disk(tmp_path: Path):
+    """A 256 KiB tmpfs of its own (needs root, as the tests run here and in CI's container); unmounted
+    at the end. A test fills it up itself."""
+    disk = tmp_path / "disk"
+    disk.mkdir()
+    mount = ["mount", "-t", "tmpfs", "-o", "size=256k", "tmpfs", str(disk)]
+    mounted = subprocess.run(mount, capture_output=True)
+    if mounted.returncode != 0:
+        pytest.skip(f"cannot mount a tmpfs here: {mounted.stderr.decode().strip()}")
+    try:
+        yield disk
+    finally:
+        subprocess.run(["umount", "-l", str(disk)], check=True)
+
+
+def _fill(disk: Path) -> None:
+    """Write a file until the disk has no byte left."""
+    with (disk / "filler").open("wb", buffering=0) as filler, contextlib.suppress(OSError):
+        while True:
+            filler.write(b"\0" * 4096)
+
+
+@pytest.mark.parametrize("name", [*FORMATS, "tasks-export"])
+def test_a_full_disk_is_one_error_line_and_the_previous_file_stays_for_every_format(
+    filled: Store, small_disk: Path, tmp_path: Path, name: str
+):
+    directory = name in FORMATS and writer(name).directory
+    target = small_disk / ("out" if directory else "out.jsonl")
+    if not directory:
+        target.write_text("the previous export\n")
+    _fill(small_disk)
+    args = ["tasks", "export", str(target)] if name == "tasks-export" else ["export", name, str(target)]
+    done = forager(*args, home=tmp_path, env=_db(filled))
+    assert done.returncode == 1, done.stdout
+    assert done.stderr.startswith(f"error: cannot write {target}: No space left on device"), done.stderr
+    assert done.stderr.count("\n") == 1 and "Traceback" not in done.stderr
+    left = sorted(p.name for p in small_disk.iterdir())
+    assert left == (["filler"] if directory else ["filler", "out.jsonl"])  # no temporary, no half export
+    if not directory:
+        assert target.read_text() == "the previous export\n"
+
+
+def test_a_read_only_file_system_is_one_error_line(filled: Store, small_disk: Path, tmp_path: Path):
+    subprocess.run(["mount", "-o", "remount,ro", str(small_disk)], check=True)
+    for args in (["export", "parquet", str(small_disk / "new" / "pq")],
+                 ["tasks", "export", str(small_disk / "tasks.jsonl")]):  # fmt: skip
+        done = forager(*args, home=tmp_path, env=_db(filled))
+        assert done.returncode == 1 and done.stderr.count("\n") == 1, done.stderr
+        assert done.stderr.startswith("error: cannot write") and "Read-only file system" in done.stderr
+    assert not list(small_disk.iterdir())

@@ -77,7 +77,8 @@ def os_errors(target: Path) -> Iterator[None]:
 
 
 def _advice(exc: OSError) -> str:
-    reason = exc.strerror or str(exc)
+    # The errno's own words: pyarrow's strerror wraps them in a message of its own.
+    reason = os.strerror(exc.errno) if exc.errno else str(exc)
     if exc.errno in (errno.ENOSPC, errno.EDQUOT, errno.EFBIG):
         return f"{reason}; free some space or write elsewhere (nothing was left under that name)"
     if exc.errno in (errno.EACCES, errno.EPERM, errno.EROFS):
