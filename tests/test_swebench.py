@@ -246,3 +246,82 @@ def test_files_touched_rejects_a_broken_diff() -> None:
     broken = "--- a/x.py\n+++ b/x.py\n@@ -1,3 +1,3 @@\n-a\n+b\n"
     with pytest.raises(InstanceError, match="not a unified diff"):
         files_touched(broken)
+
+
+# ---- the official harness runs an exported task in Forager's own image ----------------------------
+
+OPS = "def less_or_equal(a, b):\n    return a < b\n"
+OPS_TESTS = (
+    "from calc.ops import less_or_equal\n\n\n"
+    "def test_less():\n    assert less_or_equal(1, 2)\n\n\n"
+    "def test_not_more():\n    assert not less_or_equal(3, 2)\n"
+)
+
+
+@pytest.mark.docker
+def test_the_official_harness_grades_an_exported_task_in_foragers_image_as_forager_does(
+    builder, store, docker_client, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """`tasks export` → swebench's make_test_spec and run_instance (its container, its `git apply` in
+    /testbed, the exported eval script, the exported log parser) → the same verdict and per-test outcomes
+    as Forager's grader, for the gold patch, no patch, and a patch that edits the tests instead."""
+    import uuid
+
+    from swebench.harness.run_evaluation import run_instance
+    from swebench.harness.utils import load_swebench_dataset, make_test_spec
+
+    from envs.docker_backend import DockerBackend
+    from envs.issue_import import import_instances
+    from envs.tasks import grade_task
+    from tests.cli import forager
+    from tests.repos import PYPROJECT, commit, make_repo
+
+    files = {
+        "pyproject.toml": PYPROJECT.format(name="calc", dependencies=""),
+        "src/calc/__init__.py": "",
+        "src/calc/ops.py": OPS,
+        "tests/test_ops.py": OPS_TESTS,
+    }
+    repo = make_repo(tmp_path / "repos" / "calc", files)
+    base = repo.head.commit.hexsha
+    regression = "\n\ndef test_equal():\n    assert less_or_equal(2, 2)\n"
+    commit(repo, {"src/calc/ops.py": OPS.replace("<", "<="), "tests/test_ops.py": OPS_TESTS + regression},
+           "Fix")  # fmt: skip
+    gold = repo.git.diff(base, "HEAD", "--", "src") + "\n"
+    instance = {
+        "repo": "calc", "instance_id": "calc__calc-1", "base_commit": base, "patch": gold,
+        "test_patch": repo.git.diff(base, "HEAD", "--", "tests") + "\n",
+        "problem_statement": "less_or_equal(2, 2) is False",
+        "FAIL_TO_PASS": ["tests/test_ops.py::test_equal"],
+        "PASS_TO_PASS": ["tests/test_ops.py::test_less", "tests/test_ops.py::test_not_more"],
+    }  # fmt: skip
+    (tmp_path / "in.jsonl").write_text(json.dumps(instance) + "\n")
+    backend = DockerBackend(docker_client)
+    source = str(tmp_path / "repos" / "{repo}")
+    instances = read_instances(tmp_path / "in.jsonl")
+    (result,) = import_instances(builder, store, backend, instances, source=source)
+    assert result.status == "verified", result.reason
+    out = str(tmp_path / "out" / "tasks.jsonl")  # a missing folder: created
+    exported = forager("tasks", "export", out, home=tmp_path, env={"FORAGER_DB": store.url})
+    assert exported.returncode == 0, exported.stderr
+    (task_line,) = load_swebench_dataset(out, "test")
+    spec = make_test_spec(task_line)
+    task = store.get_task("calc__calc-1")
+    assert spec.image == task.image.tag
+
+    edits_tests = (
+        "--- a/tests/test_ops.py\n+++ b/tests/test_ops.py\n@@ -4,3 +4,3 @@\n"
+        " def test_less():\n-    assert less_or_equal(1, 2)\n+    assert True\n \n"
+    )
+    monkeypatch.chdir(tmp_path)  # the harness writes its logs under ./logs
+    run_id = f"forager-{uuid.uuid4().hex[:8]}"
+    for name, patch, resolved in (("gold", gold, True), ("empty", "", False), ("tests", edits_tests, False)):
+        ours = grade_task(backend, task, task.image, patch, timeout=300, episode=f"harness-{run_id}")
+        prediction = {"instance_id": spec.instance_id, "model_name_or_path": name, "model_patch": patch}
+        _, report = run_instance(spec, prediction, docker_client, run_id, timeout=300)
+        theirs = report[spec.instance_id]
+        assert (theirs["resolved"], ours.resolved) == (resolved, resolved), (name, theirs, ours.log_tail)
+        status = theirs["tests_status"]
+        for field, outcomes in (("FAIL_TO_PASS", ours.fail_to_pass), ("PASS_TO_PASS", ours.pass_to_pass)):
+            assert sorted(status[field]["success"]) == sorted(t for t, o in outcomes.items() if o == "passed")
+            assert sorted(status[field]["failure"]) == sorted(t for t, o in outcomes.items() if o != "passed")

@@ -135,7 +135,8 @@ def _shortened_at(episode: Episode) -> list[int]:
 def request_rows(episode: Episode, steps: list[Step], shortened_at: list[int]) -> tuple[RequestRow, ...]:
     """The episode's conversation as rows in which every assistant turn follows exactly what its request
     sent: one row when nothing was shortened (the whole conversation), else one row per stretch of
-    requests between two shortenings, which ends with the answer to the stretch's last request.
+    requests between two shortenings, which ends with the answer to the stretch's last request (the
+    last row is the conversation at the end: it also holds the observation of the last turn).
 
     Between shortenings the conversation only grows, so each request's messages are a prefix of the
     next one's: a row holds the last request of its stretch plus its answer, and every earlier turn in

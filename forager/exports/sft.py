@@ -21,7 +21,8 @@ window (``context_shortened`` true), the earlier requests had sent those texts w
 assistant turns of that row did not see exactly what precedes them. ``per_request=True`` (``forager
 export sft --per-request``) writes such episodes as several rows instead, cut where the context was
 shortened: in each, every assistant turn follows exactly the messages its request sent (requests
-``first_request`` to ``last_request``; the row ends with the answer to the last). An episode never
+``first_request`` to ``last_request``; a row ends with the answer to the last of them, and the
+episode's last row with the observation after it too, as the default row). An episode never
 shortened is one row either way.
 """
 
