@@ -222,8 +222,9 @@ def eval_script(
     markers :data:`PYTEST_LOG_PARSER` reads; then restores the test files again. Runs in ``workdir``.
 
     The harness applies the prediction before this script, in its own working directory (``/testbed``),
-    to the image as built: the repository must be there too, and a mutate-fix task's ``setup_patch``
-    has no step to be applied in (``--format swesmith`` is the convention for those).
+    to the image as built: Forager's images hold ``/testbed`` as a link to ``/repo`` (images built before
+    it need a rebuild), and a mutate-fix task's ``setup_patch`` has no step to be applied in
+    (``--format swesmith`` is the convention for those).
     """
     q = shlex.quote
     restore = [
