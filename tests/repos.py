@@ -82,8 +82,10 @@ def write(root: Path, files: dict[str, str]) -> Path:
 
 
 def run_pytest(root: Path, *args: str) -> subprocess.CompletedProcess[str]:
-    """The real pytest run on a fixture project, isolated from the suite's own pytest settings."""
+    """The real pytest run on a fixture project, isolated from the suite's own pytest settings and
+    plugins (pytest-xdist runs the suite: a project's ``-n`` must still be an unknown option here)."""
     env = {k: v for k, v in os.environ.items() if not k.startswith("PYTEST_")}
+    env["PYTEST_DISABLE_PLUGIN_AUTOLOAD"] = "1"
     return subprocess.run(
         [sys.executable, "-m", "pytest", "-p", "no:cacheprovider", *args],
         cwd=root,
