@@ -4,7 +4,8 @@
 
 Traces every ready image in the store under ``--home`` (build them first with bench/build_corpus.py)
 with ``envs.traces.make_traces`` and prints, per image and overall: entry points recorded, kept,
-dropped by reason, median frames per kept trace, kept traces per hour (of wall time, and per core), and
+dropped by reason, median frames per kept trace, kept traces per hour (of wall time, and per core; and
+per CPU-hour the tracing took in the environments, which other work on the machine does not skew), and
 bytes stored per frame (recording and context, compressed as the store keeps them). Entry points an
 earlier run stored are not traced again: use a fresh ``--home`` copy, or ``--seed``, to measure again.
 Then every frame of every kept trace is checked against the line of the image's file it names.
@@ -53,7 +54,7 @@ def main() -> None:
     options = TraceOptions(max_per_image=args.max_per_image, workers=args.workers, seed=args.seed)
     reports: list[ImageReport] = []
     started = time.monotonic()
-    print(f"{'image':<48} {'traced':>6} {'kept':>5} {'frames':>6} {'sec':>6}  dropped")
+    print(f"{'image':<48} {'traced':>6} {'kept':>5} {'frames':>6} {'sec':>6} {'cpu s':>6}  dropped")
     for image in images:
         try:
             report = make_traces(
@@ -67,7 +68,8 @@ def main() -> None:
         dropped = ", ".join(f"{reason} {n}" for reason, n in report.dropped.most_common()) or "-"
         traced = report.kept + sum(report.dropped.values())
         print(
-            f"{image.tag:<48} {traced:>6} {report.kept:>5} {median:>6.0f} {report.seconds:>6.0f}  {dropped}"
+            f"{image.tag:<48} {traced:>6} {report.kept:>5} {median:>6.0f} {report.seconds:>6.0f} "
+            f"{report.cpu_seconds:>6.0f}  {dropped}"
         )
     wall = time.monotonic() - started
     _summary(reports, wall, args.workers)
@@ -85,6 +87,14 @@ def _summary(reports: list[ImageReport], wall: float, workers: int) -> None:
     load = os.getloadavg()[1]
     print(f"images {len(reports)}, wall {wall:.0f} s (coverage included), {cores} cores, load {load:.1f}")
     print(f"kept traces {kept}: {per_hour:,.0f} per hour (target 10,000), {per_hour / cores:,.0f} per core")
+    cpu = sum(r.cpu_seconds for r in reports)
+    if cpu:
+        # What the machine would give if the tracing had it to itself: the environments' CPU only (the
+        # host's storing and the containers' starts are left out), so an upper bound under load.
+        print(
+            f"CPU in the environments {cpu:.0f} s: {kept / cpu * 3600:,.0f} kept traces per CPU-hour, "
+            f"{kept / cpu * 3600 * cores:,.0f} per hour on {cores} cores"
+        )
     if traced:
         share = 100 * kept / traced
         print(

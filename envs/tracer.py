@@ -29,6 +29,7 @@ import linecache
 import os
 import random
 import re
+import resource
 import select
 import signal
 import sys
@@ -427,6 +428,8 @@ def trace_call(
 # object identities, like the default ``hash``, show as non-deterministic); both seed ``random``.
 
 _PLUGIN: dict = {}
+#: The id of the output's last line, the run's CPU time (entry points are numbered).
+USAGE_ID = "usage"
 #: Seconds a child may take on top of the trace's own budget (the test's fixtures, pytest's reporting).
 _CHILD_GRACE = 60.0
 
@@ -447,8 +450,6 @@ def pytest_configure(config) -> None:
         root=request["root"],
         budget=budget,
         check=request.get("check_determinism", True),
-        entry=None,
-        result=None,
     )
 
 
@@ -481,6 +482,16 @@ def pytest_runtest_protocol(item, nextitem):
             output.write(json.dumps(first) + "\n")
             output.flush()
     return True
+
+
+def pytest_sessionfinish(session, exitstatus) -> None:
+    """Last, the CPU the run took: this process's and its reaped children's (every recording)."""
+    if not _PLUGIN:
+        return
+    own, children = resource.getrusage(resource.RUSAGE_SELF), resource.getrusage(resource.RUSAGE_CHILDREN)
+    seconds = own.ru_utime + own.ru_stime + children.ru_utime + children.ru_stime
+    with open(_PLUGIN["output"], "a") as output:
+        output.write(json.dumps({"id": USAGE_ID, "cpu_seconds": round(seconds, 3)}) + "\n")
 
 
 def _divergence(first: dict, second: dict):
@@ -547,35 +558,17 @@ def _ballast() -> list:
 
 
 def _record_in_child(item, entry: dict) -> dict:
+    """Set up the test's fixtures, then run it with the tracer armed for ``entry`` alone. Armed and
+    disarmed here, around pytest's call phase, rather than in report hooks: a test's subtests make
+    reports of their own while it runs."""
     # pytest's own runner (pytest-forked uses it too); imported here: the tracer itself needs no pytest.
     from _pytest.runner import call_and_report
 
     random.seed(0)  # a test drawing random numbers without a seed draws the same ones in every recording
-    _PLUGIN["entry"] = entry
-    report = call_and_report(item, "setup", log=False)
-    if report.passed:
-        call_and_report(item, "call", log=False)
-    return _PLUGIN["result"] or {"id": entry["id"], "status": "dropped", "reason": "not_called"}
-
-
-def pytest_runtest_call(item) -> None:
-    """Arm the tracer just before the test function runs (after its fixtures are set up)."""
-    entry = _PLUGIN.get("entry")
-    if entry is None:
-        return
-    if entry.get("kind") == "test":
-        function = getattr(item, "obj", None)
-        function = inspect.unwrap(getattr(function, "__func__", function))
-        target = Target(entry["id"], code=getattr(function, "__code__", None))
-    else:
-        target = Target(
-            entry["id"],
-            filename=os.path.join(_PLUGIN["root"], entry["path"]),
-            name=entry["name"],
-            firstlineno=entry["firstlineno"],
-        )
+    if not call_and_report(item, "setup", log=False).passed:
+        return {"id": entry["id"], "status": "dropped", "reason": "not_called"}
     budget = _PLUGIN["budget"]
-    tracer = _PLUGIN["tracer"] = Tracer(
+    tracer = Tracer(
         _PLUGIN["root"],
         max_frames=budget.get("max_frames", 2000),
         max_seconds=budget.get("max_seconds", 10.0),
@@ -584,12 +577,22 @@ def pytest_runtest_call(item) -> None:
         ),
     )
     # Once the entry point is recorded (or dropped: over its frame budget), the rest of the test is waste.
-    tracer.start([target], stop_when_done=True)
+    tracer.start([_target(item, entry)], stop_when_done=True)
+    try:
+        call_and_report(item, "call", log=False)
+    finally:
+        results = tracer.stop()
+    return results[0] if results else {"id": entry["id"], "status": "dropped", "reason": "not_called"}
 
 
-def pytest_runtest_makereport(item, call) -> None:
-    """Disarm after the test function and keep what it recorded."""
-    if call.when != "call" or _PLUGIN.get("entry") is None or "tracer" not in _PLUGIN:
-        return
-    results = _PLUGIN.pop("tracer").stop()
-    _PLUGIN["result"] = results[0] if results else None
+def _target(item, entry: dict) -> Target:
+    if entry.get("kind") == "test":
+        function = getattr(item, "obj", None)
+        function = inspect.unwrap(getattr(function, "__func__", function))
+        return Target(entry["id"], code=getattr(function, "__code__", None))
+    return Target(
+        entry["id"],
+        filename=os.path.join(_PLUGIN["root"], entry["path"]),
+        name=entry["name"],
+        firstlineno=entry["firstlineno"],
+    )

@@ -109,6 +109,8 @@ class ImageReport:
     frames: list[int] = field(default_factory=list)
     stored_bytes: int = 0
     seconds: float = 0.0
+    cpu_seconds: float = 0.0
+    """CPU the tracing runs took in the environments (their pytest processes and forks)."""
     error: str = ""
 
 
@@ -158,9 +160,9 @@ def make_traces(
                     if runtime is None:
                         runtime = _start(backend, image, options, "trace")
                         _install(runtime)
-                    traces = trace_run(runtime, image, run, options)
+                    traces, cpu = trace_run(runtime, image, run, options)
                     store.add_traces(traces)
-                    tracker.add(traces)
+                    tracker.add(traces, cpu)
             finally:
                 if own and runtime is not None:
                     runtime.close()
@@ -197,8 +199,9 @@ class _Tracker:
         self.lock = threading.Lock()
         self.done = 0
 
-    def add(self, traces: Sequence[Trace]) -> None:
+    def add(self, traces: Sequence[Trace], cpu_seconds: float) -> None:
         with self.lock:
+            self.report.cpu_seconds += cpu_seconds
             for trace in traces:
                 self.done += 1
                 if trace.status == TraceStatus.OK:
@@ -335,12 +338,15 @@ def _runs(entries: Sequence[Entry], entries_per_run: int, workers: int) -> list[
 # -- recording ----------------------------------------------------------------------------------------------
 
 
-def trace_run(runtime: Runtime, image: Image, entries: Sequence[Entry], options: TraceOptions) -> list[Trace]:
-    """Record ``entries`` in ``runtime`` (each twice from the same state, if determinism is checked) and
-    return their rows."""
+def trace_run(
+    runtime: Runtime, image: Image, entries: Sequence[Entry], options: TraceOptions
+) -> tuple[list[Trace], float]:
+    """Record ``entries`` in ``runtime`` (each twice from the same state, if determinism is checked):
+    their rows, and the CPU seconds the run took in the environment (0.0 if unknown)."""
     numbered = {str(n): entry for n, entry in enumerate(entries)}
     results = record(runtime, image.test_command or "", numbered, options)
-    return [_row(image, entry, results.get(n), options) for n, entry in numbered.items()]
+    cpu = float(results.get(tracer_module.USAGE_ID, {}).get("cpu_seconds", 0.0))
+    return [_row(image, entry, results.get(n), options) for n, entry in numbered.items()], cpu
 
 
 def record(

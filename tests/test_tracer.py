@@ -454,7 +454,8 @@ def test_the_pytest_plugin_records_the_first_call_of_each_entry(
     # Each entry point is recorded in forked children: the parent runs no test (nor reports one).
     assert "1 deselected" in run.stdout, run.stdout + run.stderr
     results = {r["id"]: r for r in map(json.loads, output.read_text().splitlines())}
-    assert len(results) == 7 and results["0"]["status"] == "ok" and results["0"]["deterministic"]
+    assert len(results) == 8 and results["0"]["status"] == "ok" and results["0"]["deterministic"]
+    assert 0 < results.pop(tracer.USAGE_ID)["cpu_seconds"] < 60  # the run's CPU, the last line
     first_call = trace_format.cwm_frame(results["0"], results["0"]["frames"][0])
     assert first_call == '<|call_sep|>{"items": "[1, 2]"}<|action_sep|>def total(items):<|frame_sep|>'
     assert results["1"]["status"] == "ok"
