@@ -24,9 +24,8 @@ and the task is graded once more.
 from __future__ import annotations
 
 import json
-import posixpath
 import tempfile
-from collections.abc import Iterator, Mapping
+from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field, replace
 from pathlib import Path
@@ -37,8 +36,8 @@ from core.errors import ForagerError
 from core.progress import Progress, ProgressEvent, no_progress
 from envs.backend import Backend
 from envs.candidates import Candidate, candidate_commits
-from envs.grading import Grade, git_apply, run_tests
-from envs.runtime import Runtime
+from envs.fix_validation import OUT_OF_TIME, validate
+from envs.grading import Grade
 from envs.tasks import Verification, verify
 from images.baseline import Baseline
 from images.builder import BuildResult, ImageBuilder
@@ -46,13 +45,6 @@ from images.layers import Environments
 from images.sources import SourceError, SourceSpec, fetch
 from storage import ImageStatus, Store, Task, TaskKind, TaskStatus
 
-#: Most tests taken from neighbouring test files when the touched ones give no PASS_TO_PASS test.
-MAX_NEIGHBOURS = 100
-
-#: Where validation keeps its patches in the environment.
-_WORKSPACE = "/tmp/forager-mine"
-#: What every validation reason about a test run's timeout says.
-_OUT_OF_TIME = "ran out of time"
 #: Build failures that say nothing about the commit (the engine, the network): tried again next time.
 _TRANSIENT_BUILD_FAILURES = ("docker_error", "clone_failed")
 
@@ -146,8 +138,8 @@ def mine(
        not (failed, error, missing) before. PASS_TO_PASS: those that passed all three times. Tests the
        image's baseline calls flaky count in neither. When no test of the touched modules passed before
        the fix (they hold only new tests, or cannot be imported without it), PASS_TO_PASS comes from up
-       to :data:`MAX_NEIGHBOURS` stable passing baseline tests of other test files in the same
-       directories, run in every state too; when still none, PASS_TO_PASS is empty, and
+       to :data:`envs.fix_validation.MAX_NEIGHBOURS` stable passing baseline tests of other test files
+       in the same directories, run in every state too; when still none, PASS_TO_PASS is empty, and
        ``meta["pass_to_pass_from"]`` says which of ``test_files``, ``neighbours`` and ``none`` it is.
        No FAIL_TO_PASS test skips;
     4. the task is graded with :func:`envs.tasks.verify` in fresh environments: the gold patch must
@@ -262,10 +254,10 @@ def _mine_one(
         return Skipped(candidate.sha, reason, lasting=built.failure_class not in _TRANSIENT_BUILD_FAILURES)
     baseline = Baseline.from_json({"outcomes": image.baseline, "flaky": image.flaky})
     with backend.start(image.tag, episode=f"mine-{candidate.sha[:12]}") as env:
-        verdict = _validate(env, image.test_command, baseline, candidate, test_timeout)
+        verdict = validate(env, image.test_command, baseline, candidate, test_timeout)
     if isinstance(verdict, str):
         # A run out of time may be the machine's load, not the commit's: tried again next time.
-        return Skipped(candidate.sha, verdict, lasting=_OUT_OF_TIME not in verdict)
+        return Skipped(candidate.sha, verdict, lasting=OUT_OF_TIME not in verdict)
     task = Task(
         instance_id=instance_id(spec, candidate),
         kind=TaskKind.ISSUE_FIX,
@@ -334,84 +326,6 @@ def _agreed(task: Task, verification: Verification) -> tuple[list[str], list[str
 def _unusable(grade: Grade) -> bool:
     """A grade whose tests did not run: nothing can be learnt from its outcomes."""
     return grade.status == "error" or not (grade.fail_to_pass or grade.pass_to_pass)
-
-
-@dataclass(frozen=True)
-class _Verdict:
-    fail_to_pass: list[str]
-    pass_to_pass: list[str]
-    pass_to_pass_from: str
-    """``test_files``, ``neighbours`` or ``none``: see :func:`mine`."""
-    executions: int
-    """Tests reported by the validation runs."""
-
-
-def _validate(
-    env: Runtime, command: str, baseline: Baseline, candidate: Candidate, timeout: float
-) -> _Verdict | str:
-    """Run the touched test modules with the test patch, then twice with the gold patch; see :func:`mine`."""
-    if not _apply(env, candidate.test_patch, "test"):
-        return "the test patch does not apply to the parent commit's image"
-    files = list(candidate.test_files)
-    before, timed_out = _run(env, command, files, timeout)
-    if timed_out:
-        return f"the touched test files {_OUT_OF_TIME} ({timeout:.0f} s) before the fix"
-    executions = len(before)
-    neighbours: list[str] = []
-    if not _passing(before, baseline.flaky):
-        directories = {posixpath.dirname(path) for path in files}
-        neighbours = [
-            test
-            for test in baseline.stable("passed")
-            if (path := test.split("::", 1)[0]) not in files and posixpath.dirname(path) in directories
-        ][:MAX_NEIGHBOURS]
-        if neighbours:
-            outcomes, timed_out = _run(env, command, neighbours, timeout)
-            if timed_out:
-                return f"the neighbouring tests {_OUT_OF_TIME} ({timeout:.0f} s) before the fix"
-            before = {**before, **outcomes}
-            executions += len(outcomes)
-    if not _apply(env, candidate.gold_patch, "gold"):
-        return "the gold patch does not apply after the test patch"
-    # Twice: a test of the change is new to the baseline, which cannot say whether it is flaky or
-    # whether its id is the same in every run; only what passes under the same id both times counts.
-    fixed: set[str] | None = None
-    for _ in range(2):
-        after, timed_out = _run(env, command, files + neighbours, timeout)
-        if timed_out:
-            return f"the tests {_OUT_OF_TIME} ({timeout:.0f} s) after the fix"
-        executions += len(after)
-        passing = _passing(after, baseline.flaky)
-        fixed = passing if fixed is None else fixed & passing
-    assert fixed is not None
-    fail_to_pass = sorted(fixed - _passing(before, baseline.flaky) - set(neighbours))
-    if not fail_to_pass:
-        return "no test fails before the fix and passes after it (twice, under the same id)"
-    if not any(test.split("::", 1)[0] in files for test in fail_to_pass):
-        # Pytest names tests relative to its rootdir: a configuration file below the repository's root
-        # moves it there, and the grader, which runs ids from the root, would find none of them.
-        return (
-            f"the test ids ({fail_to_pass[0]}) are not relative to the repository's root: a pytest "
-            "configuration below it sets pytest's rootdir, and the grader could not run them"
-        )
-    pass_to_pass = sorted(fixed & _passing(before, baseline.flaky))
-    origin = "none" if not pass_to_pass else "neighbours" if neighbours else "test_files"
-    return _Verdict(fail_to_pass, pass_to_pass, origin, executions)
-
-
-def _passing(outcomes: Mapping[str, str], flaky: frozenset[str]) -> set[str]:
-    return {test for test, outcome in outcomes.items() if outcome == "passed" and test not in flaky}
-
-
-def _run(env: Runtime, command: str, tests: list[str], timeout: float) -> tuple[dict[str, str], bool]:
-    """(outcomes, whether the run ran out of time) of ``tests``, test files or node ids."""
-    outcomes, observation = run_tests(env, command, tests, timeout)
-    return outcomes, observation.timed_out
-
-
-def _apply(env: Runtime, patch: str, name: str) -> bool:
-    """Apply ``patch`` to the environment's repository; False when ``git apply`` refuses it."""
-    return git_apply(env, patch, f"{_WORKSPACE}/{name}.diff").exit_code == 0
 
 
 class _Journal:
