@@ -117,18 +117,20 @@ def choose_test_command(root: Path, pytest_command: str, test_paths: Sequence[st
     """The test command for the checkout at ``root`` and one line saying why.
 
     ``pytest_command`` is the command the install plan made (pytest, its arguments, ``test_paths``).
-    In order: a unittest-runner script of the project's own (:data:`RUNTESTS_SCRIPTS`) when the project
+    In order: a unittest-runner script of the project's own (:data:`RUNTESTS_SCRIPTS`) that takes Django's
+    ``--verbosity`` when the project
     does not use pytest; ``python -m unittest discover`` when it does not use pytest and a test module
     defines ``load_tests``; the pytest arguments of the project's tox or nox commands; else
     ``pytest_command``.
     """
     if not _uses_pytest(root):
         for script in RUNTESTS_SCRIPTS:
-            path = root / script
-            if path.is_file() and _UNITTEST_RUNNER.search(_read(path)):
-                verbose = "--verbosity=2" if "verbosity" in _read(path) else "-v"
+            text = _read(root / script)
+            # Only a script taking Django's --verbosity is asked for a line per test; pytest runs the
+            # TestCases of any other.
+            if _UNITTEST_RUNNER.search(text) and re.search(r"""["']--verbosity["']""", text):
                 why = f"runner: {script}, the project's own unittest runner (the project does not use pytest)"
-                return f"python {script} {verbose}", why
+                return f"python {script} --verbosity=2", why
         loaders = [p for p in _test_modules(root, test_paths) if _LOAD_TESTS.search(_read(p))]
         start = test_paths[0] if test_paths else "."
         # Labels are relative to the root only when the start directory is a package under it.

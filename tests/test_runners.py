@@ -120,14 +120,20 @@ def test_commands_that_run_ids_and_the_files_of_ids() -> None:
 
 
 def _mimic_runtests(root: Path) -> None:
-    write(root, {"tests/runtests.py": "import unittest\nimport sys\n# verbosity, labels\n"})
+    write(
+        root,
+        {"tests/runtests.py": "import argparse\nimport unittest\n\nparser.add_argument('--verbosity')\n"},
+    )
 
 
 def test_a_projects_own_unittest_script_is_its_runner(tmp_path: Path) -> None:
     _mimic_runtests(tmp_path)
     command, why = choose_test_command(tmp_path, PYTEST, ("tests",))
     assert command == "python tests/runtests.py --verbosity=2" and "tests/runtests.py" in why
-    # A runtests.py that calls pytest, or a project configuring pytest, keeps pytest.
+    # One taking no verbosity option prints no line per test; one that calls pytest, or a project
+    # configuring pytest, keeps pytest.
+    write(tmp_path, {"tests/runtests.py": "import sys\nimport unittest\nunittest.main(argv=sys.argv)\n"})
+    assert choose_test_command(tmp_path, PYTEST, ("tests",))[0] == PYTEST
     write(tmp_path, {"tests/runtests.py": "import pytest\nimport unittest\npytest.main()\n"})
     assert choose_test_command(tmp_path, PYTEST, ("tests",))[0] == PYTEST
     _mimic_runtests(tmp_path)
