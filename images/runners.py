@@ -117,11 +117,10 @@ def choose_test_command(root: Path, pytest_command: str, test_paths: Sequence[st
     """The test command for the checkout at ``root`` and one line saying why.
 
     ``pytest_command`` is the command the install plan made (pytest, its arguments, ``test_paths``).
-    In order: a unittest-runner script of the project's own (:data:`RUNTESTS_SCRIPTS`) that takes Django's
-    ``--verbosity`` when the project
-    does not use pytest; ``python -m unittest discover`` when it does not use pytest and a test module
-    defines ``load_tests``; the pytest arguments of the project's tox or nox commands; else
-    ``pytest_command``.
+    In order, when the project does not use pytest: a unittest-runner script of its own
+    (:data:`RUNTESTS_SCRIPTS`) taking Django's ``--verbosity``, then ``python -m unittest discover``
+    when a test module defines ``load_tests``; then the pytest arguments of the project's tox or nox
+    commands; else ``pytest_command``.
     """
     if not _uses_pytest(root):
         for script in RUNTESTS_SCRIPTS:
