@@ -662,14 +662,25 @@ def test_per_request_rows_are_exactly_what_each_request_sent_when_the_context_wa
 
         return [(m["role"], m.get("content"), m.get("tool_call_id"), calls(m)) for m in messages]
 
-    for row in rows:
-        *request, reply = row["messages"]
+    for index, row in enumerate(rows):
+        # A row ends with the answer to its last request; the last row, the episode's end, also with the
+        # observation that answer got (as the default row does).
+        answered = max(i for i, m in enumerate(row["messages"]) if m["role"] == "assistant")
+        request, reply = row["messages"][:answered], row["messages"][answered]
+        assert [m["role"] for m in row["messages"][answered + 1 :]] == (["tool"] if index == 2 else [])
         last = row["last_request"]
         assert shape(request) == shape(sent[last]), last  # exactly what that request sent
         assert shape([reply]) == shape([answer(last)])
         # Every earlier request of the row is a prefix of it: each turn followed what its request sent.
         for k in range(row["first_request"], last):
             assert shape(sent[k]) == shape(request[: len(sent[k])])
+    # parquet holds the same rows, and its card says how they were cut.
+    export(store.iter_episodes(selection), "parquet", tmp_path / "pq", per_request=True)
+    table = datasets.load_dataset("parquet", data_dir=str(tmp_path / "pq"), split="train")
+    assert [shape(r["trajectory"]) for r in table] == [shape(r["messages"]) for r in rows]
+    assert "3 rows: an episode whose context was shortened" in (tmp_path / "pq" / "README.md").read_text()
+    with pytest.raises(ExportError, match="--per-request applies to the sft and parquet formats"):
+        export(store.iter_episodes(selection), "cwm", tmp_path / "cwm.jsonl", per_request=True)
     # The default view: one row, the conversation at the end, which no request sent as such.
     export(store.iter_episodes(selection), "sft", tmp_path / "final.jsonl")
     (final,) = _rows(tmp_path / "final.jsonl")
