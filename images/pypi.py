@@ -19,6 +19,7 @@ import urllib.request
 from dataclasses import dataclass
 from html.parser import HTMLParser
 from pathlib import Path
+from typing import Any
 from urllib.parse import urldefrag, urljoin
 
 from packaging.utils import canonicalize_name
@@ -101,6 +102,21 @@ def has_upload_times(index_url: str, ca_bundle: Path | None = None, project: str
     except (json.JSONDecodeError, AttributeError):
         return False
     return any(isinstance(f, dict) and f.get("upload-time") for f in files)
+
+
+def project_page(name: str, index_url: str, ca_bundle: Path | None = None) -> dict[str, Any] | None:
+    """The project's PEP 691 JSON page (``files`` with ``upload-time``, ``requires-python``, ``yanked``),
+    or None when the index serves only HTML (PEP 503). Raises :class:`PackageIndexError` when the index
+    cannot be read or has no such project."""
+    url = f"{index_url.rstrip('/')}/{canonicalize_name(name)}/"
+    body, content_type = _get(url, ca_bundle, accept=_JSON_ACCEPT)
+    if "json" not in content_type:
+        return None
+    try:
+        page = json.loads(body)
+    except json.JSONDecodeError as exc:
+        raise PackageIndexError(f"{url}: the index answered with malformed JSON ({exc})") from exc
+    return page if isinstance(page, dict) else None
 
 
 def download(sdist: Sdist, cache_dir: Path, ca_bundle: Path | None = None) -> Path:
