@@ -705,7 +705,11 @@ class _Runner:
             raise _BuildFailed("timeout", "the build ran out of time (raise --timeout)")
         self.log.section(f"{title}\n$ {command}")
         script = f"cd {REPO_DIR} && timeout -k 10 {remaining} sh -c {shlex.quote(command)}"
-        code = exec_logged(self.container, script, self.log.path, {**self.env, **env})
+        # Every project sits at /repo, so concurrent builds share one uv cache entry for it (the cache
+        # volume is shared) and take turns on its lock: waiting is bounded by this build's deadline, not
+        # by uv's 5 minutes, after which uv fails the install ("Failed to acquire lock").
+        wait = {"UV_LOCK_TIMEOUT": str(remaining)}
+        code = exec_logged(self.container, script, self.log.path, {**wait, **self.env, **env})
         if self.cancel.is_set():
             raise BuildCancelled("build cancelled")
         if code in (124, 137) and self.deadline - time.monotonic() <= 1:
