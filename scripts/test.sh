@@ -28,4 +28,7 @@ fi
 printf '\033[1m==> %s\033[0m\n' "ruff"
 .venv/bin/ruff check .
 printf '\033[1m==> %s\033[0m\n' "pytest"
-.venv/bin/pytest "$@"
+# Several worker processes (pytest-xdist): most tests wait on the Docker engine or a subprocess, so even
+# 2 cores keep 4 busy. Tests using a module-scoped fixture of their module share one worker (loadgroup,
+# see tests/conftest.py). FORAGER_TEST_WORKERS=0 runs in this process; "$@" comes last and wins.
+.venv/bin/pytest -n "${FORAGER_TEST_WORKERS:-4}" --dist loadgroup --durations=25 "$@"

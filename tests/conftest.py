@@ -19,6 +19,22 @@ POSTGRES_URL_ENV = "FORAGER_TEST_POSTGRES_URL"
 DEFAULT_POSTGRES_URL = "postgresql+psycopg://forager:forager@127.0.0.1:5432/forager_test"
 
 
+def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
+    """Under pytest-xdist (``--dist loadgroup``), the tests using a module-scoped fixture of their own
+    module run on one worker, so that fixture (an image build, a browser, a served model) is made once;
+    the other tests spread over all workers."""
+    if not config.pluginmanager.hasplugin("xdist"):
+        return
+    for item in items:
+        module = item.nodeid.partition("::")[0]
+        definitions = getattr(item, "_fixtureinfo", None)
+        for name in item.fixturenames:
+            found = definitions.name2fixturedefs.get(name) if definitions else None
+            if found and found[-1].scope == "module" and found[-1].baseid == module:
+                item.add_marker(pytest.mark.xdist_group(module))
+                break
+
+
 def _unavailable(what: str, why: str) -> None:
     message = f"{what} unavailable: {why}"
     if os.environ.get("CI"):
