@@ -56,3 +56,18 @@ def test_traces_are_stored_resumed_filtered_and_streamed(db_url: str) -> None:  
         assert [t.drop_reason for t in dropped] == ["nondeterministic"]
         trace = store.get_trace(dropped[0].id)
         assert trace is not None and trace.data is None and trace.image.tag == "forager/one:1"
+
+        # The viewer's pages: newest first, after a trace or (going back) before one; entry text and
+        # determinism filters, with LIKE's wildcards taken literally.
+        everything = [t.id for t in store.trace_page(TraceFilter(status=None), limit=1000)]
+        assert everything == sorted(everything, reverse=True) and len(everything) == 452
+        page = store.trace_page(TraceFilter(status=None), after=everything[99], limit=100)
+        assert [t.id for t in page] == everything[100:200] and page[0].image.repository.name == "one"
+        back = store.trace_page(TraceFilter(status=None), before=everything[100], limit=100)
+        assert [t.id for t in back] == everything[:100]
+        named = store.trace_page(TraceFilter(entry="test_44", status=None), limit=100)
+        assert sorted(t.test for t in named) == [f"tests/t.py::test_{n}" for n in (44, *range(440, 450))]
+        assert store.trace_page(TraceFilter(entry="test%4", status=None)) == []
+        assert [t.key for t in store.trace_page(TraceFilter(deterministic=False, status=None))] == [
+            f"{one.id}|1000"
+        ]
