@@ -252,7 +252,7 @@ def _no_markup_ran(browser: object, title: str) -> None:
 
 
 def test_a_browser_steps_through_a_trace_and_no_repr_runs(
-    traced: dict[str, Trace], server: Server, browser: object
+    traced: dict[str, Trace], server: Server, browser: object, tmp_path: Path
 ) -> None:
     from selenium.webdriver.common.by import By
     from selenium.webdriver.common.keys import Keys
@@ -285,6 +285,7 @@ def test_a_browser_steps_through_a_trace_and_no_repr_runs(
     # The hostile repr is a local now: shown as text, never run.
     assert now()[3] == {"self": SCRIPT}  # in `__repr__`, called from the entry
     _no_markup_ran(browser, title)
+    test_viewer._screenshot(browser, "trace", tmp_path)  # the README's, with FORAGER_VIEWER_SCREENSHOTS
     # Keys step too; End goes to the return and its value.
     browser.find_element(By.TAG_NAME, "body").send_keys("k")
     assert now()[0] == f"4 of {walk.n_frames}"
