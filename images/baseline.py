@@ -31,9 +31,9 @@ _RESULT_ELEMENTS: tuple[tuple[str, Outcome], ...] = (
     ("skipped", "skipped"),
 )
 
-#: Why an image is not ready. :func:`judge` tells four of them from the baseline run (``no_tests``,
-#: ``collection_error``, ``tests_failing``, ``timeout``); the builder reports the others, and ``timeout``
-#: for the build too.
+#: Why an image is not ready. :func:`judge` tells five of them from the baseline run (``no_tests``,
+#: ``collection_error``, ``test_runner_broken``, ``tests_failing``, ``timeout``); the builder reports the
+#: others, and ``timeout`` for the build too.
 FailureClass = Literal[
     "clone_failed",
     "not_python",
@@ -42,6 +42,7 @@ FailureClass = Literal[
     "native_build_failed",
     "no_tests",
     "collection_error",
+    "test_runner_broken",
     "tests_failing",
     "timeout",
     "docker_error",
@@ -337,15 +338,17 @@ def judge(
     exit_code: int | None,
     timed_out: bool,
     collection_errors: int = 0,
+    crash: str | None = None,
     min_pass_ratio: float = 0.8,
 ) -> Verdict:
     """Decide whether the baseline run makes the image ready.
 
     ``baseline`` is None when pytest wrote no report; ``collection_errors`` is the number of test files
-    that failed to import (:func:`collection_errors`). The first rule that applies wins: a timeout; exit
-    code 5 (nothing collected); exit code 2, 3 or 4 with no test outcome; collection errors with no test
-    passing; no test at all; no test passing; a pass ratio below ``min_pass_ratio``. Otherwise the image
-    is ready.
+    that failed to import (:func:`collection_errors`); ``crash`` is the error line of the uncaught
+    traceback the test command died with, if any (:func:`runner_crash`). The first rule that applies
+    wins: a timeout; exit code 5 (nothing collected); exit code 2, 3 or 4 with no test outcome;
+    collection errors with no test passing; a crash with no test outcome (``test_runner_broken``); no
+    test at all; no test passing; a pass ratio below ``min_pass_ratio``. Otherwise the image is ready.
 
     The pass ratio is passed / (passed + failed + error). Skipped tests are left out of it because
     suites skip their optional integrations (a database, a GPU, a network service) by design; counting
@@ -376,6 +379,12 @@ def judge(
             "collection_error",
             f"{_plural(collection_errors, 'test file')} failed to import and no test passed: "
             "install what they import",
+        )
+    if total == 0 and crash:
+        return Verdict(
+            False,
+            "test_runner_broken",
+            f"the test runner died before running any test: {crash} (see the traceback in the log)",
         )
     if baseline is None or total == 0:
         code = "" if exit_code is None else f" (exit code {exit_code})"
@@ -427,6 +436,10 @@ def log_tail(text: str, lines: int = 40, max_chars: int = 4000) -> str:
 
 
 _ANSI = re.compile(r"\x1b\[[0-9;]*[A-Za-z]")
+#: An uncaught exception's traceback as Python prints it, from the first column: pytest's own reports
+#: indent or prefix theirs (``E   ``, ``INTERNALERROR>``).
+_UNCAUGHT = re.compile(r"^Traceback \(most recent call last\):$", re.MULTILINE)
+_EXCEPTION_LINE = re.compile(r"^[A-Za-z_][\w.]*(?:Error|Exception|Exit|Interrupt)\b.*$", re.MULTILINE)
 _COLLECTING = re.compile(r"^_+ ERROR collecting (?P<path>.+?) _+$", re.MULTILINE)
 _SUMMARY_START = re.compile(r"^=+ short test summary info =+$", re.MULTILINE)
 #: The summary ends at pytest's closing line, a banner (``=== 1 error in 0.05s ===``, ``!!! Interrupted: ...
@@ -435,6 +448,17 @@ _SUMMARY_END = re.compile(
     r"^(?:=+ .* =+|!+ .* !+|\d+ \w+(?:, \d+ \w+)* in [\d.]+s\b.*|no tests ran in .*)$", re.MULTILINE
 )
 _SUMMARY_ERROR = re.compile(r"^ERROR (?P<path>.+?)(?: - .*)?$", re.MULTILINE)
+
+
+def runner_crash(output: str, max_chars: int = 300) -> str | None:
+    """The error line of the last uncaught traceback in a test run's output (``ImportError: cannot import
+    name 'Sequence' from 'collections' (...)``), shortened to ``max_chars``; None when there is none."""
+    text = _ANSI.sub("", output)
+    tracebacks = list(_UNCAUGHT.finditer(text))
+    if not tracebacks:
+        return None
+    line = _EXCEPTION_LINE.search(text, tracebacks[-1].end())
+    return line[0].strip()[:max_chars] if line else None
 
 
 def collection_errors(pytest_output: str) -> list[str]:

@@ -37,6 +37,7 @@ from images.baseline import Baseline, FailureClass, Verdict, log_tail
 from images.build_setup import add_setup_steps
 from images.detect import InstallPlan, detect
 from images.engine import CLEAR_OWNER, build_container_name, exec_logged, owner_labels
+from images.forward_repair import forward_step
 from images.native import install_failure
 from images.proxy import NetworkSettings
 from images.pypi import PackageIndexError, default_index_url, has_upload_times
@@ -475,7 +476,7 @@ class ImageBuilder:
             if code in (0, 5):  # 5: nothing collected; the baseline reports it as no_tests
                 break
             repairs = diagnose(output, tried=tried, version=checkout.version)
-            repairs = [r for r in repairs if r.kind in ("install", "step_back")]
+            repairs = [r for r in repairs if r.kind in ("install", "step_back", "step_forward")]
             if not repairs:
                 if code == 2 and _COLLECTED.search(output) and _CONTINUE not in test_command:
                     # Some files cannot be collected (an import nothing can install, a warning the
@@ -491,11 +492,23 @@ class ImageBuilder:
         return steps, test_command
 
     def _collection_repair(self, run: _Runner, repair: Repair, checkout: Checkout) -> RecipeStep | None:
-        """The install step for a repair of collection: the distribution to install, or the one to step
-        back to its newest release older than the installed one and out before the commit's date."""
+        """The install step for a repair of collection: the distribution to install, the one to step
+        back to its newest release older than the installed one and out before the commit's date, or
+        the one to step forward to a release that runs on the interpreter (:mod:`images.forward_repair`)."""
         if repair.kind == "install":
             return RecipeStep(f"uv pip install {shlex.quote(repair.value)}", repair.why)
         installed = run.installed_version(repair.value)
+        if repair.kind == "step_forward":
+            network = self.options.network
+            forward = forward_step(
+                repair.value, installed, run.python_version(), repair.why,
+                index_url=network.index_url or default_index_url(), ca_bundle=network.ca_bundle,
+                margin=self.options.resolve_margin,
+            )  # fmt: skip
+            if isinstance(forward, str):
+                run.log.section(forward)
+                return None
+            return forward
         if installed is None:
             run.log.section(f"{repair.value} is not installed: nothing to step back")
             return None
@@ -726,6 +739,11 @@ class _Runner:
         result = self.container.exec_run([f"{VENV_DIR}/bin/python", "-c", _VERSION_OF, distribution])
         version = result.output.decode(errors="replace").strip()
         return version if result.exit_code == 0 and version else None
+
+    def python_version(self) -> str:
+        """The CPython version of the project's venv (``3.11.2``)."""
+        script = "import platform; print(platform.python_version())"
+        return self.container.exec_run([f"{VENV_DIR}/bin/python", "-c", script]).output.decode().strip()
 
     def _container_running(self) -> bool:
         # A container being removed can still read as running for a moment after its processes died.

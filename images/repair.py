@@ -17,6 +17,8 @@ from collections.abc import Callable, Collection, Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Literal
 
+from images.forward_repair import ERROR as INTERPRETER_ERROR
+from images.forward_repair import interpreter_change
 from images.header_packages import (
     PIP_TOOLS,
     package_for_header,
@@ -29,7 +31,8 @@ from images.import_map import DISTRIBUTIONS, distribution_for
 from images.pytest_plugins import FIXTURE_PLUGINS, MARKER_PLUGINS, ini_plugin, option_plugin
 
 RepairKind = Literal[
-    "install", "env", "drop_extra", "relax_pins", "no_build_isolation", "no_editable", "step_back", "apt"
+    "install", "env", "drop_extra", "relax_pins", "no_build_isolation", "no_editable", "step_back",
+    "step_forward", "apt",
 ]
 
 #: Repairs that switch an install mode on for the whole command; their value only names what the log
@@ -55,6 +58,9 @@ class Repair:
     - ``no_editable``: the project whose editable build failed, as the log names it;
     - ``step_back``: an installed distribution too new for the project or its plugins (``pytest``), to
       replace with its newest release before the commit's date and older than the installed one;
+    - ``step_forward``: an installed distribution too old for the interpreter (a standard-library name
+      its code uses is gone), to replace with its oldest release that runs there
+      (:mod:`images.forward_repair`);
     - ``apt``: Debian packages (space-separated) with a header, library or tool a native build lacked.
     """
 
@@ -289,7 +295,10 @@ def _step_back_import(match: re.Match[str], ctx: _Context) -> list[tuple[RepairK
 
 def _step_back_raised(match: re.Match[str], ctx: _Context) -> list[tuple[RepairKind, str]]:
     """An ``AttributeError``/``ImportError`` naming a module of pytest's, or raised inside pytest or a
-    plugin (the traceback's last frame is theirs)."""
+    plugin (the traceback's last frame is theirs), unless a newer interpreter explains it: an older
+    release would not run there either."""
+    if (changed := INTERPRETER_ERROR.search(match[0])) and interpreter_change(changed):
+        return []
     module = match["module"]
     if module and _is_pytest_module(module.split(".")[0]):
         return [("step_back", distribution_for(module) or "pytest")]
@@ -319,6 +328,19 @@ def _step_back_frames(paths: list[str]) -> list[tuple[RepairKind, str]]:
         return []
     steps = ["pytest"] + [d for d in [distribution_for(plugins[-1]) if plugins else None] if d]
     return [("step_back", name) for name in dict.fromkeys(steps)]
+
+
+def _step_forward(match: re.Match[str], ctx: _Context) -> list[tuple[RepairKind, str]]:
+    """An error a newer interpreter explains, raised in an installed distribution's code (the
+    traceback's innermost frame is its file): that distribution, to step forward."""
+    if interpreter_change(match) is None:
+        return []
+    start = max(0, match.start() - _TRACEBACK_CHARS)
+    paths = [f["long"] or f["short"] for f in _FRAME.finditer(ctx.log, start, match.start())]
+    innermost = next((path for path in reversed(paths) if not path.startswith("<")), None)
+    installed = _INSTALLED.search(innermost) if innermost else None
+    distribution = distribution_for(installed["top"]) if installed else None
+    return [("step_forward", distribution)] if distribution else []
 
 
 def _is_pytest_module(top: str) -> bool:
@@ -400,6 +422,8 @@ RULES: tuple[Rule, ...] = (
     # Pytest refusing its command line or configuration (exit code 4): nothing runs until fixed.
     _rule(r"Missing required plugins: (?P<plugins>.+)", _required_plugins),
     _rule(r"error: unrecognized arguments: (?P<arguments>.+)", _options),
+    # Installed releases older than the interpreter: step them forward.
+    Rule(INTERPRETER_ERROR, _step_forward),
     # Installed releases newer than the project's code or its plugins expect: step them back.
     _rule(
         r"ImportError: cannot import name '\w+' from '(?P<module>[\w.]+)' \((?P<path>[^)]*)\)",

@@ -35,6 +35,7 @@ from images.baseline import (
     junit_durations,
     merge_runs,
     parse_junit,
+    runner_crash,
     unit_of,
 )
 from images.runners import Runner, runner_of
@@ -176,6 +177,7 @@ def run_baseline(
         exit_code=last.exit_code if runner == "pytest" else None,
         timed_out=last.timed_out,
         collection_errors=last.collection_errors,
+        crash=runner_crash(last.output),
         min_pass_ratio=settings.min_pass_ratio,
     )
     if baseline is not None and partial:
