@@ -230,6 +230,10 @@ def test_the_export_writes_the_selected_traces(
     listing = (site / "traces.html").read_text()
     assert f'href="traces/{traced["walk"].id}.html"' in listing
     assert not (site / "traces" / f"{traced['other'].id}.html").exists()
+    for written in [*site.glob("traces*.html"), *(site / "traces").iterdir()]:
+        for href in hrefs(written.read_text()):
+            target = href.partition("#")[0]
+            assert not target or (written.parent / target).resolve().is_file(), (written, href)
     # Without a trace selection the listing is there (the navigation links it), empty.
     bare = export_site(store, tmp_path / "bare")
     assert bare.traces == 0 and "No trace matches" in (tmp_path / "bare" / "traces.html").read_text()

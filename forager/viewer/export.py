@@ -13,7 +13,7 @@ import dataclasses
 import shutil
 import time
 from collections import Counter
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from urllib.parse import quote
 
@@ -117,6 +117,7 @@ def _tasks_and_images(
             site.write(f"images/{image_id}", NESTED, pages.image_page(image, per_image[image_id]))
             images.append((image, len(per_image[image_id])))
             site.report.images += 1
+            site.images.add(image_id)
     listing = {"given": {}, "choices": None, "next": None, "first": None, "kinds": [], "statuses": []}
     site.write("tasks.html", TOP, pages.Page("tasks.html", {**listing, "rows": rows}))
     site.write("images.html", TOP, pages.Page("images.html", {**listing, "rows": images}))
@@ -144,6 +145,12 @@ def _traces(store: Store, site: _Site, selection: TraceFilter | None, progress: 
 
     for trace in store.iter_traces(selection) if selection is not None else ():
         site.write(f"traces/{trace.id}", NESTED, trace_pages.trace_page(trace))
+        if trace.image_id not in site.images:  # the trace links to its image: a page without tasks
+            image = store.get_image(trace.image_id)
+            if image is not None:
+                site.write(f"images/{trace.image_id}", NESTED, pages.image_page(image, []))
+                site.images.add(trace.image_id)
+                site.report.images += 1
         trace.data = None  # the listing needs no frames: let them go
         if len(page) == pages.PAGE_SIZE:
             listing(more=True)
@@ -161,6 +168,8 @@ class _Site:
     report: ExportReport
     total: int
     pages_written: int = 0
+    images: set[int] = field(default_factory=set)
+    """The images whose page is written."""
 
     def write(self, name: str, links: Links, page: pages.Page) -> None:
         html = self.env.get_template(page.template).render(links=links, **page.context)
