@@ -270,7 +270,7 @@ def _split(
     if len(gold) > MAX_GOLD_FILES or sum(changes[path] for path in gold) > MAX_GOLD_LINES:
         return None
     gold_patch = _diff(repo, parent, end.hexsha, gold)
-    message = clean_statement(statement, gold_patch) or statement
+    message = clean_statement(statement, gold_patch)
     return Candidate(
         sha=end.hexsha,
         parent=parent,
