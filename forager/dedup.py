@@ -36,12 +36,14 @@ from __future__ import annotations
 import re
 from collections.abc import Sequence
 from dataclasses import dataclass, field
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
-from datasketch import MinHash
 
 from core.errors import ForagerError
+
+if TYPE_CHECKING:
+    from datasketch import MinHash
 
 _SPACE = re.compile(r"\s+")
 
@@ -115,6 +117,11 @@ class NearDuplicateFilter:
         self.shingle_size = shingle_size
         self._num_perm = num_perm
         self._seed = seed
+        # Imported here: datasketch's package imports scipy (over a second), which every `forager`
+        # command would otherwise pay.
+        from datasketch import MinHash
+
+        self._minhash = MinHash
         # The permutations are drawn once from the seed and shared by every signature.
         self._permutations = MinHash(num_perm=num_perm, seed=seed).permutations
         # Per task, the signatures (32-bit hash values) of its kept trajectories, one row each.
@@ -123,7 +130,7 @@ class NearDuplicateFilter:
 
     def signature(self, actions: Sequence[dict[str, Any] | str]) -> MinHash:
         """The MinHash of a trajectory's action shingles."""
-        minhash = MinHash(
+        minhash = self._minhash(
             num_perm=self._num_perm, seed=self._seed, permutations=self._permutations, scheme="affine32"
         )
         tokens = normalize_actions(actions)
