@@ -158,6 +158,8 @@ def forward_step(
     have for its first users; ``why`` is the error line that called for it."""
     if installed is None:
         return f"{distribution} is not installed: nothing to step forward"
+    if not re.fullmatch(r"3\.\d+(?:\.\d+)?", python):
+        return f"cannot step {distribution} forward: the interpreter's version is unknown ({python!r})"
     try:
         page = project_page(distribution, index_url, ca_bundle)
     except PackageIndexError as exc:
@@ -174,8 +176,10 @@ def forward_step(
     because = f"its first release after Python {line} came out" if first_after else "its newest release"
     error = ERROR.search(why)
     change = interpreter_change(error) if error else None
+    quoted = re.sub(r"^(?:E\s+|INTERNALERROR>\s*)", "", why)  # pytest's prefixes say nothing here
+    cause = f"{change}; " if change else ""
     text = (
-        f"repair: {why} ({change + '; ' if change else ''}{distribution} {installed} predates Python {line}: "
+        f"repair: {quoted} ({cause}{distribution} {installed} predates Python {line}: "
         f"stepping forward to {chosen.version}, {because})"
     )
     if chosen.uploaded is None:

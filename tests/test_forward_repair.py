@@ -209,8 +209,12 @@ def test_pytest_using_a_removed_collections_alias_steps_pytest_forward() -> None
     assert pairs(diagnose(PYTEST_SEQUENCE)) == [("step_forward", "pytest")]
 
 
-def test_an_ast_the_interpreter_rejects_steps_the_release_that_built_it_forward() -> None:
-    assert pairs(diagnose(PYTEST_AST))[0] == ("step_forward", "pytest")
+def test_an_ast_the_interpreter_rejects_steps_the_release_that_built_it_forward(index: str) -> None:
+    repair = diagnose(PYTEST_AST)[0]
+    assert (repair.kind, repair.value) == ("step_forward", "pytest")
+    step = forward_step("pytest", "4.4.1", "3.11.2", repair.why, index_url=index)
+    assert isinstance(step, RecipeStep)
+    assert step.why.startswith('repair: TypeError: required field "lineno" missing from alias (the AST ')
 
 
 def test_a_removed_module_steps_the_plugin_forward_before_installing_a_backport() -> None:

@@ -8,7 +8,6 @@ on 3.11, and the recipe says so.
 
 from __future__ import annotations
 
-import json
 import os
 import uuid
 from pathlib import Path
@@ -76,4 +75,3 @@ def test_a_2019_commit_steps_its_test_tools_forward_to_releases_that_run_on_311(
     assert forward, [step["why"] for step in recipe["steps"]]
     assert any("pytest==" in step["run"] for step in forward), [step["run"] for step in forward]
     assert all("--exclude-newer" in step["run"] for step in forward)
-    print(json.dumps([step["why"] for step in forward], indent=1))
