@@ -22,6 +22,7 @@ from images.baseline import judge, runner_crash
 from images.forward_repair import ERROR, choose_release, forward_step, interpreter_change, releases
 from images.recipe import RecipeStep
 from images.repair import Repair, diagnose
+from images.suite_runs import Execution, RunSettings, run_baseline
 from tests.repos import run_pytest
 from tests.repos import write as project
 
@@ -361,3 +362,15 @@ def test_a_test_runner_dying_at_import_is_test_runner_broken_with_its_line_quote
 def test_pytests_own_reports_are_not_a_crash() -> None:
     assert runner_crash(PYTEST_AST) is None
     assert judge(None, exit_code=1, timed_out=False, crash=None).failure_class == "no_tests"
+
+
+def test_a_baseline_whose_runs_die_at_import_is_test_runner_broken() -> None:
+    crashed = PYTEST_SEQUENCE.split("\n", 1)[1]  # the run's output, without the build log's command line
+    result = run_baseline(
+        "python -m pytest -p no:cacheprovider",
+        RunSettings(limit=60),
+        lambda script, number, paths: Execution(1, crashed, {}),
+        lambda title, output: None,
+    )
+    assert result.verdict.failure_class == "test_runner_broken"
+    assert "ImportError: cannot import name 'Sequence' from 'collections'" in result.verdict.reason
