@@ -16,7 +16,7 @@ from pathlib import Path
 
 import pytest
 
-from envs import mutate
+from envs import mutate_edits, mutate_operators
 from envs.mutate import OPERATORS, FunctionSpan, Mutant, functions, mutants, unified_diff
 
 
@@ -656,9 +656,9 @@ def test_candidates_failing_the_filters_do_not_use_up_the_quota(monkeypatch: pyt
     source = "def f(x):\n    return x\n"
     statement = (source.index("return"), len(source) - 1)  # `return x`
 
-    def generate(src: object, func: object) -> list[mutate._Candidate]:
+    def generate(src: object, func: object) -> list[mutate_edits.Candidate]:
         return [
-            mutate._Candidate(((*statement, replacement),), description)
+            mutate_edits.Candidate(((*statement, replacement),), description)
             for replacement, description in [
                 ("return (x", "does not parse"),
                 ("return  x", "formatting only"),
@@ -668,7 +668,7 @@ def test_candidates_failing_the_filters_do_not_use_up_the_quota(monkeypatch: pyt
             ]
         ]
 
-    monkeypatch.setitem(mutate._GENERATORS, "return_value_removed", generate)
+    monkeypatch.setitem(mutate_operators.GENERATORS, "return_value_removed", generate)
     for seed in range(8):
         for quota in (1, 2):
             found = mutants(
