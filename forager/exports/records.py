@@ -61,11 +61,11 @@ class EpisodeRecord:
     """Whether texts were shortened to fit the context window: then ``messages`` (the conversation at
     the end) is not what the earlier requests sent, and :attr:`requests` tells those apart."""
     requests: tuple[RequestRow, ...] | None = None
-    """With ``record(..., per_request=True)``: the conversation cut where the context was shortened
-    (:func:`request_rows`); None otherwise."""
+    """With ``record(..., per_request=True)`` and a shortened context: the conversation cut where it was
+    shortened (:func:`request_rows`); None otherwise (the conversation is one row)."""
 
     def rows(self) -> tuple[RequestRow, ...]:
-        """What an SFT row holds: :attr:`requests` when they were asked for, else the whole episode."""
+        """What the SFT rows of the episode hold: :attr:`requests`, else the whole conversation."""
         if self.requests is not None:
             return self.requests
         return (RequestRow(0, max(self.n_steps - 1, 0), self.messages),)
@@ -92,10 +92,8 @@ def record(episode: Episode, *, per_request: bool = False) -> EpisodeRecord:
     steps = sorted(episode.steps, key=lambda step: step.index)
     shortened_at = _shortened_at(episode)
     messages = [_message(m) for m in conversation(episode, steps)]
-    requests = None
-    if per_request:  # a conversation never shortened is its own single row
-        whole = (RequestRow(0, max(len(steps) - 1, 0), messages),)
-        requests = request_rows(episode, steps, shortened_at) if shortened_at else whole
+    # A conversation never shortened is its own single row: nothing to cut.
+    requests = request_rows(episode, steps, shortened_at) if per_request and shortened_at else None
     return EpisodeRecord(
         trajectory_id=episode.id,
         instance_id=task.instance_id,
