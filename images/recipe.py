@@ -90,6 +90,8 @@ class InstallRecipe:
             lines.append(f"# {step.why}")
             prefix = " ".join(f"{key}={_quote(value)}" for key, value in step.env.items())
             lines.append(f"RUN {prefix + ' ' if prefix else ''}{step.run}")
+        lines.append("# SWE-bench's harness applies predictions in /testbed")
+        lines.append(f"RUN ln -sfn {REPO_DIR} /testbed")
         lines.append(f"# Tests: {self.test_command}")
         lines.append('CMD ["bash"]')
         return "\n".join(lines) + "\n"
