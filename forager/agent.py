@@ -27,7 +27,9 @@ from envs.runtime import DiffError, EnvironmentDied, Runtime
 from envs.tasks import grade_task, prepare
 from forager.context import KEEP_CHARS, Part, PromptSize, Shortening, fit
 from forager.conversation import assistant_message, build_messages, opening_messages
-from forager.model import Completion, ModelClient, ModelError
+from forager.model import ModelClient
+from forager.model_errors import ModelError
+from forager.model_replies import Completion
 from forager.prompts import Prompts
 from forager.reasoning import ReasoningPolicy, field_reasoning, sent_back, split_inline
 from storage import Episode, EpisodeStatus, Image, Step, Task

@@ -18,16 +18,10 @@ from typing import Any
 import pytest
 
 from core.errors import ForagerError
-from forager.model import (
-    Completion,
-    ModelClient,
-    ModelConfig,
-    ModelError,
-    normalize_base_url,
-    parse_retry_after,
-    proxy_for,
-    should_retry,
-)
+from forager.model import ModelClient
+from forager.model_config import ModelConfig, normalize_base_url, proxy_for
+from forager.model_errors import ModelError, parse_retry_after, should_retry
+from forager.model_replies import Completion
 from forager.policies import Action, policy_app, start_in_thread
 from tests.fake_openai import (
     CONTEXT_OVERFLOW_BODIES,
