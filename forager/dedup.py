@@ -155,6 +155,10 @@ class NearDuplicateFilter:
         counts.kept += 1
         return True
 
+    def forget(self, group: str) -> None:
+        """Drop what is remembered of task ``group`` (its figures stay): no trajectory of it comes again."""
+        self._kept.pop(group, None)
+
 
 class _Signatures:
     """The signatures of one task's kept trajectories: rows of a matrix that doubles when full."""

@@ -118,13 +118,17 @@ def conditions(selection: EpisodeFilter | None) -> list[sa.ColumnElement[bool]]:
 
 
 def page(
-    selection: EpisodeFilter | None, after: tuple[datetime, str] | None, limit: int
+    selection: EpisodeFilter | None, after: tuple[Any, ...] | None, limit: int, *, by_task: bool = False
 ) -> sa.Select[tuple[Episode]]:
-    """Up to ``limit`` episodes in (created_at, id) order, after the key ``after`` (exclusive)."""
+    """Up to ``limit`` episodes in (created_at, id) order, after the key ``after`` (exclusive); with
+    ``by_task`` in (task_id, created_at, id) order, ``after`` then being such a triple."""
     query = sa.select(Episode).where(*conditions(selection))
+    columns = (Episode.created_at, Episode.id)
+    if by_task:
+        columns = (Episode.task_id, *columns)
     if after is not None:
-        query = query.where(sa.tuple_(Episode.created_at, Episode.id) > sa.tuple_(*after))
-    return query.order_by(Episode.created_at, Episode.id).limit(limit)
+        query = query.where(sa.tuple_(*columns) > sa.tuple_(*after))
+    return query.order_by(*columns).limit(limit)
 
 
 @functools.cache

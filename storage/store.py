@@ -14,6 +14,7 @@ from collections.abc import Iterable, Iterator, Sequence
 from contextlib import contextmanager
 from datetime import datetime
 from types import TracebackType
+from typing import Any
 
 import sqlalchemy as sa
 from alembic import command
@@ -389,9 +390,16 @@ class Store(TraceStore, QueueStore):
             return list(session.scalars(query))
 
     def iter_episodes(
-        self, filter: EpisodeFilter | None = None, *, batch_size: int = 200, with_steps: bool = True
+        self,
+        filter: EpisodeFilter | None = None,
+        *,
+        batch_size: int = 200,
+        with_steps: bool = True,
+        by_task: bool = False,
     ) -> Iterator[Episode]:
-        """Every episode ``filter`` selects, in (created_at, id) order, read ``batch_size`` at a time.
+        """Every episode ``filter`` selects, in (created_at, id) order, read ``batch_size`` at a time;
+        with ``by_task``, in (task, created_at, id) order: each task's episodes together, so a reader
+        that works per task (near-duplicate filtering) can forget a task once it has passed.
 
         Memory stays that of one batch whatever the store's size: each batch is read in its own short
         transaction and the store keeps no reference to what it yielded. Each episode comes with
@@ -400,15 +408,17 @@ class Store(TraceStore, QueueStore):
         """
         if batch_size < 1:
             raise ValueError(f"batch_size must be at least 1, not {batch_size}")
-        key: tuple[datetime, str] | None = None
+        key: tuple[Any, ...] | None = None
         options = queries.loaded(with_steps=with_steps)
         while True:
             with self._read() as session:
-                batch = list(session.scalars(queries.page(filter, key, batch_size).options(*options)))
+                query = queries.page(filter, key, batch_size, by_task=by_task).options(*options)
+                batch = list(session.scalars(query))
             yield from batch
             if len(batch) < batch_size:
                 return
-            key = (batch[-1].created_at, batch[-1].id)
+            last = batch[-1]
+            key = (last.task_id, last.created_at, last.id) if by_task else (last.created_at, last.id)
             del batch
 
     def count_episodes(self, filter: EpisodeFilter | None = None) -> int:

@@ -149,6 +149,17 @@ def test_iteration_streams_batches_with_steps_task_image_and_repository_loaded(s
         next(store.iter_episodes(batch_size=0))
 
 
+def test_iteration_by_task_gives_each_tasks_episodes_together_across_batches(store: Store, world) -> None:
+    by_time = list(store.iter_episodes(with_steps=False))
+    by_task = list(store.iter_episodes(with_steps=False, by_task=True, batch_size=2))
+    assert sorted(_ids(by_task)) == sorted(_ids(by_time))
+    assert [e.task_id for e in by_task] == sorted(e.task_id for e in by_time)
+    assert len({e.task_id for e in by_task}) > 1
+    for task_id in {e.task_id for e in by_task}:  # within a task, still oldest first
+        times = [e.created_at for e in by_task if e.task_id == task_id]
+        assert times == sorted(times)
+
+
 def test_a_listing_loads_what_a_row_shows_and_raises_on_the_rest(store: Store, world) -> None:
     (episode,) = store.list_episodes(EpisodeFilter(operator="negate_condition", model="qwen"))
     assert (episode.model, episode.exit_reason, episode.n_steps, episode.resolved) == (

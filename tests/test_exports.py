@@ -291,6 +291,22 @@ def test_dedup_drops_a_near_duplicate_of_the_same_task_only(store: Store, tmp_pa
     assert summary.to_json()["dedup"]["per_repository"] == {"acme/calc": {"kept": 3, "dropped": 1}}
 
 
+def test_dedup_reading_task_by_task_forgets_each_task_once_it_has_passed(store: Store, tmp_path: Path):
+    image = _image(store, "https://github.com/acme/calc", "acme__calc", "forager/acme__calc:1")
+    one, two = _task(store, image, "calc-1"), _task(store, image, "calc-2")
+    near = [*SOLVE[:2], _bash("python -m pytest tests/test_ops.py -q -x"), SOLVE[3]]
+    # Interleaved in time: read by creation, both tasks would stay in the filter's memory to the end.
+    for minutes, (task, actions) in enumerate([(one, SOLVE), (two, SOLVE), (one, near), (two, near)]):
+        _episode(store, task, actions, minutes=minutes)
+    dedup = NearDuplicateFilter()
+    episodes = store.iter_episodes(by_task=True, batch_size=1)
+    summary = export(episodes, "sft", tmp_path / "d.jsonl", dedup=dedup, tasks_together=True)
+    assert (summary.written, summary.dropped_duplicates) == (2, 2)
+    assert [r["instance_id"] for r in _rows(tmp_path / "d.jsonl")] == ["calc-1", "calc-2"]
+    assert dedup.keep(str(one.id), "acme/calc", SOLVE), "the first task was forgotten when the second began"
+    assert not dedup.keep(str(two.id), "acme/calc", SOLVE), "the task being read is remembered"
+
+
 # ---- parquet -----------------------------------------------------------------------------------------
 
 

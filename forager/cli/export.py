@@ -98,13 +98,15 @@ def export_command(
         total = store.count_episodes(selection)
         with _progress_bar(total) as progress:
             summary = export(
-                store.iter_episodes(selection),
+                # With --dedup, each task's episodes together: the filter forgets a task once it has passed.
+                store.iter_episodes(selection, by_task=dedup),
                 format.value,
                 out,
                 resolved_only=resolved_only,
                 max_per_task=max_per_task,
                 dedup=_dedup_filter(dedup_threshold) if dedup else None,
                 per_request=per_request,
+                tasks_together=dedup,
                 total=total,
                 progress=progress,
                 **options,

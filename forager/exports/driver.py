@@ -135,6 +135,7 @@ def export(
     max_per_task: int | None = None,
     dedup: NearDuplicateFilter | None = None,
     per_request: bool = False,
+    tasks_together: bool = False,
     total: int | None = None,
     progress: Progress = no_progress,
     **writer_options: Any,
@@ -145,8 +146,10 @@ def export(
     already has ``max_per_task`` written episodes is skipped; one that ``dedup`` finds a near-duplicate
     of an earlier kept one of its task is dropped. ``per_request`` (sft, parquet): an episode whose
     context was shortened is written as several rows, each exactly what its requests sent (see
-    :mod:`forager.exports.sft`). ``total`` (the number of episodes, when known) sizes the progress
-    reports.
+    :mod:`forager.exports.sft`). ``tasks_together``: the episodes of each task come together (as
+    ``Store.iter_episodes(by_task=True)`` reads them), so ``dedup`` forgets a task once its episodes have
+    passed and its memory stays that of one task. ``total`` (the number of episodes, when known) sizes
+    the progress reports.
 
     Raises:
         ExportError: the path cannot be written, or no episode was selected (nothing is left under its
@@ -166,8 +169,13 @@ def export(
     progress(ProgressEvent(subject, "export", "starting", completed=0, total=total))
     with staged(path, directory=writer_class.directory) as temporary:
         writer = writer_class(temporary, **writer_options)
+        previous_task = None
         for episode in episodes:
             summary.read += 1
+            if tasks_together and dedup is not None and episode.task_id != previous_task:
+                if previous_task is not None:
+                    dedup.forget(str(previous_task))
+                previous_task = episode.task_id
             _consider(episode, writer, summary, per_task, resolved_only, max_per_task, dedup)
             if summary.read % 100 == 0:
                 progress(_event(subject, summary, total))
