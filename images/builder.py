@@ -296,6 +296,8 @@ class ImageBuilder:
                 test_command=recipe.test_command,
                 baseline=dict(baseline.outcomes) if baseline else {},
                 flaky=sorted(baseline.flaky) if baseline else [],
+                durations=dict(baseline.durations) if baseline and baseline.durations else None,
+                partial=baseline.partial if baseline else False,
                 tests_passed=passed,
                 tests_total=total,
                 size_bytes=size,

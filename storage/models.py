@@ -132,6 +132,10 @@ class Image(Base):
     baseline: Mapped[dict[str, str]] = mapped_column(PortableJSON, default=dict)
     #: Test ids whose outcome changed between baseline runs.
     flaky: Mapped[list[str]] = mapped_column(PortableJSON, default=list)
+    #: Test id -> seconds a baseline run took for it (the longest of the runs); None when not measured.
+    durations: Mapped[dict[str, float] | None] = mapped_column(PortableJSON)
+    #: The suite outgrew the baseline's time budget: ``baseline`` holds the test files it completed.
+    partial: Mapped[bool] = mapped_column(default=False, server_default=sa.false())
     tests_passed: Mapped[int] = mapped_column(default=0)
     tests_total: Mapped[int] = mapped_column(default=0)
     # Image sizes exceed 2 GiB, the limit of a 32-bit INTEGER on PostgreSQL.
