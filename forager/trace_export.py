@@ -14,15 +14,17 @@ import json
 from dataclasses import dataclass
 from enum import StrEnum
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from core.errors import ForagerError
 from core.progress import Progress, ProgressEvent, no_progress
 from envs import trace_format
-from forager.dedup import NearDuplicateFilter
 from storage import Store
 from storage.models import Trace
 from storage.traces import TraceFilter
+
+if TYPE_CHECKING:  # numpy: imported only when traces are deduplicated
+    from forager.dedup import NearDuplicateFilter
 
 
 class TraceFormat(StrEnum):

@@ -26,7 +26,6 @@ from forager.cli.output import (
     print_json,
     progress_display,
 )
-from forager.dedup import NearDuplicateFilter
 from forager.trace_export import TraceFormat, export_traces
 from storage import ImageStatus
 from storage.models import TraceKind, TraceStatus
@@ -218,6 +217,8 @@ def export(
         image_id=find_image(store, image).id if image else None, repository=repository, kind=kind,
         min_frames=min_frames, max_frames=max_frames,
     )  # fmt: skip
+    from forager.dedup import NearDuplicateFilter  # numpy: only when asked for
+
     near_duplicates = NearDuplicateFilter(dedup_threshold) if dedup else None
     summary = export_traces(store, out, format, selection, dedup=near_duplicates)
     if json:
