@@ -19,9 +19,10 @@ import hashlib
 import itertools
 import json
 import random
+import statistics
 import time
-from collections import Counter, defaultdict
-from collections.abc import Collection
+from collections import defaultdict
+from collections.abc import Collection, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -97,7 +98,9 @@ def generate(
         unknown = sorted(set(options.operators) - set(OPERATORS))
         if unknown:
             raise ForagerError(f"unknown operators {unknown}: choose from {', '.join(OPERATORS)}")
-    baseline = Baseline.from_json({"outcomes": image.baseline, "flaky": image.flaky})
+    baseline = Baseline.from_json(
+        {"outcomes": image.baseline, "flaky": image.flaky, "durations": image.durations or {}}
+    )
     passing = frozenset(baseline.stable("passed"))
     if not image.test_command or not passing:
         raise ForagerError(f"image {image.tag} has no stable passing test to build tasks on")
@@ -118,7 +121,7 @@ def generate(
                 "which installs the checkout editable"
             )
         progress(ProgressEvent(subject, "mutants", "generating"))
-        candidates = _candidates(env, coverage, passing, options, rng)
+        candidates = _candidates(env, coverage, passing, baseline.durations, options, rng)
         timeout = validation_timeout(coverage, options.test_timeout)
         limit = options.max_candidates or 10 * options.max_tasks
         for tried, (mutant, covering) in enumerate(candidates[:limit], 1):
@@ -208,10 +211,11 @@ def _candidates(
     env: Runtime,
     coverage: Coverage,
     passing: frozenset[str],
+    durations: Mapping[str, float],
     options: MutateOptions,
     rng: random.Random,
 ) -> list[tuple[Mutant, frozenset[str]]]:
-    """Mutants of the functions the stable tests verify, with the tests executing each, shuffled."""
+    """Mutants of the functions the stable tests verify, with the tests executing each, cheapest first."""
     found: list[tuple[Mutant, frozenset[str]]] = []
     for path in sorted(coverage.lines):
         if is_test_path(path) or not path.endswith(".py"):
@@ -222,7 +226,7 @@ def _candidates(
             continue
         found += file_candidates(path, source, coverage, passing, options, rng)
     rng.shuffle(found)  # the seeded tie-break below
-    return cheapest_first(found, passing)
+    return cheapest_first(found, passing, durations)
 
 
 def file_candidates(
@@ -262,21 +266,35 @@ def file_candidates(
 
 
 def cheapest_first(
-    candidates: list[tuple[Mutant, frozenset[str]]], passing: frozenset[str]
+    candidates: list[tuple[Mutant, frozenset[str]]],
+    passing: frozenset[str],
+    durations: Mapping[str, float] | None = None,
 ) -> list[tuple[Mutant, frozenset[str]]]:
     """``candidates`` (mutant, the tests executing it) in the order to validate them.
 
-    Validating a candidate runs the tests executing it, then every stable test of their files; so
-    functions whose tests are few and in small files cost least, and make tasks that grade fastest
-    and whose failing tests point somewhere. Functions take turns, cheapest first, so that the first
-    tasks come from as many functions as possible; a function's own candidates go cheapest first.
-    Equal costs keep the given order.
+    Validating a candidate runs the tests executing it, then every stable test of their files; its
+    cost is what those tests take. A test takes the seconds its baseline ``durations`` measured; one
+    not measured takes the median of the measured ``passing`` tests, and when none was measured every
+    test costs the same, so the cost is the number of test executions. Cheap candidates validate
+    fastest and make tasks that grade fastest and whose failing tests point somewhere. Functions take
+    turns, cheapest first, so that the first tasks come from as many functions as possible; a
+    function's own candidates go cheapest first. Equal costs keep the given order.
     """
-    file_sizes = Counter(test.split("::", 1)[0] for test in passing)
+    durations = durations or {}
+    measured = [durations[test] for test in passing if test in durations]
+    unmeasured = statistics.median(measured) if measured else 1.0
 
-    def cost(candidate: tuple[Mutant, frozenset[str]]) -> int:
+    def seconds(test: str) -> float:
+        return durations.get(test, unmeasured) if measured else 1.0
+
+    file_seconds: dict[str, float] = defaultdict(float)
+    for test in passing:
+        file_seconds[test.split("::", 1)[0]] += seconds(test)
+
+    def cost(candidate: tuple[Mutant, frozenset[str]]) -> float:
         files = {test.split("::", 1)[0] for test in candidate[1]}
-        return len(candidate[1]) + sum(file_sizes[file] for file in files)
+        # Rounded so that equal costs summed in another order stay equal (and keep the given order).
+        return round(sum(map(seconds, candidate[1])) + sum(file_seconds[file] for file in files), 6)
 
     by_function: dict[tuple[str, str], list[tuple[Mutant, frozenset[str]]]] = defaultdict(list)
     for candidate in sorted(candidates, key=cost):

@@ -24,6 +24,7 @@ from forager.cli.output import (
     settings,
 )
 from images.base import BASES, DEFAULT_BASE, DebianBase, base_for_python, ensure_base_image
+from images.baseline import unit_of
 from images.builder import BuildOptions, BuildResult, ImageBuilder
 from images.engine import connect
 from images.proxy import NetworkSettings
@@ -36,6 +37,9 @@ from images.sources import SourceSpec, parse_source, read_source_file
 from storage import Image, ImageStatus, Store
 
 app = typer.Typer(help="Build, list and inspect repository images.", no_args_is_help=True)
+
+#: The slowest tests ``images show`` names: those worth knowing before choosing what a task runs.
+SLOWEST_SHOWN = 3
 
 CABundleOption = Annotated[
     Path | None,
@@ -242,6 +246,18 @@ def show(ctx: typer.Context, ref: RefArgument, json: JsonOption = False) -> None
     console.print(f"tests      {image.test_command}", highlight=False)
     counts = ", ".join(f"{outcomes.count(o)} {o}" for o in ("passed", "failed", "error", "skipped"))
     console.print(f"baseline   {counts}, {len(image.flaky)} flaky", highlight=False)
+    if image.partial:
+        files = len({unit_of(test) for test in image.baseline})
+        console.print(
+            f"partial    the time budget covered {files} test file(s) of the suite: "
+            "the baseline has only their tests",
+            highlight=False,
+            soft_wrap=True,
+        )
+    if image.durations:
+        slowest = sorted(image.durations.items(), key=lambda item: (-item[1], item[0]))[:SLOWEST_SHOWN]
+        shown = ", ".join(f"{escape(test)} {seconds:.2f} s" for test, seconds in slowest)
+        console.print(f"slowest    {shown}", highlight=False, soft_wrap=True)
     console.print(f"size       {_size(image.size_bytes)} ({_size(image.unique_bytes)} of its own)")
     if image.build_seconds is not None:
         console.print(f"build      {image.build_seconds:.0f} s, log {image.log_path}", highlight=False)
@@ -395,8 +411,11 @@ def _image_json(image: Image, full: bool = False) -> dict[str, object]:
         "tests_passed": image.tests_passed, "tests_total": image.tests_total, "size_bytes": image.size_bytes,
         "unique_bytes": image.unique_bytes, "build_seconds": image.build_seconds,
         "test_command": image.test_command, "log_path": image.log_path, "created_at": image.created_at,
-        "registry_ref": image.registry_ref,
+        "registry_ref": image.registry_ref, "partial": image.partial,
     }  # fmt: skip
     if full:
-        data.update(recipe=image.recipe, baseline=image.baseline, flaky=image.flaky, log_tail=image.log_tail)
+        data.update(
+            recipe=image.recipe, baseline=image.baseline, flaky=image.flaky, durations=image.durations,
+            log_tail=image.log_tail,
+        )  # fmt: skip
     return data
