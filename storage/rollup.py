@@ -76,14 +76,15 @@ class StatsTask(_Grouped, Base):
 def episodes(session: Session) -> int:
     """How many episodes are stored."""
     t = StatsOutcome
-    return session.scalar(sa.select(sa.func.sum(t.episodes)).where(t.dimension == "all")) or 0
+    # PostgreSQL's sum of integers is a numeric (a Decimal here): callers count in ints.
+    return int(session.scalar(sa.select(sa.func.sum(t.episodes)).where(t.dimension == "all")) or 0)
 
 
 def steps(session: Session) -> int:
     """How many steps the stored episodes have (their ``n_steps`` added up)."""
     t = StatsValue
     where = (t.dimension == "all", t.measure == "turns")
-    return session.scalar(sa.select(sa.func.sum(t.value * t.episodes)).where(*where)) or 0
+    return int(session.scalar(sa.select(sa.func.sum(t.value * t.episodes)).where(*where)) or 0)
 
 
 def outcomes(session: Session) -> Iterator[tuple[str, str, str, int, int, int]]:
