@@ -39,7 +39,7 @@ from storage import viewer_queries as vq
 PAGE_SIZE = 100
 #: Groups per chart on the dashboard (the ones with the most episodes).
 TOP_GROUPS = 12
-#: Task origins that are not operators (``storage.stats.ORIGIN``): the operator filter cannot select them.
+#: Task origins that are not operators (``storage.models.ORIGIN``): the operator filter cannot select them.
 ORIGINS_WITHOUT_FILTER = ("mined", "imported")
 #: The colour of an image status on the dashboard.
 BUILD_CSS = {ImageStatus.READY: "bar ok", ImageStatus.FAILED: "bar bad", ImageStatus.BUILDING: "bar muted"}
