@@ -75,7 +75,8 @@ def detect_native(root: Path) -> NativeCode:
         evidence.append(f"native build backend {backend}: {_NATIVE_BACKENDS[backend]} (pyproject.toml)")
         languages.add("Rust" if backend == "maturin" else "C")
         rust = backend == "maturin"
-    requires = [r for r in build_system.get("requires", []) if isinstance(r, str)]
+    listed = build_system.get("requires")
+    requires = [r for r in listed if isinstance(r, str)] if isinstance(listed, list) else []
     if any(_RUST_REQUIREMENTS.match(r) for r in requires) and not rust:
         rust = True
         languages.add("Rust")

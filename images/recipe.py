@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import shlex
 from dataclasses import asdict, dataclass, field
 from typing import Any
 
@@ -87,14 +88,19 @@ class InstallRecipe:
         # ARG, not ENV: the install steps see these, the image does not keep them.
         lines += [f"ARG {key}={_quote(value)}" for key, value in self.install_env.items()]
         for step in self.steps:
-            lines.append(f"# {step.why}")
-            prefix = " ".join(f"{key}={_quote(value)}" for key, value in step.env.items())
+            # A step's why can quote a repository's text (a workflow step's name): one comment line.
+            lines.append(f"# {_one_line(step.why)}")
+            prefix = " ".join(f"{key}={shlex.quote(value)}" for key, value in step.env.items())
             lines.append(f"RUN {prefix + ' ' if prefix else ''}{step.run}")
         lines.append("# SWE-bench's harness applies predictions in /testbed")
         lines.append(f"RUN ln -sfn {REPO_DIR} /testbed")
-        lines.append(f"# Tests: {self.test_command}")
+        lines.append(f"# Tests: {_one_line(self.test_command)}")
         lines.append('CMD ["bash"]')
         return "\n".join(lines) + "\n"
+
+
+def _one_line(text: str) -> str:
+    return " ".join(text.split())
 
 
 def _quote(value: str) -> str:

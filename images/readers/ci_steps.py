@@ -6,7 +6,13 @@ build JavaScript assets with npm, or ``apt-get install`` the headers it compiles
 takes the first GitHub Actions job that runs the tests on Linux, walks its ``run:`` steps up to the
 test command, and keeps the commands that build something, filtered to what is safe offline: nothing
 that uploads, reads secrets, runs Docker, talks to git servers or downloads from outside a package
-registry (``curl … | sh``). ``make`` targets are checked through the Makefile's own recipe lines.
+registry (``curl … | sh``), and no command the filter cannot read as written (pipes, background jobs,
+command substitution, redirections, variable assignments with more than a plain value, other
+Makefiles). ``make`` targets are checked through the Makefile's own recipe lines, read as written.
+
+The filter keeps a workflow's own text from smuggling commands in; it is no sandbox. A replayed
+``make`` target or ``setup.py build_ext`` runs the repository's code, as installing the project does
+anyway: what contains it is the build container.
 
 The commands before the job's install of the project run before the project's install step; those
 after run after the install steps. ``pip install`` commands before a kept command are replayed with it
@@ -89,7 +95,19 @@ _BUILDS_SOMETHING = re.compile(
     r"|protoc|swig|f2py|make)\b|\$\(MAKE\)|\$\(CC\)",
     re.IGNORECASE,
 )
-_PIPE = re.compile(r"(?<!\|)\|(?!\|)")
+#: Shell operators that make a command more than the one simple command the filter read: a pipe or a
+#: background job (a lone ``|`` or ``&``: ``&&`` and ``||`` split commands), command substitution and
+#: redirection.
+_SHELL_TRICKS = re.compile(r"(?<![|&])[|&](?![|&])|`|\$\(|[<>]")
+#: The same in a Makefile's recipe line, where ``$(VAR)`` is make's and ``$$(`` the shell's, ``$<`` an
+#: automatic variable, and ``$(shell …)`` or a recursive make runs what the filter never reads.
+_MAKE_TRICKS = re.compile(
+    r"(?<![|&])[|&](?![|&])|`|\$\$\(|\$\(shell\b|\$[({]MAKE[)}]|(?<!\$)[<>]"
+)
+#: A variable assignment the filter can read: a plain value, no spaces, quotes or expansions.
+_PLAIN_ASSIGNMENT = re.compile(r"[A-Za-z_]\w*=[\w.,:/@%+=-]*")
+#: make options that read other Makefiles or evaluate text.
+_MAKE_FILE_OPTIONS = re.compile(r"-[fIE]|--(?:file|makefile|include-dir|eval)\b")
 _OTHER_OS = re.compile(r"windows|macos|darwin|win32", re.IGNORECASE)
 
 
@@ -167,7 +185,7 @@ def _replay(root: Path, where: str, job: dict[str, Any], setup: CiSetup) -> None
         condition = str(step.get("if", ""))
         if _OTHER_OS.search(condition) and "!=" not in condition:
             continue
-        if str(step.get("shell", "bash")).split()[0] not in ("bash", "sh"):
+        if (str(step.get("shell") or "bash").split() or ["bash"])[0] not in ("bash", "sh"):
             continue
         if "secrets." in run:
             setup.notes.append(f"CI set-up: not replayed, reads the workflow's secrets: {label}")
@@ -215,10 +233,24 @@ def _classify(
     """Sort one shell command into the block: "test" (the set-up ends), "project" (the job installs the
     project), "kept", "support" (a pip install a kept command may need) or "dropped"."""
     words = shell_words(command)
-    # sudo and variable assignments change nothing about what runs; the command is replayed as written.
-    while words and (words[0] in ("sudo", "-E", "time") or re.fullmatch(r"[A-Za-z_]\w*=\S*", words[0])):
+    # sudo and plain variable assignments change nothing about what runs; the command is replayed as
+    # written, so an assignment must be one the filter can read (a value that names a program would
+    # run it wherever a Makefile or script expands the variable).
+    while words and (words[0] in ("sudo", "-E", "time") or re.fullmatch(r"[A-Za-z_]\w*=.*", words[0])):
+        if "=" in words[0] and not _PLAIN_ASSIGNMENT.fullmatch(words[0]):
+            setup.notes.append(
+                f"CI set-up: not replayed, assigns more than a plain value: {command}: {label}"
+            )
+            return "dropped"
         words = words[1:]
     if not words:
+        return "dropped"
+    if _has_tricks(command):
+        program = _program(words)[0]
+        if program in _TEST_COMMANDS:
+            return "test"
+        what = "a pipe, background job, substitution or redirection"
+        setup.notes.append(f"CI set-up: not replayed, {what}: {command}: {label}")
         return "dropped"
     program, args = _program(words)
     if "${{" in command.replace("${{ github.workspace }}", ""):
@@ -238,9 +270,6 @@ def _classify(
     if program in _UNSAFE:
         if program != "rm":
             setup.notes.append(f"CI set-up: not replayed, {_UNSAFE[program]}: {command}: {label}")
-        return "dropped"
-    if _PIPE.search(command):
-        setup.notes.append(f"CI set-up: not replayed, a pipeline: {command}: {label}")
         return "dropped"
     if (program, (args or [""])[0]) in _PROJECT_INSTALLERS:
         return "project"
@@ -277,6 +306,33 @@ def _classify(
     return "dropped"
 
 
+def _has_tricks(command: str) -> bool:
+    """Whether ``command`` holds a shell operator the filter does not read (``_SHELL_TRICKS``): outside
+    quotes any of them; inside double quotes substitutions only; inside single quotes none."""
+    outside, quote, index = [], "", 0
+    while index < len(command):
+        char = command[index]
+        if quote == "'":
+            quote = "" if char == "'" else quote
+        elif quote == '"':
+            if char == "\\":
+                index += 1
+            elif char == '"':
+                quote = ""
+            elif char == "`" or command.startswith("$(", index):
+                return True
+        elif char == "\\":
+            index += 1
+            outside.append(" ")
+        elif char in "'\"":
+            quote = char
+            outside.append(" ")
+        else:
+            outside.append(char)
+        index += 1
+    return bool(_SHELL_TRICKS.search("".join(outside)))
+
+
 def _program(words: list[str]) -> tuple[str, list[str]]:
     """The program a command runs, seen through ``python -m X`` and ``python setup.py``; its arguments."""
     name = words[0].rsplit("/", 1)[-1]
@@ -311,6 +367,10 @@ def _make(
     directory, targets = ".", []
     words = iter(args)
     for word in words:
+        if _MAKE_FILE_OPTIONS.match(word) or ("=" in word and not _PLAIN_ASSIGNMENT.fullmatch(word)):
+            reason = f"`{word}` is more than the filter reads"
+            setup.notes.append(f"CI set-up: not replayed, {reason}: {command}: {label}")
+            return "dropped"
         if word in ("-C", "--directory"):
             directory = next(words, ".")
         elif not word.startswith("-") and "=" not in word:
@@ -328,7 +388,8 @@ def _make(
         for part in _commands(line):
             words = shell_words(part)
             program = _program(words)[0] if words else ""
-            if (program in _UNSAFE and program != "rm") or _PIPE.search(part):
+            recursive = program in ("make", "gmake")
+            if (program in _UNSAFE and program != "rm") or recursive or _MAKE_TRICKS.search(part):
                 setup.notes.append(
                     f"CI set-up: not replayed, its recipe line `{line}` is unsafe offline: {command}: {label}"
                 )
@@ -363,9 +424,16 @@ def _plain_env(env: object, where: str, setup: CiSetup) -> dict[str, str]:
     """A step's or job's ``env:`` without the values that need the workflow (secrets, expressions)."""
     if not isinstance(env, dict):
         return {}
-    plain = {str(k): str(v) for k, v in env.items() if "${{" not in str(v)}
+    plain = {
+        str(k): str(v)
+        for k, v in env.items()
+        if re.fullmatch(r"[A-Za-z_]\w*", str(k)) and not re.search(r"\$\{\{|\$\(|`|\n", str(v))
+    }
     if len(plain) < len(env):
-        setup.notes.append(f"CI set-up: environment variables with workflow expressions left out: {where}")
+        setup.notes.append(
+            "CI set-up: environment variables left out (workflow expressions, substitutions, odd names): "
+            + where
+        )
     return plain
 
 
