@@ -26,9 +26,10 @@ comparison drops at 8 per task (577 of 757 at 64). And an index costs about 8 Ki
 (25 band tables at threshold 0.5) against 512 bytes for the signature alone.
 
 The filter is streaming: trajectories are decided one by one, in the order they come, and it holds
-only the signatures of the kept ones (512 bytes each with the default 128 permutations). The store
-streams episodes in (created_at, id) order, so the tasks interleave and every task's signatures stay
-until the end: memory grows by 512 bytes per kept trajectory (50 MiB per 100k kept).
+only the signatures of the kept ones (512 bytes each with the default 128 permutations). Fed each
+task's trajectories together (``Store.iter_episodes(by_task=True)``, as ``forager export --dedup``
+reads them), it can :meth:`~NearDuplicateFilter.forget` a task once it has passed, and its memory is
+that of one task; fed interleaved tasks, it grows by 512 bytes per kept trajectory.
 """
 
 from __future__ import annotations

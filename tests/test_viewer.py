@@ -520,6 +520,10 @@ def test_bad_requests_are_pages_that_say_what_to_do(corpus: Corpus, server: Serv
     assert missing.status == 404 and "no episode &#39;0123&#39; in this store" in missing.text
     assert get(server.url + "/tasks/99999").status == 404
     assert get(server.url + "/images/tag").status == 404
+    # Not ids though str.isdigit says so, or beyond an integer column (PostgreSQL refused them: a 500).
+    for ref in ("%C2%B2", "99999999999999999999"):
+        for kind in ("tasks", "images", "traces"):
+            assert get(f"{server.url}/{kind}/{ref}").status == 404, (kind, ref)
     assert get(server.url + "/nowhere").status == 404
     bad = get(server.url + "/episodes?resolved=maybe")
     assert bad.status == 400 and "resolved=&#39;maybe&#39;: use yes or no" in bad.text

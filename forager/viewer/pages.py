@@ -20,6 +20,7 @@ from forager.viewer.params import (
     NotFound,
     ViewerError,
     episode_query,
+    is_id,
     optional_int,
 )
 from forager.viewer.render import Links, diff, grade_view, step_view
@@ -271,7 +272,7 @@ def tasks(store: Store, links: Links, query: Mapping[str, str]) -> Page:
 
 def task(store: Store, links: Links, ref: str) -> Page:
     """One task: statement, patches, tests, and its episodes (to compare two of them)."""
-    found = store.get_task(int(ref) if ref.isdigit() else ref)
+    found = store.get_task(int(ref) if is_id(ref) else ref)
     if found is None:
         raise NotFound(f"no task {ref!r} in this store")
     return task_page(found, vq.episode_page(store, EpisodeFilter(task_id=found.id), limit=200))
@@ -316,7 +317,7 @@ def images(store: Store, links: Links, query: Mapping[str, str]) -> Page:
 
 def image(store: Store, links: Links, ref: str) -> Page:
     """One image: status, failure, recipe, baseline outcomes, flaky tests and the build log's end."""
-    found = store.get_image(int(ref)) if ref.isdigit() else None
+    found = store.get_image(int(ref)) if is_id(ref) else None
     if found is None:
         raise NotFound(f"no image {ref!r} in this store")
     return image_page(found, vq.task_page(store, image_id=found.id, limit=PAGE_SIZE))

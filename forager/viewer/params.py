@@ -101,6 +101,12 @@ def episode_query(query: Mapping[str, str]) -> EpisodeQuery:
     )
 
 
+def is_id(ref: str) -> bool:
+    """Whether a URL's ``ref`` can be a stored row's id: ASCII digits within a 32-bit key (``²`` is a
+    digit to ``str.isdigit``, and PostgreSQL refuses a larger integer for an integer column)."""
+    return ref.isascii() and ref.isdigit() and int(ref) < 2**31
+
+
 def optional_int(query: Mapping[str, str], name: str) -> int | None:
     """The integer parameter ``name``; None when absent or empty."""
     value = query.get(name, "").strip()

@@ -16,7 +16,7 @@ from typing import Any
 from envs import trace_format
 from forager.viewer import pages
 from forager.viewer.pages import Page
-from forager.viewer.params import NotFound, ViewerError, optional_int
+from forager.viewer.params import NotFound, ViewerError, is_id, optional_int
 from forager.viewer.render import Links
 from storage import Store
 from storage.models import Trace, TraceKind, TraceStatus
@@ -104,7 +104,7 @@ def traces(store: Store, links: Links, query: Mapping[str, str]) -> Page:
 
 def trace(store: Store, links: Links, ref: str) -> Page:
     """One trace: its facts, the source it entered, and its frames (stepped through by the script)."""
-    found = store.get_trace(int(ref)) if ref.isdigit() else None
+    found = store.get_trace(int(ref)) if is_id(ref) else None
     if found is None:
         raise NotFound(f"no trace {ref!r} in this store")
     return trace_page(found)
