@@ -431,7 +431,7 @@ _PLUGIN: dict = {}
 #: The id of the output's last line, the run's CPU time (entry points are numbered).
 USAGE_ID = "usage"
 #: Seconds a child may take on top of the trace's own budget (the test's fixtures, pytest's reporting).
-_CHILD_GRACE = 60.0
+CHILD_GRACE = 60.0
 
 
 def pytest_configure(config) -> None:
@@ -471,7 +471,7 @@ def pytest_runtest_protocol(item, nextitem):
     if not entries:
         return None
     budget = _PLUGIN["budget"]
-    limit = budget.get("max_seconds", 10.0) + _CHILD_GRACE
+    limit = budget.get("max_seconds", 10.0) + CHILD_GRACE
     with open(_PLUGIN["output"], "a") as output:
         for entry in entries:
             first = _in_child(item, entry, False, limit)
@@ -582,6 +582,9 @@ def _record_in_child(item, entry: dict) -> dict:
         call_and_report(item, "call", log=False)
     finally:
         results = tracer.stop()
+        # The child exits next, but what the fixtures started (servers, subprocesses) would outlive it:
+        # two children per entry point, hundreds a run, ports and processes piling up in the environment.
+        call_and_report(item, "teardown", log=False, nextitem=None)
     return results[0] if results else {"id": entry["id"], "status": "dropped", "reason": "not_called"}
 
 

@@ -324,9 +324,9 @@ def select_entries(
 
 
 def _runs(entries: Sequence[Entry], entries_per_run: int, workers: int) -> list[list[Entry]]:
-    """Entry points in runs of at most ``entries_per_run``, test files kept together (a run collects only
-    the files it names), and at least two runs per worker when there are enough entry points, so that no
-    environment idles while another ends a long run."""
+    """Entry points in runs of at most ``entries_per_run``, sorted by test so that a run names few test
+    files (it collects only those), and at least two runs per worker when there are enough entry points,
+    so that no environment idles while another ends a long run."""
     ordered = sorted(entries, key=lambda entry: (entry.test, entry.kind, entry.path, entry.qualname))
     if not ordered:
         return []
@@ -344,15 +344,18 @@ def trace_run(
     """Record ``entries`` in ``runtime`` (each twice from the same state, if determinism is checked):
     their rows, and the CPU seconds the run took in the environment (0.0 if unknown)."""
     numbered = {str(n): entry for n, entry in enumerate(entries)}
-    results = record(runtime, image.test_command or "", numbered, options)
+    results, finished = record(runtime, image.test_command or "", numbered, options)
     cpu = float(results.get(tracer_module.USAGE_ID, {}).get("cpu_seconds", 0.0))
-    return [_row(image, entry, results.get(n), options) for n, entry in numbered.items()], cpu
+    # An entry a run cut short never reached is no crash of its own: unstored, a resumed run tries it.
+    reached = numbered if finished else {n: e for n, e in numbered.items() if n in results}
+    return [_row(image, entry, results.get(n), options) for n, entry in reached.items()], cpu
 
 
 def record(
     runtime: Runtime, test_command: str, entries: dict[str, Entry], options: TraceOptions
-) -> dict[str, dict[str, Any]]:
-    """One pytest run recording ``entries`` (by id): the tracer's result per id (absent if it crashed)."""
+) -> tuple[dict[str, dict[str, Any]], bool]:
+    """One pytest run recording ``entries`` (by id): the tracer's result per id (absent if it crashed or
+    the run never reached it), and whether the run finished rather than being cut at its time limit."""
     output = f"{TRACER_DIR}/traces.jsonl"
     request = {
         "root": runtime.workdir,
@@ -385,12 +388,13 @@ def record(
         f"PYTHONPATH={TRACER_DIR}${{PYTHONPATH:+:$PYTHONPATH}} FORAGER_TRACE_REQUEST={request_path} "
         f"{shlex.join(pytest_base(test_command))} {shlex.join(_PYTEST_OPTIONS)} {shlex.join(files)}"
     )
-    timeout = 120 + 2 * options.max_seconds * len(entries)
-    runtime.run(command, timeout=timeout)
+    # Each entry is recorded by up to two children, each allowed its budget plus the tracer's grace.
+    per_entry = 2 * (options.max_seconds + tracer_module.CHILD_GRACE)
+    ran = runtime.run(command, timeout=120 + per_entry * len(entries))
     try:
         lines = runtime.read_file(output).decode("utf-8", "replace").splitlines()
     except FileNotFoundError:
-        return {}
+        return {}, not ran.timed_out
     results: dict[str, dict[str, Any]] = {}
     for line in lines:
         try:
@@ -398,7 +402,7 @@ def record(
         except json.JSONDecodeError:
             continue  # a line cut short by a crash mid-write
         results.setdefault(result["id"], result)
-    return results
+    return results, not ran.timed_out
 
 
 _RECORDING_FIELDS = ("files", "blocks", "source", "frames")

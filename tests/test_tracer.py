@@ -341,7 +341,10 @@ def test_unchanged_values_resolve_back_to_full_locals(fixture: tuple[Path, Modul
 
 
 PROJECT_TEST = """\
+import os
 import random
+
+import pytest
 
 from fx import fact, total
 
@@ -375,6 +378,17 @@ def test_identity():
 def test_random():
     drawn = random.random()
     assert drawn < 1
+
+
+@pytest.fixture
+def resource():
+    yield "open"
+    with open(os.environ["FX_TEARDOWNS"], "a") as marks:  # what a server fixture's shutdown would be
+        marks.write("torn down\\n")
+
+
+def test_with_resource(resource):
+    assert resource == "open"
 """
 
 
@@ -421,6 +435,7 @@ def test_the_pytest_plugin_records_the_first_call_of_each_entry(
                 ("state-b", "test_state"),
                 ("identity", "test_identity"),
                 ("random", "test_random"),
+                ("resource", "test_with_resource"),
             ]
         ),
     ]
@@ -431,6 +446,7 @@ def test_the_pytest_plugin_records_the_first_call_of_each_entry(
         "PYTHONPATH": f"{plugin}{os.pathsep}{root}",
         "FORAGER_TRACE_REQUEST": str(request),
         "PYTHONHASHSEED": "0",
+        "FX_TEARDOWNS": str(tmp_path / "teardowns.txt"),
     }
     run = subprocess.run(
         [
@@ -454,7 +470,7 @@ def test_the_pytest_plugin_records_the_first_call_of_each_entry(
     # Each entry point is recorded in forked children: the parent runs no test (nor reports one).
     assert "1 deselected" in run.stdout, run.stdout + run.stderr
     results = {r["id"]: r for r in map(json.loads, output.read_text().splitlines())}
-    assert len(results) == 8 and results["0"]["status"] == "ok" and results["0"]["deterministic"]
+    assert len(results) == 9 and results["0"]["status"] == "ok" and results["0"]["deterministic"]
     assert 0 < results.pop(tracer.USAGE_ID)["cpu_seconds"] < 60  # the run's CPU, the last line
     first_call = trace_format.cwm_frame(results["0"], results["0"]["frames"][0])
     assert first_call == '<|call_sep|>{"items": "[1, 2]"}<|action_sep|>def total(items):<|frame_sep|>'
@@ -469,13 +485,16 @@ def test_the_pytest_plugin_records_the_first_call_of_each_entry(
     # is not seen by the next one.
     for name in ("state-a", "state-b"):
         assert results[name]["deterministic"], name
-        assert ["line", 0, 24, {"n": "0"}, None] in results[name]["frames"], results[name]["frames"]
+        assert ["line", 0, 27, {"n": "0"}, None] in results[name]["frames"], results[name]["frames"]
     # A value that follows an object's identity differs between the two recordings (the second child
     # allocates first, as a fresh process would place objects elsewhere); `random` is seeded.
     assert (results["identity"]["status"], results["identity"]["deterministic"]) == ("ok", False)
     assert results["random"]["deterministic"]
     drawn = [f[3]["drawn"] for f in results["random"]["frames"] if f[3] and "drawn" in f[3]]
     assert drawn == [repr(random.Random(0).random())]
+    # Each of the two children tears the test's fixtures down before it exits.
+    assert results["resource"]["status"] == "ok"
+    assert (tmp_path / "teardowns.txt").read_text() == "torn down\n" * 2
 
 
 def test_the_tracer_needs_nothing_but_the_standard_library() -> None:

@@ -10,9 +10,11 @@ import pytest
 
 from envs import trace_format
 from envs.docker_backend import DockerBackend
-from envs.traces import TraceOptions, make_traces
+from envs.runtime import Observation
+from envs.tracer import CHILD_GRACE
+from envs.traces import Entry, TraceOptions, make_traces, trace_run
 from images.sources import parse_source
-from storage import ImageStatus
+from storage import Image, ImageStatus
 from storage.models import TraceKind
 from storage.traces import TraceFilter
 from tests.cli import forager
@@ -222,3 +224,26 @@ def test_a_fixture_repository_is_traced_stored_resumed_and_exported(builder, sto
 def test_an_image_without_passing_tests_is_skipped_with_a_reason(store, tmp_path: Path) -> None:
     result = forager("traces", "make", "no-such-image", home=tmp_path)
     assert result.returncode == 1 and "error: no image 'no-such-image'" in result.stderr
+
+
+class _CutShortRun:
+    """A runtime whose tracing run hits its time limit after recording the first entry point only."""
+
+    workdir = "/repo"
+
+    def write_file(self, path: str, data: bytes) -> None:
+        pass
+
+    def run(self, command: str, timeout: float) -> Observation:
+        assert timeout >= 120 + 2 * 2 * (TraceOptions().max_seconds + CHILD_GRACE), "room for both children"
+        return Observation("", None, timeout, timed_out=True)
+
+    def read_file(self, path: str) -> bytes:
+        return json.dumps({"id": "0", "status": "dropped", "reason": "timeout"}).encode() + b"\n"
+
+
+def test_entry_points_a_run_cut_short_never_reached_stay_pending() -> None:
+    entries = [Entry(TraceKind.TEST, f"tests/test_a.py::test_{n}", "", "") for n in range(2)]
+    rows, _ = trace_run(_CutShortRun(), Image(id=1, test_command="pytest"), entries, TraceOptions())
+    # The reached one is stored (dropped, its own timeout); the other is not stored as "crashed".
+    assert [(row.test, row.drop_reason) for row in rows] == [("tests/test_a.py::test_0", "timeout")]
