@@ -18,7 +18,8 @@ from docker.errors import APIError
 
 from envs.docker_runtime import DockerRuntime
 from images.base import MINBASE_IMAGE
-from images.builder import BuildCancelled, BuildOptions, ImageBuilder
+from images.build_result import BuildCancelled
+from images.builder import BuildOptions, ImageBuilder
 from images.engine import BUILD_CONTAINER_PREFIX, OWNER_LABEL, owner_labels
 from images.sources import parse_source
 from storage import ImageStatus

@@ -23,7 +23,7 @@ from envs.grading import (
     pytest_command,
 )
 from images.base import BASE_IMAGE
-from images.builder import _tar_directory
+from images.build_container import tar_directory
 from images.proxy import NetworkSettings
 from images.recipe import IMAGE_ENV, REPO_DIR
 from tests.repos import commit, make_repo
@@ -286,7 +286,7 @@ def grading_image(docker_client: docker.DockerClient, fixture_repo: Fixture) -> 
             environment=network.environment(),
         )
         assert done.exit_code == 0, done.output.decode(errors="replace")
-        container.put_archive("/", _tar_directory(fixture_repo.root, REPO_DIR.strip("/")))
+        container.put_archive("/", tar_directory(fixture_repo.root, REPO_DIR.strip("/")))
         container.commit(*IMAGE.split(":"), conf={"WorkingDir": REPO_DIR})
     finally:
         container.remove(force=True)

@@ -14,7 +14,8 @@ from typing import ClassVar
 
 import pytest
 
-from images.builder import BuildOptions, ImageBuilder, _Log
+from images.build_log import BuildLog
+from images.builder import BuildOptions, ImageBuilder
 from images.proxy import NetworkSettings
 from images.pypi import PackageIndexError, cached_sdist, download, find_sdist, has_upload_times
 from images.sources import Checkout, parse_source
@@ -161,7 +162,7 @@ def test_the_builder_resolves_as_of_the_commit_only_where_the_index_has_upload_t
     builder = ImageBuilder(client=None, store=None, home=tmp_path, options=options)  # type: ignore[arg-type]
     committed = datetime(2021, 3, 4, 5, 6, tzinfo=UTC)
     checkout = Checkout(parse_source(str(tmp_path)), tmp_path, "c" * 40, committed_at=committed)
-    log = _Log(tmp_path / "build.log")
+    log = BuildLog(tmp_path / "build.log")
     moment = builder._resolve_as_of(checkout, log)
     if kind == "json":
         assert moment == committed + timedelta(days=1)

@@ -32,7 +32,7 @@ from envs.mutate import unified_diff
 from envs.runtime import EnvironmentDied
 from envs.tasks import prepare
 from images.base import BASE_IMAGE
-from images.builder import _tar_directory
+from images.build_container import tar_directory
 from tests.k8s_server import POD_LABEL
 from tests.repos import CALC, make_repo, python_project
 from tools.calls import parse_cwm, parse_openai
@@ -52,7 +52,7 @@ def repo_image(docker_client, tmp_path_factory):
         BASE_IMAGE, ["sleep", "infinity"], detach=True, network_mode="none"
     )
     try:
-        container.put_archive("/", _tar_directory(root, "repo"))
+        container.put_archive("/", tar_directory(root, "repo"))
         container.commit(*IMAGE.split(":"), conf={"WorkingDir": "/repo"})
     finally:
         container.remove(force=True)
