@@ -16,6 +16,7 @@ from envs.candidates import Candidate
 from envs.grading import git_apply, run_tests
 from envs.runtime import Runtime
 from images.baseline import Baseline
+from images.runners import runner_of
 
 #: Most tests taken from neighbouring test files when the touched ones give no PASS_TO_PASS test.
 MAX_NEIGHBOURS = 100
@@ -42,6 +43,9 @@ def validate(
 ) -> Verdict | str:
     """Run the touched test modules with the test patch, then twice with the gold patch: the tests of
     the task, or why there are none (see :func:`envs.mine.mine`, step 3)."""
+    if (runner := runner_of(command)) != "pytest":
+        # The touched test modules run as files, by pytest; unittest labels are not files.
+        return f"mining runs the touched test files with pytest, and this image's tests run with {runner}"
     if not _apply(env, candidate.test_patch, "test"):
         return "the test patch does not apply to the parent commit's image"
     files = list(candidate.test_files)

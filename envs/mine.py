@@ -288,10 +288,12 @@ def _mine_one(
         verification = verify(backend, task, image, timeout=test_timeout)
         graded += 2 * (len(task.fail_to_pass) + len(task.pass_to_pass))
     if not verification.ok:
+        statuses = (verification.gold.status, verification.start.status)
         return Skipped(
             candidate.sha,
-            f"the real grader disagrees: gold patch {verification.gold.status}, "
-            f"unmodified start {verification.start.status}",
+            f"the real grader disagrees: gold patch {statuses[0]}, unmodified start {statuses[1]}",
+            # A grade that failed for the machine (timeout, dead environment) is worth trying again.
+            lasting="error" not in statuses,
         )
     # The validation runs, then the grades (each runs every FAIL_TO_PASS and PASS_TO_PASS test).
     task.meta = {**task.meta, "test_executions": verdict.executions + graded}

@@ -18,6 +18,7 @@ import contextlib
 import hashlib
 import io
 import posixpath
+import re
 import shlex
 import tarfile
 import tempfile
@@ -142,6 +143,8 @@ def layer(builder: ImageBuilder, base: Image, repo: git.Repo, spec: SourceSpec, 
             flaky=list(base.flaky),
             tests_passed=base.tests_passed,
             tests_total=base.tests_total,
+            durations=base.durations,
+            partial=base.partial,
             size_bytes=image.attrs.get("Size"),
             build_seconds=seconds,
             log_tail=note,
@@ -227,6 +230,10 @@ class Environments:
                 commit = image.repository.commit
                 if not commit or "-layer-" in image.tag or not self._ours(image.repository.source):
                     continue
+                if not installs_editable(image):
+                    # Its environment holds a copy of its own commit's code: another commit checked
+                    # out over it would be tested against that copy.
+                    continue
                 if (digest := self._digest(commit)) is not None:
                     self._bases.setdefault(digest, image)
         return self._bases
@@ -243,3 +250,9 @@ class Environments:
             except git.GitCommandError:
                 self._digests[commit] = None
         return self._digests[commit]
+
+
+def installs_editable(image: Image) -> bool:
+    """Whether the image installed the project editable (its tests import the checkout in /repo)."""
+    steps = (image.recipe or {}).get("steps") or []
+    return any(re.search(r"(?:^|\s)(?:-e|--editable)(?:\s|=|$)", step.get("run", "")) for step in steps)
