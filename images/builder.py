@@ -28,7 +28,7 @@ from requests.exceptions import ReadTimeout
 
 from core.errors import ForagerError
 from core.progress import Progress, ProgressEvent, no_progress
-from images.base import BASE_IMAGE, ensure_base_image
+from images.base import BASE_IMAGE, BaseImageError, ensure_base_image
 from images.baseline import Baseline, Verdict
 from images.build_container import (
     BuildContainers,
@@ -355,8 +355,10 @@ class ImageBuilder:
             try:
                 return self.options.base_image, self.client.images.get(self.options.base_image).id, None
             except ImageNotFound as exc:
-                raise ForagerError(
-                    f"base image {self.options.base_image} is missing: build or load it into the engine first"
+                raise BuildFailed(
+                    "docker_error",
+                    f"base image {self.options.base_image} is missing: build or load it into the engine "
+                    "first",
                 ) from exc
         try:
             choice = choose_for(checkout.path, plan.requires_python, python=self.options.python)
@@ -365,7 +367,12 @@ class ImageBuilder:
         log.section(f"Python {choice.base.python}", *choice.evidence)
         self._stage(checkout.spec, "base", f"{choice.base.tag} (Python {choice.base.python})")
         logs = self.home / "logs" / choice.base.log_folder
-        image = ensure_base_image(self.client, self.options.network, base=choice.base, log_dir=logs)
+        try:
+            image = ensure_base_image(self.client, self.options.network, base=choice.base, log_dir=logs)
+        except BaseImageError as exc:  # the machine's failure, not the project's: a result like the engine's
+            raise BuildFailed(
+                "docker_error", f"{exc} (then: forager images base --python {choice.base.python})"
+            ) from exc
         return image.tag, image.id, choice.base.python
 
     def cached(self, tag: str) -> BuildResult | None:

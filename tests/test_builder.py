@@ -10,6 +10,7 @@ import subprocess
 import sys
 import threading
 import time
+import uuid
 from dataclasses import replace
 from pathlib import Path
 
@@ -170,6 +171,16 @@ def test_clone_failure_is_recorded(builder: ImageBuilder, tmp_path):
     assert (result.status, result.failure_class) == (ImageStatus.FAILED, "clone_failed")
     assert "fatal:" in result.reason
     assert builder.store.list_images()[0].failure_class == "clone_failed"
+
+
+def test_a_missing_base_image_is_a_recorded_failure_not_a_traceback(builder: ImageBuilder, tmp_path):
+    missing = f"forager/no-such-base-{uuid.uuid4().hex[:8]}:1"
+    builder.options = BuildOptions(network=builder.options.network, base_image=missing)
+    write(tmp_path / "proj", python_project())
+    result = builder.build(parse_source(str(tmp_path / "proj")))
+    assert (result.status, result.failure_class) == (ImageStatus.FAILED, "docker_error")
+    assert f"base image {missing} is missing" in result.reason
+    assert builder.store.list_images()[0].failure_class == "docker_error"
 
 
 def test_engine_failure_mid_build_is_a_docker_error(builder: ImageBuilder, docker_client, tmp_path):
