@@ -73,11 +73,14 @@ class DockerBackend:
     def _collect_once(
         self, older_than: timedelta | None, everything: bool, labels: Sequence[str]
     ) -> list[Removed]:
-        episodes = self.client.containers.list(all=True, filters={"label": [EPISODE_LABEL, *labels]})
+        # ignore_removed: the SDK inspects each listed container, and other processes remove theirs meanwhile.
+        episodes = self.client.containers.list(
+            all=True, filters={"label": [EPISODE_LABEL, *labels]}, ignore_removed=True
+        )
         named = {"name": BUILD_CONTAINER_PREFIX, **({"label": list(labels)} if labels else {})}
         builds = [
             container
-            for container in self.client.containers.list(all=True, filters=named)
+            for container in self.client.containers.list(all=True, filters=named, ignore_removed=True)
             if container.name.startswith(BUILD_CONTAINER_PREFIX)
         ]
         now = datetime.now(UTC)

@@ -118,7 +118,7 @@ def builder(docker_client, store, tmp_path: Path) -> Iterator[object]:
         filters = {"label": f"{OWNER_LABEL}={owner_labels()[OWNER_LABEL]}"}
         return [
             c
-            for c in docker_client.containers.list(all=True, filters=filters)
+            for c in docker_client.containers.list(all=True, filters=filters, ignore_removed=True)
             if c.name.startswith(BUILD_CONTAINER_PREFIX)
         ]
 

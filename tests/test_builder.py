@@ -34,7 +34,7 @@ def _build_containers(client, *, ours: bool = False) -> list:
     filters = {"label": "=".join(next(iter(owner_labels().items())))} if ours else {}
     return [
         c
-        for c in client.containers.list(all=True, filters=filters)
+        for c in client.containers.list(all=True, filters=filters, ignore_removed=True)
         if c.name.startswith(BUILD_CONTAINER_PREFIX)
     ]
 
@@ -237,7 +237,8 @@ def _wait_for_build_container(client, name: str, pid: int | None = None):
     """
     deadline = time.monotonic() + 600
     while time.monotonic() < deadline:
-        for container in client.containers.list(filters={"name": f"{BUILD_CONTAINER_PREFIX}{name}-"}):
+        named = {"name": f"{BUILD_CONTAINER_PREFIX}{name}-"}
+        for container in client.containers.list(filters=named, ignore_removed=True):
             if not _made_by(container, os.getpid() if pid is None else pid):
                 continue
             try:

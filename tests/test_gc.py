@@ -97,11 +97,9 @@ def test_sigkill_mid_work_then_gc_at_once_leaves_zero_containers(docker_client, 
     child, owner = _labels_of_child(script)
 
     def ours() -> list:
-        return [
-            c
-            for c in docker_client.containers.list(all=True, filters={"label": EPISODE_LABEL})
-            if (c.labels or {}).get(EPISODE_LABEL, "").startswith(prefix)
-        ]
+        listed = {"all": True, "filters": {"label": EPISODE_LABEL}, "ignore_removed": True}
+        episodes = docker_client.containers.list(**listed)
+        return [c for c in episodes if (c.labels or {}).get(EPISODE_LABEL, "").startswith(prefix)]
 
     try:
         assert child.stdout is not None and child.stdout.readline().strip() == "ready"
