@@ -263,6 +263,10 @@ def test_tests_that_collect_run_when_one_file_cannot(builder: ImageBuilder, tmp_
     assert builder.store.get_image(result.tag).test_command.endswith(" --continue-on-collection-errors")
 
 
+#: Of this test process alone: xdist workers and other test runs share the engine (and remove theirs).
+FOREIGN_BASE = f"forager-test/foreign-base:{uuid.uuid4().hex[:8]}"
+
+
 @pytest.fixture(scope="module")
 def foreign_base(docker_client):
     """A base that is not Forager's: Debian with Python and venv only (no git, uv, procps, patch)."""
@@ -278,11 +282,11 @@ def foreign_base(docker_client):
     )
     try:
         assert container.wait(timeout=300)["StatusCode"] == 0, container.logs()[-500:]
-        container.commit("forager-test/foreign-base", "latest", changes=['CMD ["bash"]'])
+        container.commit(*FOREIGN_BASE.split(":"), changes=['CMD ["bash"]'])
     finally:
         container.remove(force=True)
-    yield "forager-test/foreign-base:latest"
-    docker_client.images.remove("forager-test/foreign-base:latest", force=True)
+    yield FOREIGN_BASE
+    docker_client.images.remove(FOREIGN_BASE, force=True)
 
 
 def test_a_foreign_base_gets_the_tools_it_lacks(builder: ImageBuilder, docker_client, foreign_base, tmp_path):
