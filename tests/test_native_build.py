@@ -151,4 +151,6 @@ def test_a_cython_extension_whose_c_a_ci_step_generates_builds(builder: ImageBui
     # The CI's build headers, without the one Debian does not have.
     apt = next(step for step in steps if step["run"].startswith("apt-get"))
     assert "libyaml-dev forager-nowhere-dev" in apt["run"] and apt["why"].startswith("build headers")
-    assert "libyaml-dev" in inside(builder, result.tag, "dpkg-query -W -f '${Package}' libyaml-dev")
+    # The newline ends the line: the engine's log can lose an unterminated last line of a container
+    # that exits at once (seen here: an empty answer).
+    assert "libyaml-dev" in inside(builder, result.tag, "dpkg-query -W -f '${Package}\\n' libyaml-dev")
