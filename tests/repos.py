@@ -102,7 +102,9 @@ def make_repo(root: Path, files: dict[str, str], message: str = "Initial commit"
     repo = git.Repo.init(root, initial_branch="main")
     with repo.config_writer() as config:
         config.set_value("user", "name", "Test Author")
-        config.set_value("user", "email", "author@example.invalid")
+        # This process's own: test workers that commit the same files in the same second would otherwise
+        # make the same commit, build the same image tag, and remove each other's image when done.
+        config.set_value("user", "email", f"author-{os.getpid()}@example.invalid")
     commit(repo, files, message)
     return repo
 

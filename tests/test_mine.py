@@ -395,8 +395,14 @@ def test_a_second_run_stores_nothing_new_and_builds_nothing(mined: Mined, docker
 
     def history_images() -> set[str]:
         """Images of this history's commits (each tag starts with one): others build on the engine too."""
-        images = docker_client.images.list()
-        return {image.id for image in images if any(tag.split(":")[-1][:12] in commits for tag in image.tags)}
+        # The engine's listing as it is: docker-py's images.list() inspects each image, and one another
+        # worker removes in between raises ImageNotFound.
+        listed = docker_client.api.images()
+        return {
+            image["Id"]
+            for image in listed
+            if any(tag.split(":")[-1][:12] in commits for tag in image.get("RepoTags") or [])
+        }
 
     images = history_images()
     assert images, "the first run's images are there to compare"
