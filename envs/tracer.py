@@ -14,8 +14,13 @@ last scope change); ``value`` (return and exception frames) is the rendered retu
 
 Values are rendered as bounded reprs: containers of the builtin types item by item up to a count and a
 depth, every text up to a length; a ``__repr__`` that raises gives ``<unrepresentable TYPE: ERROR>``;
-memory addresses (`` at 0x7f...``, a mock's ``id='140...'``) become `` at 0x..`` (``id='..'``) so that
-a trace recorded twice can be identical.
+memory addresses (`` at 0x7f...``, a mock's ``id='140...'``, a thread's ident) become `` at 0x..``
+(``id='..'``, ``started ..``) so that a trace recorded twice can be identical.
+
+With ``max_calls``, a function the recording already stepped into that many times is stepped over from
+then on, as a library call is: a helper called in a loop shows its first calls, and the trace of the
+loop stays within its budget. A recursive call (the function is on the recorded stack) is always
+stepped into.
 A recording that exceeds its frame budget or its wall-clock budget is dropped, as is one whose entry is
 a generator or coroutine function (its scope ends at every ``yield``).
 """
@@ -35,8 +40,9 @@ import signal
 import sys
 import time
 
-#: Memory addresses in reprs: ``<Foo object at 0x7f...>``, and ``unittest.mock``'s ``id='140...'``.
-_ADDRESS = re.compile(r" at 0x[0-9a-fA-F]+| id='[0-9]+'")
+#: Memory addresses in reprs: ``<Foo object at 0x7f...>``, ``unittest.mock``'s ``id='140...'``, and a
+#: ``threading.Thread``'s ident (its pthread's address): ``<Thread(name, started daemon 140...)>``.
+_ADDRESS = re.compile(r" at 0x[0-9a-fA-F]+| id='[0-9]+'|(?<=started|\sdaemon) [0-9]+(?=\)>)")
 _SUSPENDABLE = inspect.CO_GENERATOR | inspect.CO_COROUTINE | inspect.CO_ASYNC_GENERATOR
 _LIBRARY_DIRS = ("site-packages", "dist-packages")
 #: Exact types whose repr is plain and cannot hold an address (a huge int's may raise: it is caught).
@@ -79,7 +85,7 @@ class Renderer:
         except BaseException as exc:
             self.unrepresentable += 1
             return f"<unrepresentable {type(value).__name__}: {type(exc).__name__}>"
-        if "0x" in text or "id='" in text:
+        if "0x" in text or "id='" in text or "started " in text:
             text = _ADDRESS.sub(_unaddressed, text)
         if len(text) > self.max_chars:
             self.truncated += 1
@@ -143,7 +149,6 @@ class Renderer:
             return "frozenset({" + inner + "})"
         return "{" + inner + "}"
 
-
     def _flat(self, items) -> bool:
         """Whether every item is a number or a string within the length cap."""
         limit = self.max_chars
@@ -155,7 +160,8 @@ class Renderer:
 
 
 def _unaddressed(match) -> str:
-    return " at 0x.." if match.group(0).startswith(" at") else " id='..'"
+    found = match.group(0)
+    return " at 0x.." if found.startswith(" at") else " id='..'" if found.startswith(" id") else " .."
 
 
 class Target:
@@ -193,6 +199,11 @@ class _Recording:
         self.started = time.monotonic()
         self.deadline = float("inf")
         self.reason = ""
+        self.calls: dict = {}
+        """Code object → calls of it stepped into."""
+        self.stepped_over = 0
+        self.skipping = None
+        """The frame of the call being stepped over, until it returns."""
 
 
 class Tracer:
@@ -208,11 +219,13 @@ class Tracer:
         *,
         max_frames: int = 2000,
         max_seconds: float = 10.0,
+        max_calls: int = 0,
         renderer: Renderer | None = None,
     ) -> None:
         self.root = os.path.realpath(root)
         self.max_frames = max_frames
         self.max_seconds = max_seconds
+        self.max_calls = max_calls
         self.renderer_options = renderer or Renderer()
         self.results: list = []
         self._targets: list = []
@@ -262,13 +275,47 @@ class Tracer:
             self._begin(recording)
         elif recording.reason:
             return None
-        elif not self._is_project(code) or code.co_name == "<module>":  # an import runs a module body
-            # Library code makes no event of its own: its time is checked when it calls.
+        elif (
+            recording.skipping is not None
+            or not self._is_project(code)
+            or code.co_name == "<module>"  # an import runs a module body
+        ):
+            # Code stepped over makes no event of its own: its time is checked when it calls.
             if time.monotonic() > recording.deadline:
                 self._over_time(recording)
             return None
+        elif self.max_calls and self._steps_over(recording, frame):
+            return self._skipped
         self._event(recording, frame, "call", None)
         return self._local
+
+    def _steps_over(self, recording: _Recording, frame) -> bool:
+        """Whether to step over this call of a project function: stepped into ``max_calls`` times
+        already in this recording, and not a recursive call."""
+        code = frame.f_code
+        seen = recording.calls.get(code, 0)
+        if seen < self.max_calls:
+            recording.calls[code] = seen + 1
+            return False
+        caller = frame.f_back
+        while caller is not None:
+            if caller.f_code is code:
+                return False
+            if caller is recording.entry:
+                break
+            caller = caller.f_back
+        recording.stepped_over += 1
+        recording.skipping = frame
+        frame.f_trace_lines = False  # only its return matters: no event per line it runs
+        return True
+
+    def _skipped(self, frame, event, arg):
+        """The local trace function of a call stepped over: waits for it to return."""
+        recording = self._active
+        if recording is not None and event == "return" and frame is recording.skipping:
+            recording.skipping = None
+            return None
+        return self._skipped
 
     def _local(self, frame, event, arg):
         recording = self._active
@@ -353,6 +400,7 @@ class Tracer:
                 frames=recording.frames,
                 truncated=self._renderer.truncated,
                 unrepresentable=self._renderer.unrepresentable,
+                stepped_over=recording.stepped_over,
             )
         self.results.append(result)
 
@@ -400,6 +448,7 @@ def trace_call(
     *args,
     max_frames: int = 2000,
     max_seconds: float = 10.0,
+    max_calls: int = 0,
     renderer: Renderer | None = None,
     **kwargs,
 ) -> dict:
@@ -407,7 +456,9 @@ def trace_call(
 
     An exception the function raises is swallowed: the recording shows it.
     """
-    tracer = Tracer(root, max_frames=max_frames, max_seconds=max_seconds, renderer=renderer)
+    tracer = Tracer(
+        root, max_frames=max_frames, max_seconds=max_seconds, max_calls=max_calls, renderer=renderer
+    )
     tracer.start([Target("entry", code=getattr(function, "__code__", None))])
     try:
         function(*args, **kwargs)
@@ -572,6 +623,7 @@ def _record_in_child(item, entry: dict) -> dict:
         _PLUGIN["root"],
         max_frames=budget.get("max_frames", 2000),
         max_seconds=budget.get("max_seconds", 10.0),
+        max_calls=budget.get("max_calls", 0),
         renderer=Renderer(
             budget.get("max_chars", 256), budget.get("max_items", 32), budget.get("max_depth", 4)
         ),

@@ -71,6 +71,10 @@ class TraceOptions:
     max_frames: int = 2000
     max_seconds: float = 10.0
     """Wall-clock seconds one trace may take."""
+    max_calls: int = 5
+    """Calls of one function a trace steps into; later ones are stepped over, as library calls are
+    (recursive calls never are). 0: every call. A helper called in a loop would otherwise fill the
+    frame budget with its thousandth call, which tells a reader nothing its first ones did not."""
     max_chars: int = 256
     max_items: int = 32
     max_depth: int = 4
@@ -364,6 +368,7 @@ def record(
         "budget": {
             "max_frames": options.max_frames,
             "max_seconds": options.max_seconds,
+            "max_calls": options.max_calls,
             "max_chars": options.max_chars,
             "max_items": options.max_items,
             "max_depth": options.max_depth,
@@ -440,6 +445,8 @@ def _row(
         row.drop_reason = first["reason"]
         return row
     data = {name: first[name] for name in _RECORDING_FIELDS}
+    if first.get("stepped_over"):
+        data["stepped_over"] = first["stepped_over"]
     row.data = data
     row.context = trace_format.context(data)
     row.n_frames = len(data["frames"])

@@ -92,6 +92,7 @@ def record(trace: Trace, format: TraceFormat | str) -> dict[str, Any]:
         "n_frames": trace.n_frames,
         "truncated_values": trace.truncated_values,
         "unrepresentable_values": trace.unrepresentable_values,
+        "stepped_over_calls": trace.data.get("stepped_over", 0),
         "deterministic": trace.deterministic,
     }
 

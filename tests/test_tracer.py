@@ -10,6 +10,7 @@ import shutil
 import subprocess
 import sys
 import textwrap
+import threading
 from pathlib import Path
 from types import ModuleType
 
@@ -102,6 +103,17 @@ def importer():
     import side_effect_module
 
     return side_effect_module.VALUE + 1
+
+
+def wrap_all(n):
+    out = []
+    for i in range(n):
+        out.append(wrap(i))
+    return out
+
+
+def wrap(v):
+    return square(v)
 """
 
 
@@ -297,6 +309,50 @@ def test_budgets_and_generators_drop_the_trace(fixture: tuple[Path, ModuleType])
     assert sys.gettrace() is None or "coverage" in type(sys.gettrace()).__module__
 
 
+def test_calls_past_the_limit_are_stepped_over_with_what_they_call(
+    fixture: tuple[Path, ModuleType],
+) -> None:
+    result = recorded(fixture, "wrap_all", 2, max_calls=1)
+    assert frames_of(result) == cwm(
+        '<|call_sep|>{"n": "2"}<|action_sep|>def wrap_all(n):',
+        '<|line_sep|>{"n": ".."}<|action_sep|>    out = []',
+        '<|line_sep|>{"n": "..", "out": "[]"}<|action_sep|>    for i in range(n):',
+        '<|line_sep|>{"n": "..", "out": "..", "i": "0"}<|action_sep|>        out.append(wrap(i))',
+        '<|call_sep|>{"v": "0"}<|action_sep|>def wrap(v):',
+        '<|line_sep|>{"v": ".."}<|action_sep|>    return square(v)',
+        '<|call_sep|>{"v": "0"}<|action_sep|>def square(v):',
+        '<|line_sep|>{"v": ".."}<|action_sep|>    return v * v',
+        '<|return_sep|><|action_sep|>    return v * v<|arg_sep|>"0"',
+        '<|return_sep|><|action_sep|>    return square(v)<|arg_sep|>"0"',
+        '<|line_sep|>{"n": "2", "out": "[0]", "i": "0"}<|action_sep|>    for i in range(n):',
+        '<|line_sep|>{"n": "..", "out": "..", "i": "1"}<|action_sep|>        out.append(wrap(i))',
+        # wrap(1), and square(1) beneath it, stepped over: the loop goes on with their result.
+        '<|line_sep|>{"n": "..", "out": "[0, 1]", "i": ".."}<|action_sep|>    for i in range(n):',
+        '<|line_sep|>{"n": "..", "out": "..", "i": ".."}<|action_sep|>    return out',
+        '<|return_sep|><|action_sep|>    return out<|arg_sep|>"[0, 1]"',
+    )
+    assert result["stepped_over"] == 1
+    # Without the limit, every call is stepped into.
+    assert recorded(fixture, "wrap_all", 2)["stepped_over"] == 0
+    assert len(recorded(fixture, "wrap_all", 2)["frames"]) == len(result["frames"]) + 6
+
+
+def test_a_recursion_is_followed_past_the_call_limit(fixture: tuple[Path, ModuleType]) -> None:
+    result = recorded(fixture, "fact", 3, max_calls=1)
+    assert frames_of(result) == FACT
+    assert result["stepped_over"] == 0
+
+
+def test_a_loop_past_the_frame_budget_fits_once_its_helper_is_stepped_over(
+    fixture: tuple[Path, ModuleType],
+) -> None:
+    root, module = fixture
+    assert trace_call(str(root), module.total, list(range(300)), max_frames=1000)["reason"] == "frames"
+    fitted = recorded(fixture, "total", list(range(300)), max_frames=1000, max_calls=5)
+    assert fitted["stepped_over"] == 295
+    assert fitted["frames"][-1][4] == str(sum(x * x for x in range(300)))
+
+
 @pytest.mark.parametrize(
     ("value", "expected"),
     [
@@ -318,6 +374,11 @@ def test_addresses_in_reprs_are_normalized() -> None:
     assert Renderer().render(object()) == "<object object at 0x..>"
     mocked = [mock.NonCallableMagicMock(spec=int)]
     assert Renderer().render(mocked) == "[<NonCallableMagicMock spec='int' id='..'>]"
+    # A thread's ident is its pthread's address.
+    assert Renderer().render(threading.main_thread()) == "<_MainThread(MainThread, started ..)>"
+    worker = threading.Thread(target=threading.Event().wait, args=(5,), name="w", daemon=True)
+    worker.start()
+    assert Renderer().render([worker]) == "[<Thread(w, started daemon ..)>]"
 
 
 def test_a_container_holding_itself_renders_as_python_does() -> None:

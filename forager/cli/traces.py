@@ -54,6 +54,12 @@ def make(
     max_seconds: Annotated[
         float, typer.Option(min=0.1, help="Seconds a trace may take; longer drop.")
     ] = 10.0,
+    max_calls: Annotated[
+        int,
+        typer.Option(
+            min=0, help="Calls of one function a trace steps into; later ones are stepped over. 0: all."
+        ),
+    ] = 5,
     check_determinism: Annotated[
         bool, typer.Option(help="Record each trace twice and drop those that differ.")
     ] = True,
@@ -70,7 +76,7 @@ def make(
         raise typer.BadParameter(f"unknown {unknown}: choose from {KINDS}", param_hint="--kinds")
     options = TraceOptions(
         max_per_image=max_per_image, kinds=chosen, seed=seed, workers=workers, max_frames=max_frames,
-        max_seconds=max_seconds, check_determinism=check_determinism,
+        max_seconds=max_seconds, max_calls=max_calls, check_determinism=check_determinism,
     )  # fmt: skip
     store = open_store(ctx)
     targets = [find_image(store, ref) for ref in images] if images else store.list_images(ImageStatus.READY)
@@ -185,6 +191,7 @@ def show(
     console.print(
         f"[bold]{escape(trace.image.tag)}[/] {escape(trace.path)}:{trace.line} {escape(trace.qualname)} "
         f"({trace.kind.value}, test {escape(trace.test)}), {trace.n_frames} frames"
+        + (f", {stepped} calls stepped over" if (stepped := trace.data.get("stepped_over")) else "")
     )
     console.print(Syntax(trace.context, "python", line_numbers=False))
     console.print(trace_format.listing(trace.data), markup=False, highlight=False)
