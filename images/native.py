@@ -16,6 +16,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from images.baseline import FailureClass
+from images.readers.common import read_text
 from images.recipe import RecipeStep
 
 #: Folders never searched for sources: vendored environments, build output, version control.
@@ -86,7 +87,7 @@ def detect_native(root: Path) -> NativeCode:
         rust = True
         languages.add("Rust")
         evidence.append(f"Rust extension: {cargo.relative_to(root).as_posix()}")
-    setup = _read(root / "setup.py")
+    setup = read_text(root / "setup.py")
     declares = bool(_SETUP_EXTENSION.search(setup))
     if declares:
         evidence.append("setup.py declares compiled extensions")
@@ -199,15 +200,8 @@ def _ungenerated(root: Path, setup: str, sources: list[Path]) -> tuple[str, ...]
     return tuple(dict.fromkeys(missing))
 
 
-def _read(path: Path) -> str:
-    try:
-        return path.read_text(encoding="utf-8", errors="replace") if path.is_file() else ""
-    except OSError:
-        return ""
-
-
 def _toml(path: Path) -> dict:
     try:
-        return tomllib.loads(_read(path))
+        return tomllib.loads(read_text(path))
     except tomllib.TOMLDecodeError:
         return {}

@@ -25,6 +25,7 @@ from packaging.specifiers import InvalidSpecifier, SpecifierSet
 
 from core.errors import ForagerError
 from images.base import BASES, DEFAULT_BASE, DebianBase, base_for_python
+from images.readers.common import read_text
 
 #: Standard-library modules removed from CPython, and the release line that removed them (PEP 594, PEP 632,
 #: and the ``imp``/``asyncore`` removals of 3.12). Code importing one runs only on an older line.
@@ -140,13 +141,13 @@ def read_needs(root: Path, requires_python: str | None) -> PythonNeeds:
             evidence.append(f"Requires-Python {requires_python!r} is not a valid specifier: ignored")
     tested: dict[str, str] = {}
     for rel in _METADATA_FILES:
-        for line in _CLASSIFIER_RE.findall(_read(root / rel)):
+        for line in _CLASSIFIER_RE.findall(read_text(root / rel)):
             tested.setdefault(line, f"{rel} classifiers")
     for line, where in _ci_lines(root):
         tested.setdefault(line, where)
-    for minor in _TOX_ENV_RE.findall(_read(root / "tox.ini")):
+    for minor in _TOX_ENV_RE.findall(read_text(root / "tox.ini")):
         tested.setdefault(f"3.{minor}", "tox.ini environments")
-    for word in _read(root / ".python-version").split():
+    for word in read_text(root / ".python-version").split():
         if match := _LINE_RE.match(word):
             tested.setdefault(f"3.{match[2]}", ".python-version")
     if tested:
@@ -245,13 +246,6 @@ def _key(line: str) -> tuple[int, int]:
     return int(major), int(minor)
 
 
-def _read(path: Path) -> str:
-    try:
-        return path.read_text(encoding="utf-8", errors="replace") if path.is_file() else ""
-    except OSError:
-        return ""
-
-
 def _ci_lines(root: Path) -> Iterator[tuple[str, str]]:
     """(``MAJOR.MINOR``, file) for each CPython line a CI configuration runs on."""
     workflows = root / ".github" / "workflows"
@@ -260,7 +254,7 @@ def _ci_lines(root: Path) -> Iterator[tuple[str, str]]:
         root / rel for rel in (".travis.yml", ".gitlab-ci.yml", ".circleci/config.yml", "azure-pipelines.yml")
     ]
     for path in files:
-        text = _read(path)
+        text = read_text(path)
         if not text:
             continue
         try:
@@ -291,7 +285,7 @@ def _removed_imports(root: Path) -> Iterator[RemovedImport]:
     """Imports of :data:`REMOVED_MODULES` that run unconditionally: not inside ``try`` (a fallback) nor
     under ``if`` (a version check). A file that does not parse counts by its unindented imports."""
     for path in _python_files(root):
-        text = _read(path)
+        text = read_text(path)
         if not _IMPORT_RE.search(text):
             continue
         rel = path.relative_to(root).as_posix()

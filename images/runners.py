@@ -26,7 +26,7 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Literal
 
-from images.readers.common import EXCLUDED_WORDS, name_words
+from images.readers.common import EXCLUDED_WORDS, name_words, read_text
 
 Runner = Literal["pytest", "unittest", "script"]
 _SHELL_OPERATORS = "();<>|&"
@@ -124,13 +124,13 @@ def choose_test_command(root: Path, pytest_command: str, test_paths: Sequence[st
     """
     if not _uses_pytest(root):
         for script in RUNTESTS_SCRIPTS:
-            text = _read(root / script)
+            text = read_text(root / script)
             # Only a script taking Django's --verbosity is asked for a line per test; pytest runs the
             # TestCases of any other.
             if _UNITTEST_RUNNER.search(text) and re.search(r"""["']--verbosity["']""", text):
                 why = f"runner: {script}, the project's own unittest runner (the project does not use pytest)"
                 return f"python {script} --verbosity=2", why
-        loaders = [p for p in _test_modules(root, test_paths) if _LOAD_TESTS.search(_read(p))]
+        loaders = [p for p in _test_modules(root, test_paths) if _LOAD_TESTS.search(read_text(p))]
         start = test_paths[0] if test_paths else "."
         # Labels are relative to the root only when the start directory is a package under it.
         if loaders and (start == "." or (root / start / "__init__.py").is_file()):
@@ -173,7 +173,7 @@ def tox_pytest_args(root: Path) -> list[str] | None:
     """
     cfg = configparser.ConfigParser(interpolation=None, strict=False)
     try:
-        cfg.read_string(_read(root / "tox.ini"))
+        cfg.read_string(read_text(root / "tox.ini"))
     except configparser.Error:
         return None
     sections = [s for s in cfg.sections() if s == "testenv" or s.startswith(("testenv:py", "testenv:test"))]
@@ -198,7 +198,7 @@ def nox_pytest_args(root: Path) -> list[str] | None:
     "pytest"``) in a test session of ``noxfile.py``, or None. ``*session.posargs`` and other
     non-literal arguments are left out."""
     try:
-        tree = ast.parse(_read(root / "noxfile.py"))
+        tree = ast.parse(read_text(root / "noxfile.py"))
     except (SyntaxError, ValueError):
         return None
     for function in tree.body:
@@ -227,11 +227,11 @@ def _uses_pytest(root: Path) -> bool:
     """A pytest configuration, a ``conftest.py`` or a test module importing pytest."""
     for name, marker in _PYTEST_CONFIGS:
         path = root / name
-        if path.is_file() and (marker is None or marker in _read(path)):
+        if path.is_file() and (marker is None or marker in read_text(path)):
             return True
     if any(root.glob("conftest.py")) or any(root.glob("tests/**/conftest.py")):
         return True
-    return any(_USES_PYTEST.search(_read(path)) for path in _test_modules(root, ()))
+    return any(_USES_PYTEST.search(read_text(path)) for path in _test_modules(root, ()))
 
 
 def _test_modules(root: Path, test_paths: Sequence[str]) -> list[Path]:
@@ -245,10 +245,3 @@ def _test_modules(root: Path, test_paths: Sequence[str]) -> list[Path]:
 
 def _is_path(root: Path, word: str) -> bool:
     return not word.startswith("-") and (root / word.split("::", 1)[0]).exists()
-
-
-def _read(path: Path) -> str:
-    try:
-        return path.read_text(errors="replace")
-    except OSError:
-        return ""

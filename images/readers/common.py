@@ -6,7 +6,7 @@ import os
 import re
 from collections.abc import Mapping
 from itertools import pairwise
-from pathlib import PurePosixPath
+from pathlib import Path, PurePosixPath
 from typing import Any
 
 from packaging.requirements import InvalidRequirement, Requirement
@@ -149,3 +149,12 @@ def poetry_constraint(text: str) -> str:
         else:
             specifiers.append("==" + part)
     return ",".join(specifiers)
+
+
+def read_text(path: Path) -> str:
+    """A checkout's file as text ("" if it is missing or unreadable): readers guess from what is there,
+    and a file they cannot read is one they do not have."""
+    try:
+        return path.read_text(encoding="utf-8", errors="replace") if path.is_file() else ""
+    except OSError:
+        return ""
