@@ -4,6 +4,11 @@ One environment, three runs of the touched test modules: with the test patch alo
 the gold patch too. FAIL_TO_PASS: the tests passing in both runs after (under the same id: a test whose
 id is made from the clock is not the same test twice) and not before; PASS_TO_PASS: those passing in
 all three. See :func:`envs.mine.mine` for the rules on flaky and neighbouring tests.
+
+The modules run with the image's runner, through :func:`envs.grading.run_tests` as the grader runs
+them: pytest takes the files, ``python -m unittest`` and a project's unittest script (Django's
+``tests/runtests.py``) their module labels (:mod:`envs.runner_targets`), so every id is one the grader
+runs and the baseline has.
 """
 
 from __future__ import annotations
@@ -14,9 +19,10 @@ from dataclasses import dataclass
 
 from envs.candidates import Candidate
 from envs.grading import git_apply, run_tests
+from envs.runner_targets import targets_of_files
 from envs.runtime import Runtime
 from images.baseline import Baseline
-from images.runners import runner_of
+from images.runners import file_of_test, runner_of
 
 #: Most tests taken from neighbouring test files when the touched ones give no PASS_TO_PASS test.
 MAX_NEIGHBOURS = 100
@@ -43,13 +49,14 @@ def validate(
 ) -> Verdict | str:
     """Run the touched test modules with the test patch, then twice with the gold patch: the tests of
     the task, or why there are none (see :func:`envs.mine.mine`, step 3)."""
-    if (runner := runner_of(command)) != "pytest":
-        # The touched test modules run as files, by pytest; unittest labels are not files.
-        return f"mining runs the touched test files with pytest, and this image's tests run with {runner}"
+    files = list(candidate.test_files)
+    targets = targets_of_files(command, files, baseline.outcomes)
+    if not targets.arguments:
+        path, why = next(iter(targets.unnamed.items()))
+        return f"no touched test file can be run by the image's {runner_of(command)} runner: {path} is {why}"
     if not _apply(env, candidate.test_patch, "test"):
         return "the test patch does not apply to the parent commit's image"
-    files = list(candidate.test_files)
-    before, timed_out = _run(env, command, files, timeout)
+    before, timed_out = _run(env, command, targets.arguments, timeout)
     if timed_out:
         return f"the touched test files {OUT_OF_TIME} ({timeout:.0f} s) before the fix"
     executions = len(before)
@@ -59,7 +66,9 @@ def validate(
         neighbours = [
             test
             for test in baseline.stable("passed")
-            if (path := test.split("::", 1)[0]) not in files and posixpath.dirname(path) in directories
+            if (path := file_of_test(command, test))
+            and path not in files
+            and posixpath.dirname(path) in directories
         ][:MAX_NEIGHBOURS]
         if neighbours:
             outcomes, timed_out = _run(env, command, neighbours, timeout)
@@ -73,7 +82,7 @@ def validate(
     # whether its id is the same in every run; only what passes under the same id both times counts.
     fixed: set[str] | None = None
     for _ in range(2):
-        after, timed_out = _run(env, command, files + neighbours, timeout)
+        after, timed_out = _run(env, command, targets.arguments + neighbours, timeout)
         if timed_out:
             return f"the tests {OUT_OF_TIME} ({timeout:.0f} s) after the fix"
         executions += len(after)
@@ -83,7 +92,7 @@ def validate(
     fail_to_pass = sorted(fixed - _passing(before, baseline.flaky) - set(neighbours))
     if not fail_to_pass:
         return "no test fails before the fix and passes after it (twice, under the same id)"
-    if not any(test.split("::", 1)[0] in files for test in fail_to_pass):
+    if runner_of(command) == "pytest" and not any(test.split("::", 1)[0] in files for test in fail_to_pass):
         # Pytest names tests relative to its rootdir: a configuration file below the repository's root
         # moves it there, and the grader, which runs ids from the root, would find none of them.
         return (
@@ -100,7 +109,7 @@ def _passing(outcomes: Mapping[str, str], flaky: frozenset[str]) -> set[str]:
 
 
 def _run(env: Runtime, command: str, tests: list[str], timeout: float) -> tuple[dict[str, str], bool]:
-    """(outcomes, whether the run ran out of time) of ``tests``, test files or node ids."""
+    """(outcomes, whether the run ran out of time) of ``tests``: test files or ids, the runner's labels."""
     outcomes, observation = run_tests(env, command, tests, timeout)
     return outcomes, observation.timed_out
 

@@ -132,16 +132,17 @@ def mine(
     2. the image of ``SOURCE@PARENT``: one already ready, else (``reuse_environments``) a layer over a
        ready image of a commit with the same dependency declarations (:mod:`images.layers`: a checkout,
        no install), else a build; a failed build skips;
-    3. in one environment: the test patch is applied and the touched test modules are run as files
-       (every test of a file is reported, the new ones included, in one pytest run), then the gold patch
-       is applied and they run twice more. FAIL_TO_PASS: the tests that pass in both runs after and did
-       not (failed, error, missing) before. PASS_TO_PASS: those that passed all three times. Tests the
-       image's baseline calls flaky count in neither. When no test of the touched modules passed before
-       the fix (they hold only new tests, or cannot be imported without it), PASS_TO_PASS comes from up
-       to :data:`envs.fix_validation.MAX_NEIGHBOURS` stable passing baseline tests of other test files
-       in the same directories, run in every state too; when still none, PASS_TO_PASS is empty, and
-       ``meta["pass_to_pass_from"]`` says which of ``test_files``, ``neighbours`` and ``none`` it is.
-       No FAIL_TO_PASS test skips;
+    3. in one environment: the test patch is applied and the touched test modules are run with the image's
+       runner, as files for pytest and by module label for unittest or a project's unittest script
+       (:mod:`envs.runner_targets`; every test of a module is reported, the new ones included, in one
+       run), then the gold patch is applied and they run twice more. FAIL_TO_PASS: the tests that pass in
+       both runs after and did not (failed, error, missing) before. PASS_TO_PASS: those that passed all
+       three times. Tests the image's baseline calls flaky count in neither. When no test of the touched
+       modules passed before the fix (they hold only new tests, or cannot be imported without it),
+       PASS_TO_PASS comes from up to :data:`envs.fix_validation.MAX_NEIGHBOURS` stable passing baseline
+       tests of other test files in the same directories, run in every state too; when still none,
+       PASS_TO_PASS is empty, and ``meta["pass_to_pass_from"]`` says which of ``test_files``,
+       ``neighbours`` and ``none`` it is. No FAIL_TO_PASS test skips;
     4. the task is graded with :func:`envs.tasks.verify` in fresh environments: the gold patch must
        resolve it and the unmodified start must be unresolved. When they do not, the tests the grades
        contradict are dropped and the task is graded again, once (see the module doc); still not, the
