@@ -379,6 +379,10 @@ def test_addresses_in_reprs_are_normalized() -> None:
     worker = threading.Thread(target=threading.Event().wait, args=(5,), name="w", daemon=True)
     worker.start()
     assert Renderer().render([worker]) == "[<Thread(w, started daemon ..)>]"
+    done = threading.Thread(target=int, name="d")
+    done.start()
+    done.join()
+    assert Renderer().render(done) == "<Thread(d, stopped ..)>"
 
 
 def test_a_container_holding_itself_renders_as_python_does() -> None:
