@@ -1,6 +1,6 @@
 """Execution-trace benchmark: throughput, frames, drops and storage over the image corpus.
 
-    python bench/traces.py [--home .forager-bench] [--max-per-image 200] [--workers 2]
+    python bench/traces.py [--home .forager-bench] [--max-per-image 200] [--workers 2] [--max-calls 5]
 
 Traces every ready image in the store under ``--home`` (build them first with bench/build_corpus.py)
 with ``envs.traces.make_traces`` and prints, per image and overall: entry points recorded, kept,
@@ -44,6 +44,7 @@ def main() -> None:
     parser.add_argument("--max-per-image", type=int, default=200)
     parser.add_argument("--workers", type=int, default=2)
     parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--max-calls", type=int, default=TraceOptions.max_calls, help="0: every call")
     args = parser.parse_args()
 
     store = Store(f"sqlite:///{(args.home / 'forager.db').resolve()}")
@@ -51,7 +52,9 @@ def main() -> None:
     if not images:
         raise SystemExit(f"no ready image under {args.home}: build the corpus with bench/build_corpus.py")
     backend = DockerBackend(connect())
-    options = TraceOptions(max_per_image=args.max_per_image, workers=args.workers, seed=args.seed)
+    options = TraceOptions(
+        max_per_image=args.max_per_image, workers=args.workers, seed=args.seed, max_calls=args.max_calls
+    )
     reports: list[ImageReport] = []
     started = time.monotonic()
     print(f"{'image':<48} {'traced':>6} {'kept':>5} {'frames':>6} {'sec':>6} {'cpu s':>6}  dropped")
