@@ -822,6 +822,22 @@ def test_scripts_only_repository(tmp_path: Path) -> None:
     assert "Python project: tool/run.py (no packaging files)" in evidence(plan)
 
 
+def test_a_pytest_configuration_inside_the_test_folder_pins_the_rootdir(tmp_path: Path) -> None:
+    files = {
+        "pyproject.toml": '[project]\nname = "calc"\nversion = "1.0"\n',
+        "src/calc/__init__.py": "",
+        "tests/pytest.ini": "[pytest]\nmarkers = slow\n",
+        "tests/test_calc.py": "def test_one():\n    pass\n",
+    }
+    plan = detect(make(tmp_path / "nested", files))
+    # pytest would take tests/ as its rootdir from tests/pytest.ini, and name the test test_calc.py::...
+    assert plan.pytest_args == ("--rootdir=.",)
+    assert "tests/pytest.ini would make its folder pytest's rootdir" in evidence(plan)
+    # A tox.ini without a [pytest] section configures tox only: pytest does not stop at it.
+    files["tests/tox.ini"] = files.pop("tests/pytest.ini").replace("[pytest]", "[tox]")
+    assert detect(make(tmp_path / "tox", files)).pytest_args == ()
+
+
 def test_malformed_files_are_skipped_with_evidence(tmp_path: Path) -> None:
     root = make(
         tmp_path,

@@ -10,7 +10,7 @@ from typing import Any
 
 from images.pytest_plugins import PLUGIN_MODULES, ini_plugin, option_plugin
 from images.readers.collector import Collector, add_declared
-from images.readers.common import relative_path, toml_table
+from images.readers.common import read_text, relative_path, toml_table
 
 
 def _pytest_config(c: Collector, pyproject: dict[str, Any] | None) -> tuple[str, dict[str, Any]] | None:
@@ -133,18 +133,45 @@ def _path_exists(root: Path, path: str) -> bool:
 
 
 def _pytest_args(c: Collector, test_paths: tuple[str, ...]) -> tuple[str, ...]:
-    """``--rootdir=.`` when pytest would otherwise take the test directory as its rootdir.
+    """``--rootdir=.`` when pytest would otherwise take a directory below the root as its rootdir.
 
     Without any file pytest recognises at the root, running ``pytest tests`` makes ``tests`` the
-    rootdir and test ids lose their ``tests/`` prefix; pinning the rootdir keeps ids stable whatever
-    paths the runner passes.
+    rootdir and test ids lose their ``tests/`` prefix; a pytest configuration inside a test path
+    (``tests/pytest.ini``) does the same, whatever the root holds. Pinning the rootdir keeps ids
+    relative to the repository's root, as grading and mining name them; pytest still reads that
+    configuration file.
     """
+    if not test_paths:
+        return ()
+    if nested := _nested_config(c.root, test_paths):
+        c.note(f"pytest args --rootdir=.: {nested} would make its folder pytest's rootdir (and test ids)")
+        return ("--rootdir=.",)
     anchors = ("setup.py", "pytest.toml", ".pytest.toml", "pytest.ini", ".pytest.ini", "pyproject.toml")
     anchors += ("tox.ini", "setup.cfg")
-    if not test_paths or any((c.root / name).is_file() for name in anchors):
+    if any((c.root / name).is_file() for name in anchors):
         return ()
     c.note("pytest args --rootdir=.: no file at the root that pytest anchors its rootdir (and test ids) to")
     return ("--rootdir=.",)
+
+
+#: The files pytest takes its rootdir from, with the section that makes a shared file count (pytest
+#: searches the test paths' common folder, then upwards).
+_PYTEST_CONFIG_FILES = (
+    ("pytest.ini", ""), (".pytest.ini", ""), ("pytest.toml", ""), (".pytest.toml", ""),
+    ("pyproject.toml", "[tool.pytest"), ("tox.ini", "[pytest]"), ("setup.cfg", "[tool:pytest]"),
+)  # fmt: skip
+
+
+def _nested_config(root: Path, test_paths: tuple[str, ...]) -> str | None:
+    """The first pytest configuration file between a test path and the root (both excluded)."""
+    for path in test_paths:
+        folder = (root / path).parent if (root / path).is_file() else root / path
+        while folder != root and root in folder.parents:
+            for name, section in _PYTEST_CONFIG_FILES:
+                if (folder / name).is_file() and section in read_text(folder / name):
+                    return (folder / name).relative_to(root).as_posix()
+            folder = folder.parent
+    return None
 
 
 _NOT_TEST_DIRS = frozenset({"docs", "doc", "node_modules", "venv", "build", "dist", "site-packages"})
