@@ -76,3 +76,5 @@ class BuildFailed(Exception):
         super().__init__(reason)
         self.failure_class: FailureClass = failure_class
         self.reason = reason
+        self.base_image: str | None = None
+        """The base the build had chosen when it failed (None: it failed before choosing)."""

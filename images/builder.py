@@ -128,6 +128,7 @@ class ImageBuilder:
                 result = self._build_checkout(checkout, log, started)
             except BuildFailed as failed:
                 log.section(f"FAILED ({failed.failure_class}): {failed.reason}")
+                base_image = failed.base_image or base_image
                 result = record_failure(self.store, spec, checkout, failed, log, started, base_image)
             except BuildCancelled:
                 log.section("cancelled")
@@ -181,12 +182,24 @@ class ImageBuilder:
             raise BuildFailed("clone_failed", str(exc)) from exc
 
     def _build_checkout(self, checkout: Checkout, log: BuildLog, started: float) -> BuildResult:
-        spec = checkout.spec
         plan = detect(checkout.path)
         log.section("detected", *plan.evidence)
         if not plan.is_python:
             raise BuildFailed("not_python", "no Python project files and no Python code found")
         base_image, base, python = self._base(checkout, plan, log)
+        try:
+            return self._build_on(checkout, plan, (base_image, base, python), log, started)
+        except BuildFailed as failed:
+            failed.base_image = base_image  # recorded as built on the base it failed on
+            raise
+
+    def _build_on(
+        self, checkout: Checkout, plan: InstallPlan, chosen: tuple[str, str, str | None], log: BuildLog,
+        started: float,
+    ) -> BuildResult:  # fmt: skip
+        """The build once its base is chosen (``chosen``: the base image, its id and its CPython)."""
+        spec = checkout.spec
+        base_image, base, python = chosen
         recipe = plan_recipe(plan, checkout, base_image, self._resolve_as_of(checkout, log))
         recipe, setup_notes = add_setup_steps(recipe, checkout.path)
         log.section("build set-up (native code, CI set-up steps)", *setup_notes)

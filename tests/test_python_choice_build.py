@@ -81,3 +81,15 @@ def test_a_python_no_base_gives_fails_as_unsupported_python(builder: ImageBuilde
     assert result.reason.startswith("the project requires Python >=3.6,<3.11 and Forager's bases give Python")
     (record,) = builder.store.list_images()
     assert record.failure_class == "unsupported_python" and result.reason in record.log_tail
+
+
+def test_a_failed_build_is_recorded_on_the_base_it_failed_on(builder: ImageBuilder, tmp_path):
+    files = python_project(dependencies='"forager-no-such-distribution-x9"')
+    files["pyproject.toml"] = files["pyproject.toml"].replace('">=3.8"', '">=3.12"')
+    write(tmp_path / "missing", files)
+
+    result = builder.build(parse_source(str(tmp_path / "missing")))
+
+    assert (result.status, result.failure_class) == (ImageStatus.FAILED, "install_failed"), result.reason
+    (record,) = builder.store.list_images()
+    assert record.base_image == TRIXIE.tag
