@@ -5,8 +5,10 @@ No container registry is reachable from a farm machine, so a base is made locall
 venv, git and build tools installed over the host's network. Each step is skipped when its image
 already exists, so :func:`ensure_base_image` is cheap to call again.
 
-Debian's own ``python3`` is the interpreter, so each release gives one CPython line: bookworm's 3.11
-(:data:`DEFAULT_BASE`) and trixie's 3.13 (:data:`BASES`), chosen per project by :mod:`images.python_choice`.
+Debian's own ``python3`` is the interpreter, so each release gives one CPython line: bullseye's 3.9,
+bookworm's 3.11 (:data:`DEFAULT_BASE`) and trixie's 3.13 (:data:`BASES`), chosen per project by
+:mod:`images.python_choice`: a project needing ``>=3.12`` gets trixie, and an old commit, tested up to
+3.8 and pinning what ran then, bullseye.
 """
 
 from __future__ import annotations
@@ -57,7 +59,7 @@ class DebianBase:
 
 DEFAULT_BASE = DebianBase("bookworm", "3.11", "3.11.2")
 #: Every base Forager can make, oldest Python first.
-BASES = (DEFAULT_BASE, DebianBase("trixie", "3.13", "3.13.5"))
+BASES = (DebianBase("bullseye", "3.9", "3.9.2"), DEFAULT_BASE, DebianBase("trixie", "3.13", "3.13.5"))
 SUITE = DEFAULT_BASE.suite
 MINBASE_IMAGE = DEFAULT_BASE.minbase_image
 BASE_IMAGE = DEFAULT_BASE.tag
@@ -247,14 +249,16 @@ def _install_script(apt_options: list[str] | None = None) -> str:
     packages = " ".join(BASE_PACKAGES)
     # uv installs a repository's dependencies several times faster than pip (3.5 s against 7.7 s for
     # attrs[tests] here, cold); it lives in the base so that no repository layer carries it.
+    # pip's options as variables: bullseye's pip 20.3 has no --break-system-packages (nor needs it) and
+    # no --root-user-action, and pip skips variables it has no option for.
+    pip = "PIP_BREAK_SYSTEM_PACKAGES=1 PIP_ROOT_USER_ACTION=ignore python3 -m pip install --no-cache-dir"
     return (
         f"{apt} update && {apt} install -y --no-install-recommends {packages}"
         " && apt-get clean && rm -rf /var/lib/apt/lists/*"
-        " && python3 -m pip install --break-system-packages --no-cache-dir --root-user-action=ignore uv"
+        f" && {pip} uv"
         # Coverage for measuring which tests cover which lines, kept out of every project's venv: it is
         # put on PYTHONPATH only for that measurement (no dependencies: pytest comes from the project).
-        " && python3 -m pip install --no-cache-dir --root-user-action=ignore --no-deps"
-        f" --target {COVERAGE_DIR} coverage pytest-cov"
+        f" && {pip} --no-deps --target {COVERAGE_DIR} coverage pytest-cov"
     )
 
 

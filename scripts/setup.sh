@@ -52,7 +52,7 @@ if ! registry_up; then
 fi
 
 say "Base image"
-# debootstrap makes bookworm's base (Python 3.11) now, and trixie's (3.13, about 6 minutes) when a build
+# debootstrap makes bookworm's base (Python 3.11) now, and bullseye's (3.9) or trixie's (3.13) when a build
 # first needs it: so it is installed even when bookworm's base exists, wherever apt can.
 if ! docker image inspect forager/base:bookworm >/dev/null 2>&1; then
     command -v debootstrap >/dev/null || apt_install debootstrap

@@ -87,9 +87,10 @@ def test_base_image_is_reused_and_runs_without_network(docker_client, tmp_path: 
 
 
 def test_each_base_names_its_release_and_python() -> None:
-    assert base_for_python("3.11") is DEFAULT_BASE and base_for_python("3.13.5") is BASES[1]
+    assert base_for_python("3.11") is DEFAULT_BASE and base_for_python("3.13.5") is BASES[2]
+    assert base_for_python("3.9") is BASES[0]
     assert base_for_python("3.12") is None
-    trixie = base_dockerfile(BASES[1])
+    trixie = base_dockerfile(BASES[2])
     assert "`forager images base --python 3.13`" in trixie
     assert "FROM forager/debian:trixie-minbase" in trixie and "--variant=minbase trixie" in trixie
-    assert [base.log_folder for base in BASES] == ["base", "base-trixie"]
+    assert [base.log_folder for base in BASES] == ["base-bullseye", "base", "base-trixie"]

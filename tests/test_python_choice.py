@@ -12,7 +12,7 @@ from images.python_choice import UnsupportedPython, choose_for, read_needs
 from tests.cli import forager
 from tests.repos import python_project, write
 
-BOOKWORM, TRIXIE = "forager/base:bookworm", "forager/base:trixie"
+BULLSEYE, BOOKWORM, TRIXIE = "forager/base:bullseye", "forager/base:bookworm", "forager/base:trixie"
 
 
 def _pyproject(requires: str | None = None, classifiers: tuple[str, ...] = ()) -> str:
@@ -30,8 +30,10 @@ def _choose(root: Path, files: dict[str, str], python: str | None = None):
     return choose_for(root, detect(root).requires_python, python=python)
 
 
-def test_the_bases_are_bookworm_311_and_trixie_313() -> None:
-    assert [(base.tag, base.python) for base in BASES] == [(BOOKWORM, "3.11"), (TRIXIE, "3.13")]
+def test_the_bases_are_bullseye_39_bookworm_311_and_trixie_313() -> None:
+    assert [(base.tag, base.python) for base in BASES] == [
+        ("forager/base:bullseye", "3.9"), (BOOKWORM, "3.11"), (TRIXIE, "3.13"),
+    ]  # fmt: skip
     assert DEFAULT_BASE.tag == BOOKWORM
 
 
@@ -51,13 +53,15 @@ def test_a_project_that_says_nothing_gets_the_default(tmp_path: Path) -> None:
         (">=3.8,<3.12", BOOKWORM),
         ("==3.11.*", BOOKWORM),
         (">=2.7,!=3.0.*,!=3.1.*", BOOKWORM),
-        ("!=3.11.*", TRIXIE),
+        ("!=3.11.*", BULLSEYE),  # nothing tested: the oldest allowed
+        ("<3.11", BULLSEYE),
+        (">=3.6,<3.10", BULLSEYE),
     ],
 )
 def test_requires_python_limits_the_choice(tmp_path: Path, requires: str, tag: str) -> None:
     choice = _choose(tmp_path, {"pyproject.toml": _pyproject(requires)})
     assert choice.base.tag == tag
-    if tag == TRIXIE:
+    if tag != BOOKWORM:
         assert f"Requires-Python {requires}" in choice.evidence[-1]
 
 
@@ -66,13 +70,13 @@ def test_poetry_caret_constraint_is_read_as_requires_python(tmp_path: Path) -> N
     assert _choose(tmp_path, {"pyproject.toml": poetry}).base.tag == TRIXIE
 
 
-@pytest.mark.parametrize("requires", ["<3.11", ">=3.6,<3.10", ">=3.14", "==3.12.*"])
+@pytest.mark.parametrize("requires", ["<3.9", ">=3.6,<3.9", ">=3.14", "==3.12.*"])
 def test_a_requirement_no_base_meets_is_unsupported_python(tmp_path: Path, requires: str) -> None:
     with pytest.raises(UnsupportedPython) as caught:
         _choose(tmp_path, {"pyproject.toml": _pyproject(requires)})
     message = str(caught.value)
     assert f"requires Python {requires}" in message
-    assert "3.11 (forager/base:bookworm), 3.13 (forager/base:trixie)" in message
+    assert "3.9 (forager/base:bullseye), 3.11 (forager/base:bookworm), 3.13 (forager/base:trixie)" in message
     assert "--python" in message
 
 
@@ -89,7 +93,8 @@ def test_an_invalid_requires_python_is_ignored_with_evidence(tmp_path: Path) -> 
     [
         (("3.12", "3.13"), TRIXIE),
         (("3.12",), TRIXIE),  # below the oldest tested line weighs more than above the newest
-        (("3.6", "3.7", "3.8", "3.9"), BOOKWORM),
+        (("3.6", "3.7", "3.8", "3.9"), BULLSEYE),
+        (("3.6", "3.7", "3.8"), BULLSEYE),  # an old commit: the closest line
         (("3.10",), BOOKWORM),
         (("3.9", "3.10", "3.11", "3.12", "3.13"), BOOKWORM),  # both tested: the default
         (("3.13", "3.14"), TRIXIE),
@@ -132,7 +137,7 @@ jobs:
     [
         ('["3.12", "3.13"]', ("3.12", "3.13"), TRIXIE),
         # Unquoted, YAML would read 3.10 as the float 3.1: the reader keeps it as written.
-        ("[3.8, 3.9, 3.10]", ("3.8", "3.9", "3.10"), BOOKWORM),
+        ("[3.8, 3.9, 3.10]", ("3.8", "3.9", "3.10"), BULLSEYE),
         ('["3.13-dev"]', ("3.13",), TRIXIE),
     ],
 )
@@ -193,15 +198,16 @@ def test_python_option_overrides_everything_but_must_name_a_base(tmp_path: Path)
     assert choice.base.tag == TRIXIE
     assert choice.evidence[-1] == "Python 3.13: asked for (--python 3.13)"
     assert _choose(tmp_path, {}, python="3.11").base.tag == BOOKWORM
-    with pytest.raises(UnsupportedPython, match=r"--python 3\.9: Forager's bases give Python 3\.11 "):
-        _choose(tmp_path, {}, python="3.9")
+    assert _choose(tmp_path, {}, python="3.9").base.tag == BULLSEYE
+    with pytest.raises(UnsupportedPython, match=r"--python 3\.10: Forager's bases give Python 3\.9 "):
+        _choose(tmp_path, {}, python="3.10")
 
 
 @pytest.mark.parametrize(
     ("args", "message"),
     [
-        (["images", "build", "--python", "3.9", "."], "Forager's bases give Python 3.11, 3.13"),
-        (["images", "base", "--python", "2.7"], "Forager's bases give Python 3.11, 3.13"),
+        (["images", "build", "--python", "3.10", "."], "Forager's bases give Python 3.9, 3.11, 3.13"),
+        (["images", "base", "--python", "2.7"], "Forager's bases give Python 3.9, 3.11, 3.13"),
         (["images", "build", "--python", "3.13", "--base", "x:y", "."], "pass --base or --python"),
     ],
 )

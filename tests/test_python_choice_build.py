@@ -7,7 +7,7 @@ from pathlib import Path
 
 import pytest
 
-from images.base import BASES
+from images.base import base_for_python
 from images.builder import ImageBuilder
 from images.sources import parse_source
 from storage import ImageStatus
@@ -15,7 +15,8 @@ from tests.repos import python_project, write
 
 pytestmark = pytest.mark.docker
 
-TRIXIE = BASES[1]
+TRIXIE = base_for_python("3.13")
+assert TRIXIE is not None
 
 #: Code that only Python 3.12 and later run: a ``type`` statement is a syntax error before 3.12, and
 #: ``itertools.batched`` is new in 3.12.
@@ -93,3 +94,45 @@ def test_a_failed_build_is_recorded_on_the_base_it_failed_on(builder: ImageBuild
     assert (result.status, result.failure_class) == (ImageStatus.FAILED, "install_failed"), result.reason
     (record,) = builder.store.list_images()
     assert record.base_image == TRIXIE.tag
+
+
+#: Code of an old release line: ``collections.Mapping`` went in 3.10.
+OLD_PYTHON_CODE = """\
+from collections import Mapping
+
+
+def keys(mapping: Mapping) -> list:
+    return sorted(mapping)
+"""
+OLD_PYTHON_TESTS = """\
+import sys
+
+from calc.old import keys
+
+
+def test_keys():
+    assert keys({"b": 1, "a": 2}) == ["a", "b"]
+
+
+def test_runs_on_the_chosen_python():
+    assert sys.version_info[:2] == (3, 9)
+"""
+
+
+def test_an_old_commit_tested_up_to_38_builds_on_bullseye(builder: ImageBuilder, tmp_path):
+    files = python_project(tests=OLD_PYTHON_TESTS)
+    classifiers = "".join(f'"Programming Language :: Python :: 3.{m}", ' for m in (6, 7, 8))
+    files["pyproject.toml"] = files["pyproject.toml"].replace(
+        'requires-python = ">=3.8"', f'requires-python = ">=3.6"\nclassifiers = [{classifiers}]'
+    )
+    assert "3.8" in files["pyproject.toml"]
+    files["src/calc/old.py"] = OLD_PYTHON_CODE
+    write(tmp_path / "old", files)
+    builder.options = replace(builder.options, timeout=1800)  # the first build makes bullseye's base
+
+    result = builder.build(parse_source(str(tmp_path / "old")))
+
+    assert result.status == ImageStatus.READY, result.reason
+    assert (result.tests_passed, result.tests_total) == (2, 2)
+    record = builder.store.get_image(result.tag)
+    assert (record.base_image, record.recipe["python"]) == ("forager/base:bullseye", "3.9")
