@@ -7,8 +7,9 @@ Walking the first-parent history newest first, three shapes are found:
 
 - ``commit``: one commit changing a non-test ``.py`` file and a test module;
 - ``merge``: a GitHub pull-request merge, diffed against its first parent (the pull request's title and
-  body are the statement); a squash merge is an ordinary commit whose title ends in ``(#N)``, which the
-  statement drops;
+  body are the statement): ``Merge pull request #N from ...``, or, with GitHub's "pull request title"
+  merge message, a merge titled ``Title (#N)``; a squash merge is an ordinary commit whose title ends in
+  ``(#N)``, which the statement drops;
 - ``pair``: a commit changing code but no test, followed within :data:`PAIR_WINDOW` first-parent commits
   by one changing tests but no code, whose tests name a module the first changed (the fix landed first,
   its regression test right after); the commits between may change neither ``.py`` files nor tests.
@@ -184,15 +185,17 @@ def _moment(text: str | None, *, end_of_day: bool) -> str | None:
 def problem_statement(message: str, *, merge: bool) -> str | None:
     """The problem statement a commit message gives, or None when it gives none.
 
-    A GitHub pull-request merge gives the pull request's title and body; any other merge gives none.
-    A plain commit gives its subject and body; a squash merge's title loses its ``(#N)``. Identity
-    trailers are dropped either way.
+    A GitHub pull-request merge gives the pull request's title and body, whether its message is GitHub's
+    ``Merge pull request #N from ...`` or the pull request's own title, ``Title (#N)``; any other merge
+    (``Merge branch 'stable'``) gives none. A plain commit gives its subject and body; a squash merge's
+    title loses its ``(#N)``. Identity trailers are dropped either way.
     """
     if merge:
         match = _PULL_REQUEST.match(message.strip())
-        if match is None:
+        if match is not None:
+            message = match["text"]
+        elif not _SQUASH_TITLE.search(message.strip().partition("\n")[0]):
             return None
-        message = match["text"]
     statement = _IDENTITY_TRAILER.sub("", message).strip()
     if not statement:
         return None

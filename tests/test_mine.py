@@ -235,6 +235,11 @@ def test_problem_statements_from_commits_and_pull_request_merges() -> None:
     )
     assert problem_statement("Merge branch 'feature' into main\n", merge=True) is None
     assert problem_statement("Merge pull request #7 from user/branch\n", merge=True) is None
+    # GitHub's "pull request title" merge message: the title with its number, then the body.
+    assert problem_statement("Allow a timestamp of 0 (#3168)\n\nparse(0) raised.\n", merge=True) == (
+        "Allow a timestamp of 0\n\nparse(0) raised."
+    )
+    assert problem_statement("Merge branch 'stable' (#12 was here)\n", merge=True) is None
     assert problem_statement(FIX_MESSAGE, merge=False) == (
         "Fix mul returning the sum\n\nmul(2, 3) returned 5 instead of 6."
     )
