@@ -165,6 +165,10 @@ def project_pytest_args(root: Path, args: Sequence[str]) -> list[str]:
     return kept
 
 
+#: ``{posargs:DEFAULT}``, whose default may hold substitutions of its own (``{envtmpdir}``).
+_POSARGS_DEFAULT = re.compile(r"\{posargs:((?:[^{}]|\{[^{}]*\})*)\}")
+
+
 def tox_pytest_args(root: Path) -> list[str] | None:
     """The arguments after ``pytest`` in the first test environment's ``commands`` of ``tox.ini``
     (``[testenv]``, then ``testenv:py*`` and ``testenv:test*``), or None when none runs pytest.
@@ -182,8 +186,9 @@ def tox_pytest_args(root: Path) -> list[str] | None:
             continue  # its arguments are relative to another directory
         # A backslash at the end of a line continues the command on the next.
         for line in cfg.get(section, "commands", fallback="").replace("\\\n", " ").splitlines():
-            line = re.sub(r"\{posargs:([^}]*)\}", r"\1", line).replace("{posargs}", "")
+            # The root first: a posargs default may name it, ``{posargs: "{toxinidir}/tests"}``.
             line = re.sub(r"\{(toxinidir|tox_root)\}/?", "./", line)
+            line = _POSARGS_DEFAULT.sub(r"\1", line).replace("{posargs}", "")
             try:
                 words = shlex.split(line, comments=True)
             except ValueError:

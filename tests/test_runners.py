@@ -171,6 +171,13 @@ def test_unittest_runs_suites_that_build_their_tests_with_load_tests(tmp_path: P
             "python -m pytest -p no:cacheprovider tests -W error",
         ),
         (
+            {  # dateutil's: the default names the root, quoted
+                "tox.ini": "[testenv]\ncommands = python -m pytest {posargs: \"{toxinidir}/tests\" "
+                '--cov-config="{toxinidir}/tox.ini" --cov=dateutil}\n'
+            },
+            "python -m pytest -p no:cacheprovider ./tests",
+        ),
+        (
             {
                 "noxfile.py": "import nox\n\n@nox.session\ndef docs(session):\n"
                 "    session.run('pytest', '--doctest-glob=*.rst')\n\n"
@@ -180,7 +187,7 @@ def test_unittest_runs_suites_that_build_their_tests_with_load_tests(tmp_path: P
             "python -m pytest -p no:cacheprovider -m 'not slow' tests",
         ),
     ],
-    ids=["tox-ini", "tox-posargs-default", "nox"],
+    ids=["tox-ini", "tox-posargs-default", "tox-posargs-default-naming-the-root", "nox"],
 )
 def test_the_pytest_arguments_of_tox_and_nox_commands(tmp_path: Path, files: dict, command: str) -> None:
     write(tmp_path, {"tests/unit/test_a.py": "def test_a():\n    pass\n", **files})
