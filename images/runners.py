@@ -165,6 +165,25 @@ def project_pytest_args(root: Path, args: Sequence[str]) -> list[str]:
     return kept
 
 
+#: A tox factor condition before a line: ``!ci: --numprocesses auto``, ``py38,py39: ...``, ``py-cov: ...``.
+_FACTOR_CONDITION = re.compile(r"^\s*(?P<factors>!?[A-Za-z][\w.]*(?:[,-]!?[A-Za-z][\w.]*)*):\s+(?P<rest>.*)$")
+
+
+def _unconditioned(line: str) -> str | None:
+    """A ``commands`` line without its factor condition, or None when the condition leaves it out.
+
+    Forager runs the tests as a plain environment would: one with no factor but its Python, so a
+    negated factor (``!ci:``) holds and a named one (``ci:``, ``py38:``) does not.
+    """
+    match = _FACTOR_CONDITION.match(line)
+    if match is None:
+        return line
+    alternatives = match["factors"].split(",")
+    if any(all(factor.startswith("!") for factor in alternative.split("-")) for alternative in alternatives):
+        return match["rest"]
+    return None
+
+
 #: ``{posargs:DEFAULT}``, whose default may hold substitutions of its own (``{envtmpdir}``).
 _POSARGS_DEFAULT = re.compile(r"\{posargs:((?:[^{}]|\{[^{}]*\})*)\}")
 
@@ -184,8 +203,10 @@ def tox_pytest_args(root: Path) -> list[str] | None:
     for section in sections:
         if cfg.has_option(section, "changedir"):
             continue  # its arguments are relative to another directory
+        lines = cfg.get(section, "commands", fallback="").splitlines()
+        commands = "\n".join(line for line in map(_unconditioned, lines) if line is not None)
         # A backslash at the end of a line continues the command on the next.
-        for line in cfg.get(section, "commands", fallback="").replace("\\\n", " ").splitlines():
+        for line in commands.replace("\\\n", " ").splitlines():
             # The root first: a posargs default may name it, ``{posargs: "{toxinidir}/tests"}``.
             line = re.sub(r"\{(toxinidir|tox_root)\}/?", "./", line)
             line = _POSARGS_DEFAULT.sub(r"\1", line).replace("{posargs}", "")

@@ -178,6 +178,14 @@ def test_unittest_runs_suites_that_build_their_tests_with_load_tests(tmp_path: P
             "python -m pytest -p no:cacheprovider ./tests",
         ),
         (
+            {  # black's: factor conditions inside a continued command
+                "tox.ini": "[testenv]\ncommands =\n    pip install -e .[d]\n"
+                "    pytest tests --run-optional no_jupyter \\\n        !ci: --numprocesses auto \\\n"
+                "        ci: --ci-only \\\n        --cov {posargs}\n"
+            },
+            "python -m pytest -p no:cacheprovider tests --run-optional no_jupyter",
+        ),
+        (
             {
                 "noxfile.py": "import nox\n\n@nox.session\ndef docs(session):\n"
                 "    session.run('pytest', '--doctest-glob=*.rst')\n\n"
@@ -187,7 +195,7 @@ def test_unittest_runs_suites_that_build_their_tests_with_load_tests(tmp_path: P
             "python -m pytest -p no:cacheprovider -m 'not slow' tests",
         ),
     ],
-    ids=["tox-ini", "tox-posargs-default", "tox-posargs-default-naming-the-root", "nox"],
+    ids=["tox-ini", "tox-posargs-default", "tox-posargs-default-naming-the-root", "tox-factors", "nox"],
 )
 def test_the_pytest_arguments_of_tox_and_nox_commands(tmp_path: Path, files: dict, command: str) -> None:
     write(tmp_path, {"tests/unit/test_a.py": "def test_a():\n    pass\n", **files})
