@@ -80,6 +80,11 @@ def image_tag(name: str, commit: str, recipe_digest: str) -> str:
     return f"forager/{repository}:{commit[:12]}-{recipe_digest[:8]}"
 
 
+#: The earliest moment requirements are resolved as of: setuptools 40.8.0's release, the version uv
+#: (as PEP 517 says) builds a project without a pyproject.toml with. Before it, no setup.py builds.
+OLDEST_RESOLUTION = datetime(2019, 2, 6, tzinfo=UTC)
+
+
 class ImageBuilder:
     """Builds repository images with one Docker engine and records them in one store.
 
@@ -235,6 +240,12 @@ class ImageBuilder:
         if not self._index_has_upload_times(log):
             return None
         moment = checkout.committed_at + self.options.resolve_margin
+        if moment < OLDEST_RESOLUTION:
+            log.section(
+                f"resolving as of {OLDEST_RESOLUTION:%Y-%m-%d}, not the commit's date: building a setup.py "
+                "project needs setuptools>=40.8.0 (PEP 517's fallback), released then"
+            )
+            return OLDEST_RESOLUTION
         log.section(f"resolving as of {moment.astimezone(UTC):%Y-%m-%d %H:%M} UTC (commit date + margin)")
         return moment
 

@@ -361,6 +361,24 @@ def test_an_old_commit_gets_the_releases_of_its_date(builder: ImageBuilder, dock
     assert "resolving as of 2023-06-02 00:00 UTC" in Path(result.log_path).read_text()
 
 
+def test_a_commit_older_than_setuptools_40_8_resolves_as_of_its_release(builder: ImageBuilder, tmp_path):
+    setup_py = "from setuptools import setup\n\nsetup(name='calc', version='1.0', package_dir={'': 'src'}, "
+    setup_py += "packages=['calc'])\n"
+    files = {**python_project(), "setup.py": setup_py}
+    del files["pyproject.toml"]
+    repo = make_repo(tmp_path / "ancient", files)
+    when = "2017-06-01T00:00:00+0000"
+    with repo.git.custom_environment(GIT_AUTHOR_DATE=when, GIT_COMMITTER_DATE=when):
+        repo.git.commit("-q", "--amend", "--reset-author", "-m", "A commit from 2017")
+
+    result = builder.build(parse_source(str(tmp_path / "ancient")))
+
+    assert result.status == ImageStatus.READY, result.reason
+    assert "resolving as of 2019-02-06, not the commit's date" in Path(result.log_path).read_text()
+    recipe = builder.store.get_image(result.tag).recipe
+    assert recipe["install_env"] == {"UV_EXCLUDE_NEWER": "2019-02-06T00:00:00Z"}
+
+
 def test_a_pytest_too_new_for_the_conftest_is_stepped_back(builder: ImageBuilder, docker_client, tmp_path):
     builder.options = replace(builder.options, resolve_newest=True)
     _old_repo(tmp_path / "old", {**python_project(), "conftest.py": OLD_PYTEST_CONFTEST})
