@@ -14,7 +14,12 @@ commit of the first-parent history at least that old (a repository younger than 
 the builder's defaults: lock files first, unpinned requirements resolved as of the commit's date.
 Then it mines up to ``--max-tasks`` issue-fix tasks from the newest ``--mine-commits`` commits
 (environments reused across commits with the same dependency declarations) and grades every mined
-task again from scratch: the gold patch must resolve it and the untouched start must not.
+task again from scratch: the gold patch must resolve it and the untouched start must not. Mining
+figures come from HOME's store, not from one run's memory, so a resumed run counts what earlier runs
+tried and built: tasks stored, candidates tried (tasks plus those rejected for good), image builds
+for mining (every full build of the repository but its newest commit's) and layers. Each repository's
+line is printed as soon as it is done; ``--report-only`` prints the mining figures of what the store
+holds without building or mining anything.
 
 Targets (issue #12): >= 85% build success at the newest commit, >= 95% at three-year-old and >= 80%
 at six-year-old commits, 100% of mined tasks verified on re-grade, <= 0.5 builds per mined task.
@@ -24,6 +29,7 @@ The run resumes: images and tasks already in HOME's store are reused.
 from __future__ import annotations
 
 import argparse
+import json
 import statistics
 import subprocess
 import sys
@@ -32,7 +38,10 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
+import git
+
 from envs.backend import make_backend
+from envs.candidates import candidate_commits
 from envs.mine import mine
 from envs.tasks import verify
 from images.builder import BuildOptions, BuildResult, ImageBuilder
@@ -54,6 +63,8 @@ class Outcome:
     tried: int = 0
     tasks: int = 0
     mine_builds: int = 0
+    """Full image builds for mining (installs), failed ones included."""
+    layers: int = 0
     verified: int = 0
     regraded: int = 0
     skipped: dict[str, int] = field(default_factory=dict)
@@ -72,6 +83,7 @@ def main() -> None:
     parser.add_argument("--max-tasks", type=int, default=5)
     parser.add_argument("--only", nargs="*", default=None)
     parser.add_argument("--no-mine", action="store_true", help="builds only")
+    parser.add_argument("--report-only", action="store_true", help="mining figures of the store, no work")
     args = parser.parse_args()
 
     names = _corpus(args.corpus)
@@ -96,11 +108,20 @@ def main() -> None:
             print(f"{name}: skipped, {outcome.error}", flush=True)
             continue
         clone = _clone(snapshot, args.home / "clones" / name.replace("/", "__"))
-        for age in ages:
-            commit = _commit_aged(clone, age)
-            outcome.builds[age] = builder.build(parse_source(f"{clone}@{commit}")) if commit else None
+        if not args.report_only:
+            for age in ages:
+                commit = _commit_aged(clone, age)
+                outcome.builds[age] = builder.build(parse_source(f"{clone}@{commit}")) if commit else None
+            if not args.no_mine:
+                _mine(outcome, builder, backend, store, clone, args)
         if not args.no_mine:
-            _mine(outcome, builder, backend, store, clone, args)
+            _mining_figures(outcome, backend, store, clone, ages, args)
+            print(
+                f"{name}: {outcome.tasks} tasks, {outcome.tried} tried of {outcome.candidates} candidates, "
+                f"{outcome.mine_builds} builds, {outcome.layers} layers, verified {outcome.verified}/"
+                f"{outcome.regraded}, skipped {outcome.skipped or '-'}",
+                flush=True,
+            )
     wall = time.monotonic() - started
     _report(outcomes, ages, wall, mined=not args.no_mine)
     backend.close()
@@ -146,18 +167,44 @@ def _mine(outcome: Outcome, builder: ImageBuilder, backend, store: Store, clone:
         outcome.error = f"mining failed: {exc}"
         print(f"{outcome.name}: {outcome.error}", flush=True)
         return
-    outcome.commits_walked = args.mine_commits
-    outcome.candidates, outcome.tried, outcome.tasks = report.candidates, report.tried, len(report.tasks)
-    outcome.mine_builds = report.built
     for skip in report.skipped:
-        reason = skip.reason.split(":")[0][:60]
-        outcome.skipped[reason] = outcome.skipped.get(reason, 0) + 1
-    for task in report.tasks:
-        image = store.get_image(task.image_id)
-        if image is None:
-            continue
+        if not skip.lasting:  # journaled skips are counted from the journal; these are not
+            reason = skip.reason.split(":")[0][:60]
+            outcome.skipped[reason] = outcome.skipped.get(reason, 0) + 1
+
+
+def _mining_figures(outcome: Outcome, backend, store: Store, clone: Path, ages: list[int], args) -> None:
+    """What mining this repository has given so far, from the store and the journal of rejections; the
+    builds of the benchmark's own commits (newest and aged) are not mining's."""
+    prefix = clone.name + "."
+    aged = {_commit_aged(clone, age) for age in ages}
+    outcome.commits_walked = args.mine_commits
+    outcome.candidates = len(candidate_commits(git.Repo(clone), max_commits=args.mine_commits))
+    tasks = [task for task in store.list_tasks() if task.instance_id.startswith(prefix)]
+    outcome.tasks = len(tasks)
+    journal = args.home / "mine" / "rejected.jsonl"
+    rejected = []
+    if journal.is_file():
+        for line in journal.read_text().splitlines():
+            entry = json.loads(line)
+            if entry["instance_id"].startswith(prefix):
+                rejected.append(entry["reason"])
+    outcome.tried = outcome.tasks + len(rejected)
+    for reason in rejected:
+        key = reason.split(":")[0][:60]
+        outcome.skipped[key] = outcome.skipped.get(key, 0) + 1
+    for image in store.list_images(name=clone.name):
+        if (image.log_tail or "").startswith(_LAYER_NOTE):
+            outcome.layers += 1
+        elif image.repository.commit not in aged:
+            outcome.mine_builds += 1
+    for task in tasks:
         outcome.regraded += 1
-        outcome.verified += verify(backend, task, image, timeout=900).ok
+        outcome.verified += verify(backend, task, task.image, timeout=900).ok
+
+
+#: How a layer's record begins (see images/layers.py).
+_LAYER_NOTE = "a layer over "
 
 
 def _report(outcomes: list[Outcome], ages: list[int], wall: float, *, mined: bool) -> None:
@@ -165,7 +212,7 @@ def _report(outcomes: list[Outcome], ages: list[int], wall: float, *, mined: boo
     heads = "".join(f" {('newest' if a == 0 else f'-{a}y'):<24}" for a in ages)
     print(f"{'repository':<34}{heads} {'cand':>5} {'tried':>5} {'tasks':>5} {'builds':>6}")
     for o in outcomes:
-        cells = "".join(f" {_cell(o.builds.get(a)):<24}" for a in ages)
+        cells = "".join(f" {_cell(o.builds.get(a)) if a in o.builds else '-':<24}" for a in ages)
         print(f"{o.name:<34}{cells} {o.candidates:>5} {o.tried:>5} {o.tasks:>5} {o.mine_builds:>6}")
     print()
     for age in ages:
@@ -189,7 +236,8 @@ def _report(outcomes: list[Outcome], ages: list[int], wall: float, *, mined: boo
         if tried:
             print(f"tasks per candidate tried:      {tasks / tried:.2f} ({tried} tried)")
         if tasks:
-            print(f"builds per mined task:          {builds / tasks:.2f} ({builds} installs)")
+            layers = sum(o.layers for o in outcomes)
+            print(f"builds per mined task:          {builds / tasks:.2f} ({builds} builds, {layers} layers)")
         if regraded:
             print(f"verified on re-grade:           {verified}/{regraded} = {100 * verified / regraded:.0f}%")
         reasons: dict[str, int] = {}
