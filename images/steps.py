@@ -8,6 +8,7 @@ the builder's last resorts for a step nothing else fixes. Nothing here runs a co
 
 from __future__ import annotations
 
+import posixpath
 import re
 import shlex
 from dataclasses import replace
@@ -163,8 +164,22 @@ def apply_repair(repair: Repair, step: RecipeStep) -> list[RecipeStep]:
             replace(step, run=step.run.replace("uv pip install", "uv pip install --no-build-isolation", 1)),
         ]
     if repair.kind == "no_editable":
+        if " -e " not in step.run and (match := re.search(r"-r (\S+)", step.run)):
+            return [replace(step, run=_not_editable(match[1]), why=f"{step.why} ({why})")]
         return [replace(step, run=step.run.replace(" -e ", " ", 1), why=f"{step.why} ({why})")]
     return [step]
+
+
+def _not_editable(quoted: str) -> str:
+    """Install the requirements file ``quoted`` (as the step names it) with its ``-e`` lines made plain:
+    from a copy beside it, since the file's own ``-r``/``-c`` lines are relative to its folder, removed
+    afterwards so that the checkout stays as it was."""
+    path = shlex.split(quoted)[0]
+    copy = shlex.quote(posixpath.join(posixpath.dirname(path), ".forager-not-editable.txt"))
+    return (
+        f"sed -E 's/^[[:space:]]*(-e|--editable)([[:space:]]+|=)//' {quoted} > {copy}"
+        f" && uv pip install -r {copy}; status=$?; rm -f {copy}; exit $status"
+    )
 
 
 def _without(extras: str, dropped: str) -> str:

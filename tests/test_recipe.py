@@ -137,6 +137,14 @@ def test_repairs_applied_to_a_step() -> None:
     assert isolated[0].run == "uv pip install numpy setuptools wheel"
     assert isolated[1].run.startswith("uv pip install --no-build-isolation -e")
 
+    # A requirements file installing the project editable (``-e .``) when editable builds fail.
+    ci = RecipeStep("uv pip install -r requirements/ci.txt", "r")
+    copy = "requirements/.forager-not-editable.txt"
+    assert apply_repair(Repair("no_editable", "", "x"), ci)[0].run == (
+        "sed -E 's/^[[:space:]]*(-e|--editable)([[:space:]]+|=)//' requirements/ci.txt"
+        f" > {copy} && uv pip install -r {copy}; status=$?; rm -f {copy}; exit $status"
+    )
+
     requirements = RecipeStep("uv pip install -r req.txt", "r")
     relaxed = apply_repair(Repair("relax_pins", "numpy==1.16", "x"), requirements)
     assert "req.txt" in relaxed[0].run and "uv pip install -r /tmp/forager-relaxed-" in relaxed[0].run
