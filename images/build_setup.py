@@ -53,7 +53,8 @@ def add_setup_steps(recipe: InstallRecipe, root: Path) -> tuple[InstallRecipe, l
     steps = list(recipe.steps)
     first_install = next((i for i, s in enumerate(steps) if s.run.startswith("uv pip install")), len(steps))
     steps[first_install:first_install] = before
-    return replace(recipe, steps=(*steps, *ci.after)), notes
+    install_env = {**recipe.install_env, **native.install_env}
+    return replace(recipe, steps=(*steps, *ci.after), install_env=install_env), notes
 
 
 def _cythonize(generated: tuple[str, ...]) -> RecipeStep:

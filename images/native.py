@@ -11,12 +11,12 @@ from __future__ import annotations
 
 import re
 import shlex
-import tomllib
 from dataclasses import dataclass
 from pathlib import Path
 
 from images.baseline import FailureClass
-from images.readers.common import read_text
+from images.cargo import downloaded_crates, fetch_failure
+from images.readers.common import read_text, read_toml
 from images.recipe import RecipeStep
 
 #: Folders never searched for sources: vendored environments, build output, version control.
@@ -62,6 +62,19 @@ class NativeCode:
     """``.pyx`` files whose ``.c``/``.cpp``, named in ``setup.py``, is not in the checkout: something
     (a Makefile target, a CI step) must run Cython before the project can be built."""
     evidence: tuple[str, ...]
+    crate_downloads: tuple[str, ...] | None = None
+    """Crates cargo downloads to build the Rust extension (:func:`images.cargo.downloaded_crates`):
+    empty when it needs none, None when there is no crate or it cannot be known."""
+
+    @property
+    def install_env(self) -> dict[str, str]:
+        """Variables the install steps need: ``CARGO_NET_OFFLINE`` for a crate that downloads nothing.
+
+        Offline, cargo never looks for a registry index; should the lock file be wrong after all, it
+        fails at once naming the crate instead of retrying a registry the build may not reach. A crate
+        that does download keeps the network: where its registry is reachable, it builds.
+        """
+        return {"CARGO_NET_OFFLINE": "true"} if self.rust and self.crate_downloads == () else {}
 
 
 def detect_native(root: Path) -> NativeCode:
@@ -69,7 +82,7 @@ def detect_native(root: Path) -> NativeCode:
     evidence: list[str] = []
     languages: set[str] = set()
     rust = False
-    pyproject = _toml(root / "pyproject.toml")
+    pyproject = read_toml(root / "pyproject.toml")
     build_system = pyproject.get("build-system") if isinstance(pyproject.get("build-system"), dict) else {}
     backend = build_system.get("build-backend")
     if isinstance(backend, str) and backend in _NATIVE_BACKENDS:
@@ -82,11 +95,19 @@ def detect_native(root: Path) -> NativeCode:
         rust = True
         languages.add("Rust")
         evidence.append("Rust extension: pyproject.toml's build requirements name maturin or setuptools-rust")
-    cargo = next((p for p in (root / "Cargo.toml", *root.glob("*/Cargo.toml")) if p.is_file()), None)
+    cargo = _cargo_manifest(root, pyproject)
     if cargo is not None and not rust:
         rust = True
         languages.add("Rust")
         evidence.append(f"Rust extension: {cargo.relative_to(root).as_posix()}")
+    if rust and any(r.lower().startswith("maturin") for r in requires):
+        evidence.append("maturin from the package index: a build requirement in pyproject.toml")
+    downloads = downloaded_crates(cargo, root) if cargo is not None else None
+    if downloads:
+        shown = ", ".join(downloads[:5]) + (", ..." if len(downloads) > 5 else "")
+        evidence.append(f"the Rust crate needs {len(downloads)} crate(s) from a registry or git: {shown}")
+    elif downloads == ():
+        evidence.append("the Rust crate needs no crate from a registry or git: cargo builds offline")
     setup = read_text(root / "setup.py")
     declares = bool(_SETUP_EXTENSION.search(setup))
     if declares:
@@ -105,7 +126,9 @@ def detect_native(root: Path) -> NativeCode:
     order = ("C", "C++", "Cython", "Rust")
     if languages:
         evidence.append(f"native code: {', '.join(lang for lang in order if lang in languages)}")
-    return NativeCode(tuple(lang for lang in order if lang in languages), rust, ungenerated, tuple(evidence))
+    return NativeCode(
+        tuple(lang for lang in order if lang in languages), rust, ungenerated, tuple(evidence), downloads
+    )
 
 
 def apt_step(
@@ -159,9 +182,17 @@ def compiler_error(log: str) -> str | None:
 def install_failure(why: str, log: str, last_error: str) -> tuple[FailureClass, str]:
     """(failure class, reason) for an install step that could not be made to work.
 
-    ``native_build_failed`` quotes the compiler's line when the log has one; otherwise
-    ``install_failed`` with ``last_error``, the log's last line that looks like an error.
+    ``native_build_failed`` names the crate cargo could not download, or quotes the compiler's line
+    when the log has one; otherwise ``install_failed`` with ``last_error``, the log's last line that
+    looks like an error.
     """
+    crate = fetch_failure(log)
+    if crate is not None:
+        return "native_build_failed", (
+            f"{why}: cargo could not download the Rust crate `{crate}`: crates.io (or the registry the"
+            " crate names) is not reachable from the build; vendor the crates into the checkout"
+            " (`cargo vendor`) or build where that registry is reachable"
+        )
     line = compiler_error(log)
     if line is not None:
         return "native_build_failed", f"{why}: compiling native code failed: {line}"
@@ -200,8 +231,11 @@ def _ungenerated(root: Path, setup: str, sources: list[Path]) -> tuple[str, ...]
     return tuple(dict.fromkeys(missing))
 
 
-def _toml(path: Path) -> dict:
-    try:
-        return tomllib.loads(read_text(path))
-    except tomllib.TOMLDecodeError:
-        return {}
+def _cargo_manifest(root: Path, pyproject: dict) -> Path | None:
+    """The Rust crate's ``Cargo.toml``: maturin's ``manifest-path``, else at the root or one folder down."""
+    maturin = pyproject.get("tool", {}).get("maturin") if isinstance(pyproject.get("tool"), dict) else None
+    named = maturin.get("manifest-path") if isinstance(maturin, dict) else None
+    candidates = [root / named] if isinstance(named, str) else []
+    candidates += [root / "Cargo.toml", *sorted(root.glob("*/Cargo.toml"))]
+    inside = root.resolve()
+    return next((p for p in candidates if p.is_file() and p.resolve().is_relative_to(inside)), None)

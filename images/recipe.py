@@ -41,7 +41,8 @@ class InstallRecipe:
     env: dict[str, str] = field(default_factory=lambda: dict(IMAGE_ENV))
     install_env: dict[str, str] = field(default_factory=dict)
     """Variables every install step sees but the image does not keep: ``UV_EXCLUDE_NEWER`` (resolve as
-    of the commit's date) and ``UV_CONSTRAINT`` (the lock file's pins)."""
+    of the commit's date), ``UV_CONSTRAINT`` (the lock file's pins), ``CARGO_NET_OFFLINE`` (a Rust
+    crate that downloads nothing)."""
     lock_file: str | None = None
     """The project's lock file whose versions the install followed, if any."""
     python: str | None = None

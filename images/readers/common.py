@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import os
 import re
+import tomllib
 from collections.abc import Mapping
 from itertools import pairwise
 from pathlib import Path, PurePosixPath
@@ -158,3 +159,11 @@ def read_text(path: Path) -> str:
         return path.read_text(encoding="utf-8", errors="replace") if path.is_file() else ""
     except OSError:
         return ""
+
+
+def read_toml(path: Path) -> dict[str, Any]:
+    """A checkout's TOML file as a table ({} if it is missing, unreadable or not TOML)."""
+    try:
+        return tomllib.loads(read_text(path))
+    except tomllib.TOMLDecodeError:
+        return {}
