@@ -1,0 +1,58 @@
+"""Decisions of the install-and-repair loop that no real build here can provoke."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from images.build_log import BuildLog
+from images.build_result import BuildOptions
+from images.detect import detect
+from images.install_loop import collect
+from images.sources import Checkout, parse_source
+from tests.repos import python_project, write
+
+NEWEST = "env -u UV_EXCLUDE_NEWER uv pip install twisted"
+
+
+class Scripted:
+    """Stands in for the build container: each command's exit code and output, as uv and pytest gave them
+    in a real build (jsonschema's 2020 commit on Python 3.9, whose tests import twisted: every Twisted
+    release of that date is an sdist uv refuses). No index this suite can serve reproduces it."""
+
+    def __init__(self, log: BuildLog, replies: dict[str, list[tuple[int, str]]]) -> None:
+        self.log, self.replies = log, replies
+        self.env = {"UV_EXCLUDE_NEWER": "2020-08-21T00:00:00Z"}
+        self.commands: list[str] = []
+
+    def __call__(self, title: str, command: str, env: dict[str, str]) -> int:
+        self.commands.append(command)
+        code, output = self.replies[command].pop(0)
+        self.log.section(f"{title}\n$ {command}", output)
+        return code
+
+
+def test_a_module_collection_needs_is_installed_newest_when_its_dated_releases_cannot_be(tmp_path: Path):
+    root = write(tmp_path / "proj", python_project())
+    checkout = Checkout(parse_source(str(root)), root, "c" * 40)
+    collect_only = "python -m pytest -p no:cacheprovider tests --collect-only -q"
+    run = Scripted(
+        BuildLog(tmp_path / "build.log"),
+        {
+            collect_only: [
+                (2, "E   ModuleNotFoundError: No module named 'twisted'\n1 error in 0.1s"),
+                (0, "tests/test_calc.py::test_add\n1 test collected in 0.1s"),
+            ],
+            "uv pip install twisted": [
+                (1, "error: No solution found when resolving dependencies\n  cause: Because all versions of "
+                 "twisted have a non-PEP 625-compliant source distribution filename"),
+            ],
+            NEWEST: [(0, "Installed 1 package\n + twisted==25.5.0")],
+        },
+    )  # fmt: skip
+
+    tests = "python -m pytest -p no:cacheprovider tests"
+    steps, command = collect(run, [], tests, checkout, detect(root), BuildOptions())
+
+    assert command == tests
+    assert run.commands == [collect_only, "uv pip install twisted", NEWEST, collect_only]
+    assert [step.run for step in steps] == [NEWEST], "the recipe keeps the install that worked"
