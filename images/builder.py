@@ -385,7 +385,8 @@ class ImageBuilder:
                     "first",
                 ) from exc
         try:
-            choice = choose_for(checkout.path, plan.requires_python, python=self.options.python)
+            when, python = checkout.committed_at, self.options.python
+            choice = choose_for(checkout.path, plan.requires_python, python=python, committed_at=when)
         except UnsupportedPython as exc:
             raise BuildFailed("unsupported_python", str(exc)) from exc
         log.section(f"Python {choice.base.python}", *choice.evidence)

@@ -18,6 +18,7 @@ import re
 import warnings
 from collections.abc import Iterator
 from dataclasses import dataclass
+from datetime import date, datetime
 from pathlib import Path
 
 import yaml
@@ -130,8 +131,12 @@ class PythonChoice:
     evidence: tuple[str, ...]
 
 
-def read_needs(root: Path, requires_python: str | None) -> PythonNeeds:
-    """What the project at ``root`` says about its Pythons; ``requires_python`` as detection read it."""
+def read_needs(root: Path, requires_python: str | None, committed_at: datetime | None = None) -> PythonNeeds:
+    """What the project at ``root`` says about its Pythons; ``requires_python`` as detection read it.
+
+    A commit that names no tested line, made before the default base's Python came out, counts as
+    tested on the newest line of its date: its code and the releases of its date were written for that.
+    """
     evidence: list[str] = []
     spec = None
     if requires_python:
@@ -150,6 +155,8 @@ def read_needs(root: Path, requires_python: str | None) -> PythonNeeds:
     for word in read_text(root / ".python-version").split():
         if match := _LINE_RE.match(word):
             tested.setdefault(f"3.{match[2]}", ".python-version")
+    if not tested and committed_at is not None and (line := _line_of(committed_at)) is not None:
+        tested[line] = f"nothing names one, the newest line on the commit's date ({committed_at:%Y-%m-%d})"
     if tested:
         by_source: dict[str, list[str]] = {}
         for line, where in tested.items():
@@ -200,9 +207,29 @@ def choose_base(
     )
 
 
-def choose_for(root: Path, requires_python: str | None, *, python: str | None = None) -> PythonChoice:
+def choose_for(
+    root: Path,
+    requires_python: str | None,
+    *,
+    python: str | None = None,
+    committed_at: datetime | None = None,
+) -> PythonChoice:
     """:func:`choose_base` over :func:`read_needs` of the checkout at ``root``."""
-    return choose_base(read_needs(root, requires_python), python=python)
+    return choose_base(read_needs(root, requires_python, committed_at), python=python)
+
+
+#: When each CPython line came out.
+RELEASED = {
+    "3.5": date(2015, 9, 13), "3.6": date(2016, 12, 23), "3.7": date(2018, 6, 27), "3.8": date(2019, 10, 14),
+    "3.9": date(2020, 10, 5), "3.10": date(2021, 10, 4), "3.11": date(2022, 10, 24),
+}  # fmt: skip
+
+
+def _line_of(moment: datetime) -> str | None:
+    """The newest CPython line out at ``moment``, if older than the default base's (None otherwise)."""
+    out = [line for line, released in RELEASED.items() if released <= moment.date()]
+    line = max(out, key=_key, default=None)
+    return line if line is not None and _key(line) < _key(DEFAULT_BASE.python) else None
 
 
 def _why(

@@ -2,13 +2,14 @@
 
 from __future__ import annotations
 
+from datetime import UTC, datetime
 from pathlib import Path
 
 import pytest
 
 from images.base import BASES, DEFAULT_BASE
 from images.detect import detect
-from images.python_choice import UnsupportedPython, choose_for, read_needs
+from images.python_choice import UnsupportedPython, choose_base, choose_for, read_needs
 from tests.cli import forager
 from tests.repos import python_project, write
 
@@ -215,3 +216,19 @@ def test_the_cli_refuses_a_python_no_base_gives(tmp_path: Path, args: list[str],
     done = forager(*args, home=tmp_path)
     assert done.returncode == 2
     assert message in " ".join(done.stderr.replace("│", " ").split()), done.stderr  # rich wraps in a box
+
+
+def test_a_commit_naming_no_python_gets_the_line_of_its_date_when_older_than_the_default(
+    tmp_path: Path,
+) -> None:
+    write(tmp_path, {"pyproject.toml": _pyproject(">=3.5")})
+    choice = choose_base(read_needs(tmp_path, ">=3.5", datetime(2020, 4, 28, tzinfo=UTC)))
+    assert choice.base.tag == BULLSEYE
+    assert "tested on Python 3.8: nothing names one, the newest line on the commit's date (2020-04-28)" in (
+        choice.evidence
+    )
+    # Once the default's line is out, a commit that says nothing gets the default, as before.
+    assert choose_base(read_needs(tmp_path, ">=3.5", datetime(2023, 1, 1, tzinfo=UTC))).base.tag == BOOKWORM
+    # What the project says wins over its date.
+    write(tmp_path, {"pyproject.toml": _pyproject(">=3.5", ("3.10", "3.11"))})
+    assert choose_base(read_needs(tmp_path, ">=3.5", datetime(2020, 4, 28, tzinfo=UTC))).base.tag == BOOKWORM
