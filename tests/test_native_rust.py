@@ -1,8 +1,9 @@
 """A Rust extension built for real, offline: maturin from PyPI, rustc and cargo from Debian.
 
 crates.io is out of reach here (only the package registries are), so the fixture crates depend on no
-crate: a binary maturin ships in the wheel (``bindings = "bin"``), run by the project's tests. A crate
-that does depend on one must fail with a reason naming crates.io, not a generic install failure.
+crate: a binary maturin ships in the wheel (``bindings = "bin"``), run by the project's tests, and a
+library maturin wraps as an importable module (``bindings = "cffi"``). A crate that does depend on one
+must fail with a reason naming crates.io, not a generic install failure.
 """
 
 from __future__ import annotations
@@ -113,6 +114,24 @@ def rust_project(name: str, dependencies: str = "") -> dict[str, str]:
     return files
 
 
+def cffi_project(name: str) -> dict[str, str]:
+    """A Rust library maturin wraps with cffi (its own cbindgen writes the header): an importable
+    extension module, still with no crate to download."""
+    pyproject = PYPROJECT.format(name=name).replace('bindings = "bin"', 'bindings = "cffi"')
+    pyproject = pyproject.replace('requires = ["maturin>=1.0,<2"]', 'requires = ["maturin>=1.0,<2", "cffi"]')
+    pyproject = pyproject.replace('version = "0.1.0"\n', 'version = "0.1.0"\ndependencies = ["cffi"]\n')
+    test = f"from {name} import lib\n\n\ndef test_add():\n    assert lib.add(2, 40) == 42\n"
+    return {
+        "pyproject.toml": pyproject,
+        "Cargo.toml": CARGO_TOML.format(name=name, dependencies="").replace(
+            "[dependencies]", '[lib]\ncrate-type = ["cdylib"]\n\n[dependencies]'
+        ),
+        "Cargo.lock": CARGO_LOCK.format(name=name),
+        "src/lib.rs": '#[no_mangle]\npub extern "C" fn add(a: i64, b: i64) -> i64 {\n    a + b\n}\n',
+        "tests/test_add.py": test,
+    }
+
+
 def inside(builder: ImageBuilder, tag: str, command: str) -> str:
     output = builder.client.containers.run(tag, ["sh", "-c", command], remove=True, network_mode="none")
     return output.decode()
@@ -143,6 +162,19 @@ def test_a_maturin_binary_crate_builds_offline_with_debians_rust(builder: ImageB
     # The binary in the venv is what Debian's rustc compiled (its version string is in the ELF).
     shipped = inside(builder, result.tag, f"{name} 20 22; grep -c 'rustc version 1.85' /venv/bin/{name}")
     assert shipped.split() == ["42", "1"]
+
+
+@pytest.mark.docker
+def test_a_maturin_cffi_extension_module_builds_offline(builder: ImageBuilder, tmp_path):
+    name = f"rscffi{uuid.uuid4().hex[:8]}"
+    result = builder.build(parse_source(str(write(tmp_path / name, cffi_project(name)))))
+    assert result.status == ImageStatus.READY, result.reason
+    assert (result.tests_passed, result.tests_total) == (1, 1)
+    recipe = builder.store.get_image(result.tag).recipe
+    assert recipe["install_env"]["CARGO_NET_OFFLINE"] == "true"
+    assert any("rustc-web cargo-web" in step["run"] for step in recipe["steps"])
+    call = f"python -c 'from {name} import lib; print(lib.add(20, 22))'"
+    assert inside(builder, result.tag, call) == "42\n"
 
 
 @pytest.mark.docker
