@@ -8,6 +8,8 @@ import re
 import shlex
 from datetime import UTC
 
+from packaging.utils import canonicalize_name
+
 from images.build_container import BuildRunner
 from images.build_result import BuildFailed, BuildOptions
 from images.detect import InstallPlan
@@ -44,7 +46,11 @@ def run_steps(
             done.append(step)
             continue
         replacement = None
-        if rounds < repair_rounds:
+        if rounds < repair_rounds and _a_locked_version_failed(run.log.since(mark), plan.pins, run.env):
+            # The lock's own version would not build here (typed-ast 1.4.0 on a newer Python): the lock is
+            # at fault, not the extras that the generic repairs would drop next.
+            replacement = without_install_limits(step, run.env)
+        if replacement is None and rounds < repair_rounds:
             # Extras only mean something to the step that installs the project itself.
             extras = plan.extras if step.required else ()
             replacement = first_change(
@@ -63,6 +69,19 @@ def run_steps(
         else:
             raise BuildFailed(*install_failure(step.why, run.log.since(mark), run.log.last_error(mark)))
     return done
+
+
+_FAILED_BUILD = re.compile(r"Failed to build `(?P<name>[^`=\s]+)==(?P<version>[^`\s]+)`")
+
+
+def _a_locked_version_failed(output: str, pins: tuple[str, ...], env: dict[str, str]) -> bool:
+    """Whether a distribution failed to build at the version the lock file pins for every step."""
+    if "UV_CONSTRAINT" not in env:
+        return False
+    return any(
+        f"{canonicalize_name(match['name'])}=={match['version']}" in pins
+        for match in _FAILED_BUILD.finditer(output)
+    )
 
 
 def collect(

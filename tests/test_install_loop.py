@@ -2,12 +2,14 @@
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 
 from images.build_log import BuildLog
 from images.build_result import BuildOptions
 from images.detect import detect
-from images.install_loop import collect
+from images.install_loop import collect, run_steps
+from images.recipe import RecipeStep
 from images.sources import Checkout, parse_source
 from tests.repos import python_project, write
 
@@ -16,8 +18,9 @@ NEWEST = "env -u UV_EXCLUDE_NEWER uv pip install twisted"
 
 class Scripted:
     """Stands in for the build container: each command's exit code and output, as uv and pytest gave them
-    in a real build (jsonschema's 2020 commit on Python 3.9, whose tests import twisted: every Twisted
-    release of that date is an sdist uv refuses). No index this suite can serve reproduces it."""
+    in real builds of old commits on Python 3.9 (jsonschema's tests import twisted, whose every release
+    of that date is an sdist uv refuses; black's lock pins typed-ast 1.4.0, which does not compile for
+    3.9). No index this suite can serve reproduces them."""
 
     def __init__(self, log: BuildLog, replies: dict[str, list[tuple[int, str]]]) -> None:
         self.log, self.replies = log, replies
@@ -56,3 +59,26 @@ def test_a_module_collection_needs_is_installed_newest_when_its_dated_releases_c
     assert command == tests
     assert run.commands == [collect_only, "uv pip install twisted", NEWEST, collect_only]
     assert [step.run for step in steps] == [NEWEST], "the recipe keeps the install that worked"
+
+
+def test_a_locked_version_that_does_not_build_frees_the_lock_before_dropping_extras(tmp_path: Path):
+    files = python_project()
+    files["Pipfile.lock"] = json.dumps(
+        {"default": {"typed-ast": {"version": "==1.4.0"}, "click": {"version": "==7.1.2"}}, "develop": {}}
+    )
+    root = write(tmp_path / "locked", files)
+    plan = detect(root)
+    assert "typed-ast==1.4.0" in plan.pins
+    project = RecipeStep("uv pip install -e '.[test]'", "the project, editable, with extras test")
+    freed = "env -u UV_CONSTRAINT uv pip install -e '.[test]'"
+    failed = "error: Failed to build `typed-ast==1.4.0`\n  ast3/Python/ast.c:4534:24: error: too many args"
+    run = Scripted(
+        BuildLog(tmp_path / "build.log"),
+        {project.run: [(1, failed)], freed: [(0, "Installed 10 packages\n + typed-ast==1.4.1")]},
+    )
+    run.env["UV_CONSTRAINT"] = "/opt/forager/constraints.txt"
+
+    done = run_steps(run, [project], plan, None, repair_rounds=8)
+
+    assert run.commands == [project.run, freed], "the extras stay; the lock's pin goes"
+    assert [step.run for step in done] == [freed]
