@@ -112,11 +112,13 @@ _INSTALL_LIMITS = (
 
 def without_install_limits(step: RecipeStep, env: dict[str, str]) -> list[RecipeStep] | None:
     """``step`` freed of the next install limit in effect (``env -u VAR``), or None when none is left."""
-    if not step.run.startswith(("uv pip install", "env -u ")):
+    if not step.run.startswith(("uv pip install", "env -u ", "sed -E ")) or "uv pip install" not in step.run:
         return None
     for variable, why in _INSTALL_LIMITS:
         if variable in env and f"env -u {variable} " not in step.run:
-            return [replace(step, run=f"env -u {variable} {step.run}", why=f"{step.why} (repair: {why})")]
+            # Before the install itself: a step may prepare a file first (a copy without -e lines).
+            run = step.run.replace("uv pip install", f"env -u {variable} uv pip install", 1)
+            return [replace(step, run=run, why=f"{step.why} (repair: {why})")]
     return None
 
 
@@ -164,22 +166,31 @@ def apply_repair(repair: Repair, step: RecipeStep) -> list[RecipeStep]:
             replace(step, run=step.run.replace("uv pip install", "uv pip install --no-build-isolation", 1)),
         ]
     if repair.kind == "no_editable":
-        if " -e " not in step.run and (match := re.search(r"-r (\S+)", step.run)):
-            return [replace(step, run=_not_editable(match[1]), why=f"{step.why} ({why})")]
+        if " -e " not in step.run and (plain := _not_editable(step.run)) is not None:
+            return [replace(step, run=plain, why=f"{step.why} ({why})")]
         return [replace(step, run=step.run.replace(" -e ", " ", 1), why=f"{step.why} ({why})")]
     return [step]
 
 
-def _not_editable(quoted: str) -> str:
-    """Install the requirements file ``quoted`` (as the step names it) with its ``-e`` lines made plain:
-    from a copy beside it, since the file's own ``-r``/``-c`` lines are relative to its folder, removed
-    afterwards so that the checkout stays as it was."""
-    path = shlex.split(quoted)[0]
-    copy = shlex.quote(posixpath.join(posixpath.dirname(path), ".forager-not-editable.txt"))
-    return (
-        f"sed -E 's/^[[:space:]]*(-e|--editable)([[:space:]]+|=)//' {quoted} > {copy}"
-        f" && uv pip install -r {copy}; status=$?; rm -f {copy}; exit $status"
-    )
+def _not_editable(command: str) -> str | None:
+    """``command``, an install of one requirements file (``... uv pip install ... -r FILE``), with the
+    file's ``-e`` lines made plain: it installs a copy beside the file (whose own ``-r``/``-c`` lines
+    are relative to its folder), removed afterwards so that the checkout stays as it was. None for any
+    other command (a pipeline of its own, no ``-r``)."""
+    try:
+        words = shlex.split(command)
+    except ValueError:
+        return None
+    if any(set(word) & set(";&|<>") for word in words) or words.count("-r") != 1:
+        return None
+    at = words.index("-r") + 1
+    if at >= len(words):
+        return None
+    path = words[at]
+    copy = posixpath.join(posixpath.dirname(path), ".forager-not-editable.txt")
+    install = shlex.join([*words[:at], copy, *words[at + 1 :]])
+    sed = f"sed -E 's/^[[:space:]]*(-e|--editable)([[:space:]]+|=)//' {shlex.quote(path)}"
+    return f"{sed} > {shlex.quote(copy)} && {install}; status=$?; rm -f {shlex.quote(copy)}; exit $status"
 
 
 def _without(extras: str, dropped: str) -> str:

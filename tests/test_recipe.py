@@ -1,5 +1,6 @@
 """The pure parts of building: tags, recipes from plans, repairs applied to steps, Dockerfiles."""
 
+from dataclasses import replace
 from datetime import datetime, timedelta, timezone
 from pathlib import Path
 
@@ -145,6 +146,17 @@ def test_repairs_applied_to_a_step() -> None:
         f" > {copy} && uv pip install -r {copy}; status=$?; rm -f {copy}; exit $status"
     )
 
+    # The install keeps what earlier repairs put before it and after it; a path with spaces is quoted.
+    freed = RecipeStep("env -u UV_CONSTRAINT uv pip install --no-build-isolation -r 'req files/dev.txt'", "r")
+    run = apply_repair(Repair("no_editable", "", "x"), freed)[0].run
+    assert run.startswith("sed -E 's/^[[:space:]]*(-e|--editable)([[:space:]]+|=)//' 'req files/dev.txt'")
+    assert " && env -u UV_CONSTRAINT uv pip install --no-build-isolation -r 'req files/.forager-not-" in run
+    (dated,) = without_install_limits(replace(freed, run=run), {"UV_EXCLUDE_NEWER": "2020-01-01T00:00:00Z"})
+    assert "&& env -u UV_CONSTRAINT env -u UV_EXCLUDE_NEWER uv pip install --no-build-isolation" in dated.run
+    # A pipeline of its own (relax_pins' copy) is left to the other repairs.
+    relaxed = RecipeStep("sed -E 's/==.*//' r.txt > /tmp/x.txt && uv pip install -r /tmp/x.txt", "r")
+    assert apply_repair(Repair("no_editable", "", "x"), relaxed)[0].run == relaxed.run
+
     requirements = RecipeStep("uv pip install -r req.txt", "r")
     relaxed = apply_repair(Repair("relax_pins", "numpy==1.16", "x"), requirements)
     assert "req.txt" in relaxed[0].run and "uv pip install -r /tmp/forager-relaxed-" in relaxed[0].run
@@ -223,7 +235,7 @@ def test_a_step_is_freed_of_the_lock_then_of_the_date_when_nothing_else_helps() 
     (first,) = without_install_limits(step, env)
     assert first.run == "env -u UV_CONSTRAINT uv pip install -e ." and "lock file's pins" in first.why
     (second,) = without_install_limits(first, env)
-    assert second.run == "env -u UV_EXCLUDE_NEWER env -u UV_CONSTRAINT uv pip install -e ."
+    assert second.run == "env -u UV_CONSTRAINT env -u UV_EXCLUDE_NEWER uv pip install -e ."
     assert without_install_limits(second, env) is None
     assert without_install_limits(step, {}) is None
     assert without_install_limits(RecipeStep("python3 -m venv /venv", "v"), env) is None
