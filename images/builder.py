@@ -301,9 +301,10 @@ class ImageBuilder:
             before, after = missing_tools(container, network.apt_options())
             planned = [*before, recipe.steps[0], *after, *recipe.steps[1:]]
             steps = run_steps(run, planned, plan, checkout.version, self.options.repair_rounds)
+            # Before collecting: a released copy installed over the checkout would be what collection sees.
+            steps = keep_project_editable(run, steps)
             self._stage(spec, "collect", recipe.test_command)
             steps, test_command = collect(run, steps, recipe.test_command, checkout, plan, self.options)
-            steps = keep_project_editable(run, steps)
             self._stage(spec, "commit", tag)
             if run("sanitize git history", _GIT_SANITIZE, {}) != 0:
                 raise BuildFailed("install_failed", "could not sanitize the git history (see the log)")

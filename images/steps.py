@@ -86,7 +86,8 @@ def _requires_the_project(plan: InstallPlan, root: Path) -> str | None:
     own = canonicalize_name(plan.name)
     for path in plan.requirement_files:
         for line in read_text(root / path).splitlines():
-            requirement = parse_requirement(line.split(" #", 1)[0])
+            # pip-compile's output: "click==7.1.2 \" then "--hash=..." lines; a comment after a tab.
+            requirement = parse_requirement(re.split(r"\s#|\s--hash|\\$", line, maxsplit=1)[0])
             if requirement is not None and not requirement.url and canonicalize_name(requirement.name) == own:
                 return path
     return None

@@ -77,6 +77,11 @@ def test_a_requirements_file_pinning_the_project_itself_is_followed_by_the_check
     assert recipe.steps[dev + 1].why == (
         "the project again: requirements/dev.txt requires a release of Click, which replaced the checkout"
     )
+    # pip-compile --generate-hashes: the pin continues on hash lines; a tab before a comment.
+    files["requirements/dev.txt"] = "click==7.1.2 \\\n    --hash=sha256:ab\npip-tools==5.3.1\t# via x\n"
+    root = write(tmp_path / "hashed", files)
+    recipe = plan_recipe(detect(root), Checkout(parse_source(str(root)), root, "c" * 40), "base")
+    assert "uv pip install --no-deps -e ." in [step.run for step in recipe.steps]
     files["requirements/dev.txt"] = "pip-tools==5.3.1\npytest==6.0.1\n"
     root = write(tmp_path / "unpinned", files)
     recipe = plan_recipe(detect(root), Checkout(parse_source(str(root)), root, "c" * 40), "base")
