@@ -42,7 +42,10 @@ import time
 
 #: Memory addresses in reprs: ``<Foo object at 0x7f...>``, ``unittest.mock``'s ``id='140...'``, and a
 #: ``threading.Thread``'s ident (its pthread's address): ``<Thread(name, started|stopped [daemon] 140...)>``.
-_ADDRESS = re.compile(r" at 0x[0-9a-fA-F]+| id='[0-9]+'|(?<=started|stopped|\sdaemon) [0-9]+(?=\)>)")
+_ADDRESS = re.compile(
+    r" at 0x[0-9a-fA-F]+| id='[0-9]+'"
+    r"|(?<=Thread\()(?P<thread>[^<>]*?(?:started|stopped)(?: daemon)?) [0-9]+(?=\)>)"
+)
 _SUSPENDABLE = inspect.CO_GENERATOR | inspect.CO_COROUTINE | inspect.CO_ASYNC_GENERATOR
 _LIBRARY_DIRS = ("site-packages", "dist-packages")
 #: Exact types whose repr is plain and cannot hold an address (a huge int's may raise: it is caught).
@@ -85,7 +88,7 @@ class Renderer:
         except BaseException as exc:
             self.unrepresentable += 1
             return f"<unrepresentable {type(value).__name__}: {type(exc).__name__}>"
-        if "0x" in text or "id='" in text or ")>" in text:
+        if "0x" in text or "id='" in text or "Thread(" in text:
             text = _ADDRESS.sub(_unaddressed, text)
         if len(text) > self.max_chars:
             self.truncated += 1
@@ -161,7 +164,9 @@ class Renderer:
 
 def _unaddressed(match) -> str:
     found = match.group(0)
-    return " at 0x.." if found.startswith(" at") else " id='..'" if found.startswith(" id") else " .."
+    if match.group("thread") is not None:
+        return match.group("thread") + " .."
+    return " at 0x.." if found.startswith(" at") else " id='..'"
 
 
 class Target:

@@ -368,6 +368,11 @@ def test_values_render_as_their_repr_within_bounds(value: object, expected: str)
     assert Renderer(max_chars=5 if isinstance(value, str) else 256).render(value) == expected
 
 
+class Job:
+    def __repr__(self) -> str:
+        return "<Job(started 3)>"
+
+
 def test_addresses_in_reprs_are_normalized() -> None:
     from unittest import mock
 
@@ -376,9 +381,14 @@ def test_addresses_in_reprs_are_normalized() -> None:
     assert Renderer().render(mocked) == "[<NonCallableMagicMock spec='int' id='..'>]"
     # A thread's ident is its pthread's address.
     assert Renderer().render(threading.main_thread()) == "<_MainThread(MainThread, started ..)>"
-    worker = threading.Thread(target=threading.Event().wait, args=(5,), name="w", daemon=True)
+    release = threading.Event()
+    worker = threading.Thread(target=release.wait, args=(5,), name="w (run)", daemon=True)
     worker.start()
-    assert Renderer().render([worker]) == "[<Thread(w, started daemon ..)>]"
+    assert Renderer().render([worker]) == "[<Thread(w (run), started daemon ..)>]"
+    release.set()
+    worker.join()
+    # Only a thread's repr: another object's number after "started" is its own.
+    assert Renderer().render(Job()) == "<Job(started 3)>"
     done = threading.Thread(target=int, name="d")
     done.start()
     done.join()
