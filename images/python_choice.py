@@ -220,15 +220,17 @@ def choose_for(
 
 #: When each CPython line came out.
 RELEASED = {
-    "3.5": date(2015, 9, 13), "3.6": date(2016, 12, 23), "3.7": date(2018, 6, 27), "3.8": date(2019, 10, 14),
-    "3.9": date(2020, 10, 5), "3.10": date(2021, 10, 4), "3.11": date(2022, 10, 24),
+    "3.0": date(2008, 12, 3), "3.1": date(2009, 6, 27), "3.2": date(2011, 2, 20), "3.3": date(2012, 9, 29),
+    "3.4": date(2014, 3, 16), "3.5": date(2015, 9, 13), "3.6": date(2016, 12, 23), "3.7": date(2018, 6, 27),
+    "3.8": date(2019, 10, 14), "3.9": date(2020, 10, 5), "3.10": date(2021, 10, 4),
+    "3.11": date(2022, 10, 24),
 }  # fmt: skip
 
 
 def _line_of(moment: datetime) -> str | None:
     """The newest CPython line out at ``moment``, if older than the default base's (None otherwise)."""
     out = [line for line, released in RELEASED.items() if released <= moment.date()]
-    line = max(out, key=_key, default=None)
+    line = max(out, key=_key, default="3.0")  # older still: the oldest line there is
     return line if line is not None and _key(line) < _key(DEFAULT_BASE.python) else None
 
 

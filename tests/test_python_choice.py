@@ -227,6 +227,9 @@ def test_a_commit_naming_no_python_gets_the_line_of_its_date_when_older_than_the
     assert "tested on Python 3.8: nothing names one, the newest line on the commit's date (2020-04-28)" in (
         choice.evidence
     )
+    # Older than 3.5 or than Python 3 itself: still the oldest base, not the default.
+    for year in (2014, 2005):
+        assert choose_base(read_needs(tmp_path, None, datetime(year, 1, 1, tzinfo=UTC))).base.tag == BULLSEYE
     # Once the default's line is out, a commit that says nothing gets the default, as before.
     assert choose_base(read_needs(tmp_path, ">=3.5", datetime(2023, 1, 1, tzinfo=UTC))).base.tag == BOOKWORM
     # What the project says wins over its date.
