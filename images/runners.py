@@ -166,20 +166,29 @@ def project_pytest_args(root: Path, args: Sequence[str]) -> list[str]:
 
 
 #: A tox factor condition before a line: ``!ci: --numprocesses auto``, ``py38,py39: ...``, ``py-cov: ...``.
-_FACTOR_CONDITION = re.compile(r"^\s*(?P<factors>!?[A-Za-z][\w.]*(?:[,-]!?[A-Za-z][\w.]*)*):\s+(?P<rest>.*)$")
+_FACTOR_CONDITION = re.compile(
+    r"^\s*\{?(?P<factors>!?[A-Za-z][\w.]*(?:[,-]!?[A-Za-z][\w.]*)*)\}?:\s+(?P<rest>.*)$"
+)
+#: Factors naming a Python (``py``, ``py3``, ``py311``, ``pypy3``): one of them is the environment's.
+_PYTHON_FACTOR = re.compile(r"^(?:py|pypy)\d*$")
 
 
 def _unconditioned(line: str) -> str | None:
     """A ``commands`` line without its factor condition, or None when the condition leaves it out.
 
     Forager runs the tests as a plain environment would: one with no factor but its Python, so a
-    negated factor (``!ci:``) holds and a named one (``ci:``, ``py38:``) does not.
+    negated factor (``!ci:``) and a Python's (``py3:``, ``{py38,py39}:``) hold and another (``ci:``)
+    does not.
     """
     match = _FACTOR_CONDITION.match(line)
     if match is None:
         return line
+
+    def holds(factor: str) -> bool:
+        return factor.startswith("!") or _PYTHON_FACTOR.match(factor) is not None
+
     alternatives = match["factors"].split(",")
-    if any(all(factor.startswith("!") for factor in alternative.split("-")) for alternative in alternatives):
+    if any(all(holds(factor) for factor in alternative.split("-")) for alternative in alternatives):
         return match["rest"]
     return None
 

@@ -186,6 +186,10 @@ def test_unittest_runs_suites_that_build_their_tests_with_load_tests(tmp_path: P
             "python -m pytest -p no:cacheprovider tests --run-optional no_jupyter",
         ),
         (
+            {"tox.ini": "[testenv]\ncommands =\n    {py38,py39}: pytest --strict-markers tests\n"},
+            "python -m pytest -p no:cacheprovider --strict-markers tests",
+        ),
+        (
             {
                 "noxfile.py": "import nox\n\n@nox.session\ndef docs(session):\n"
                 "    session.run('pytest', '--doctest-glob=*.rst')\n\n"
@@ -195,7 +199,14 @@ def test_unittest_runs_suites_that_build_their_tests_with_load_tests(tmp_path: P
             "python -m pytest -p no:cacheprovider -m 'not slow' tests",
         ),
     ],
-    ids=["tox-ini", "tox-posargs-default", "tox-posargs-default-naming-the-root", "tox-factors", "nox"],
+    ids=[
+        "tox-ini",
+        "tox-posargs-default",
+        "tox-posargs-default-naming-the-root",
+        "tox-factors",
+        "tox-python-factors",
+        "nox",
+    ],
 )
 def test_the_pytest_arguments_of_tox_and_nox_commands(tmp_path: Path, files: dict, command: str) -> None:
     write(tmp_path, {"tests/unit/test_a.py": "def test_a():\n    pass\n", **files})
