@@ -17,9 +17,9 @@ Then it mines up to ``--max-tasks`` issue-fix tasks from the newest ``--mine-com
 task again from scratch: the gold patch must resolve it and the untouched start must not. Mining
 figures come from HOME's store, not from one run's memory, so a resumed run counts what earlier runs
 tried and built: tasks stored, candidates tried (tasks plus those rejected for good), image builds
-for mining (every full build of the repository but its newest commit's) and layers. Each repository's
-line is printed as soon as it is done; ``--report-only`` prints the mining figures of what the store
-holds without building or mining anything.
+for mining (every full build of the repository but the benchmark's own commits, newest and aged) and
+layers. Each repository's line is printed as soon as it is done; ``--report-only`` builds and mines
+nothing: it prints the mining figures of what the store holds, re-grading its tasks.
 
 Targets (issue #12): >= 85% build success at the newest commit, >= 95% at three-year-old and >= 80%
 at six-year-old commits, 100% of mined tasks verified on re-grade, <= 0.5 builds per mined task.
@@ -29,7 +29,6 @@ The run resumes: images and tasks already in HOME's store are reused.
 from __future__ import annotations
 
 import argparse
-import json
 import statistics
 import subprocess
 import sys
@@ -42,7 +41,7 @@ import git
 
 from envs.backend import make_backend
 from envs.candidates import candidate_commits
-from envs.mine import mine
+from envs.mine import mine, rejected_candidates
 from envs.tasks import verify
 from images.builder import BuildOptions, BuildResult, ImageBuilder
 from images.engine import connect
@@ -83,7 +82,9 @@ def main() -> None:
     parser.add_argument("--max-tasks", type=int, default=5)
     parser.add_argument("--only", nargs="*", default=None)
     parser.add_argument("--no-mine", action="store_true", help="builds only")
-    parser.add_argument("--report-only", action="store_true", help="mining figures of the store, no work")
+    parser.add_argument(
+        "--report-only", action="store_true", help="no builds or mining: the store's figures, re-graded"
+    )
     args = parser.parse_args()
 
     names = _corpus(args.corpus)
@@ -182,13 +183,7 @@ def _mining_figures(outcome: Outcome, backend, store: Store, clone: Path, ages: 
     outcome.candidates = len(candidate_commits(git.Repo(clone), max_commits=args.mine_commits))
     tasks = [task for task in store.list_tasks() if task.instance_id.startswith(prefix)]
     outcome.tasks = len(tasks)
-    journal = args.home / "mine" / "rejected.jsonl"
-    rejected = []
-    if journal.is_file():
-        for line in journal.read_text().splitlines():
-            entry = json.loads(line)
-            if entry["instance_id"].startswith(prefix):
-                rejected.append(entry["reason"])
+    rejected = [why for task, why in rejected_candidates(args.home).items() if task.startswith(prefix)]
     outcome.tried = outcome.tasks + len(rejected)
     for reason in rejected:
         key = reason.split(":")[0][:60]

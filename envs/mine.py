@@ -331,6 +331,11 @@ def _unusable(grade: Grade) -> bool:
     return grade.status == "error" or not (grade.fail_to_pass or grade.pass_to_pass)
 
 
+def rejected_candidates(home: Path) -> dict[str, str]:
+    """Instance id -> why mining under ``home`` rejected that candidate for good (its journal)."""
+    return _Journal(home / "mine" / "rejected.jsonl").read()
+
+
 class _Journal:
     """Candidates rejected for good, one JSON object a line (``instance_id``, ``reason``): appended to
     as they are rejected, so an interrupted run loses none."""
