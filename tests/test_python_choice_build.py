@@ -88,6 +88,7 @@ def test_a_failed_build_is_recorded_on_the_base_it_failed_on(builder: ImageBuild
     files = python_project(dependencies='"forager-no-such-distribution-x9"')
     files["pyproject.toml"] = files["pyproject.toml"].replace('">=3.8"', '">=3.12"')
     write(tmp_path / "missing", files)
+    builder.options = replace(builder.options, timeout=1800)  # the first build makes trixie's base
 
     result = builder.build(parse_source(str(tmp_path / "missing")))
 
