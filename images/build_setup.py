@@ -53,8 +53,14 @@ def add_setup_steps(recipe: InstallRecipe, root: Path) -> tuple[InstallRecipe, l
     steps = list(recipe.steps)
     first_install = next((i for i, s in enumerate(steps) if s.run.startswith("uv pip install")), len(steps))
     steps[first_install:first_install] = before
-    install_env = {**recipe.install_env, **native.install_env}
-    return replace(recipe, steps=(*steps, *ci.after), install_env=install_env), notes
+    # Only the project's own installs: a dependency built from an sdist may need the network cargo uses.
+    steps = [
+        replace(step, env={**step.env, **native.install_env})
+        if step.required and step.run.startswith("uv pip install")
+        else step
+        for step in steps
+    ]
+    return replace(recipe, steps=(*steps, *ci.after)), notes
 
 
 def _cythonize(generated: tuple[str, ...]) -> RecipeStep:

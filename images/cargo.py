@@ -1,10 +1,10 @@
 """What a Rust crate needs from outside the checkout: the crates cargo downloads, and why it could not.
 
-A build container reaches the package registries the builder is configured for; crates.io may not be
-one of them. :func:`downloaded_crates` says from the checkout whether cargo needs to download anything
-at all (a crate that does not can build with ``CARGO_NET_OFFLINE=true``); :func:`fetch_failure` finds,
-in a failed build's log, cargo saying it could not get a crate, so the failure names the registry it
-could not reach instead of maturin's generic ``Cargo metadata failed``.
+A build container reaches the package registries the builder is configured for; cargo's crates registry
+(crates-io) may not be one of them. :func:`downloaded_crates` says from the checkout whether cargo needs
+to download anything at all (a crate that does not can build with ``CARGO_NET_OFFLINE=true``);
+:func:`fetch_failure` finds, in a failed build's log, cargo saying it could not get a crate, so the
+failure names the registry it could not reach instead of maturin's generic ``Cargo metadata failed``.
 """
 
 from __future__ import annotations
@@ -52,8 +52,9 @@ def downloaded_crates(manifest: Path, root: Path) -> tuple[str, ...] | None:
     for table in tables:
         for kind in _DEPENDENCY_TABLES:
             for name, spec in _dict(table.get(kind)).items():
-                if not (isinstance(spec, dict) and "path" in spec and "git" not in spec):
-                    names.add(name)
+                if isinstance(spec, dict) and "path" in spec and "git" not in spec:
+                    return None  # a local crate's own dependencies would need reading too: unknown
+                names.add(name)
     return tuple(sorted(names))
 
 

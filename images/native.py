@@ -44,7 +44,7 @@ _NATIVE_BACKENDS = {
 #: registry.
 RUST_PACKAGES = ("rustc", "cargo")
 #: Newer builds of a package the same suite ships under another name, tried first. Bookworm's rustc
-#: (1.63) is older than current PyO3 needs and its cargo cannot read crates.io's sparse index;
+#: (1.63) is older than current PyO3 needs and its cargo cannot read the crates registry's sparse index;
 #: bookworm's rustc-web and cargo-web (1.85) install the same /usr/bin/rustc and /usr/bin/cargo.
 #: Later suites have no -web packages and a new enough rustc, so the plain names are the fallback.
 _NEWER = {"rustc": "rustc-web", "cargo": "cargo-web"}
@@ -189,8 +189,8 @@ def install_failure(why: str, log: str, last_error: str) -> tuple[FailureClass, 
     crate = fetch_failure(log)
     if crate is not None:
         return "native_build_failed", (
-            f"{why}: cargo could not download the Rust crate `{crate}`: crates.io (or the registry the"
-            " crate names) is not reachable from the build; vendor the crates into the checkout"
+            f"{why}: cargo could not download the Rust crate `{crate}`: its registry (cargo's crates-io, or"
+            " the one the crate names) is not reachable from the build; vendor the crates into the checkout"
             " (`cargo vendor`) or build where that registry is reachable"
         )
     line = compiler_error(log)

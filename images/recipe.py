@@ -41,8 +41,7 @@ class InstallRecipe:
     env: dict[str, str] = field(default_factory=lambda: dict(IMAGE_ENV))
     install_env: dict[str, str] = field(default_factory=dict)
     """Variables every install step sees but the image does not keep: ``UV_EXCLUDE_NEWER`` (resolve as
-    of the commit's date), ``UV_CONSTRAINT`` (the lock file's pins), ``CARGO_NET_OFFLINE`` (a Rust
-    crate that downloads nothing)."""
+    of the commit's date), ``UV_CONSTRAINT`` (the lock file's pins)."""
     lock_file: str | None = None
     """The project's lock file whose versions the install followed, if any."""
     python: str | None = None

@@ -1,9 +1,9 @@
 """A Rust extension built for real, offline: maturin from PyPI, rustc and cargo from Debian.
 
-crates.io is out of reach here (only the package registries are), so the fixture crates depend on no
-crate: a binary maturin ships in the wheel (``bindings = "bin"``), run by the project's tests, and a
-library maturin wraps as an importable module (``bindings = "cffi"``). A crate that does depend on one
-must fail with a reason naming crates.io, not a generic install failure.
+cargo's crates registry is out of reach here (only the package registries are), so the fixture crates
+depend on no crate: a binary maturin ships in the wheel (``bindings = "bin"``), run by the project's
+tests, and a library maturin wraps as an importable module (``bindings = "cffi"``). A crate that does
+depend on one must fail with a reason naming the unreachable registry, not a generic install failure.
 """
 
 from __future__ import annotations
@@ -157,9 +157,12 @@ def test_a_maturin_binary_crate_builds_offline_with_debians_rust(builder: ImageB
     assert apt[0]["why"] == "Debian's Rust toolchain for the Rust extension"
     install = next(i for i, step in enumerate(steps) if step["run"].startswith("uv pip install"))
     assert steps.index(apt[0]) < install
-    # Nothing to download: cargo ran offline, and the recipe (its Dockerfile too) says so.
-    assert recipe["install_env"]["CARGO_NET_OFFLINE"] == "true"
-    assert "\nARG CARGO_NET_OFFLINE=true\n" in InstallRecipe.from_json(recipe).dockerfile(name, "HEAD")
+    # Nothing to download: the project's own install ran cargo offline (no other step: a dependency
+    # built from an sdist may need the network), and the recipe (its Dockerfile too) says so.
+    assert steps[install]["env"]["CARGO_NET_OFFLINE"] == "true"
+    assert all("CARGO_NET_OFFLINE" not in step["env"] for step in steps if not step["required"])
+    dockerfile = InstallRecipe.from_json(recipe).dockerfile(name, "HEAD")
+    assert "CARGO_NET_OFFLINE=true uv pip install -e" in dockerfile
     log = result.log_path.read_text()
     assert "native build backend maturin: Rust (maturin) (pyproject.toml)" in log
     assert "maturin from the package index: a build requirement in pyproject.toml" in log
@@ -176,7 +179,8 @@ def test_a_maturin_binary_crate_builds_offline_with_debians_rust(builder: ImageB
 def test_a_maturin_cffi_extension_module_builds_offline(builder: ImageBuilder, tmp_path):
     name = f"rscffi{uuid.uuid4().hex[:8]}"
     result, recipe = build_ready(builder, tmp_path / name, cffi_project(name))
-    assert recipe["install_env"]["CARGO_NET_OFFLINE"] == "true"
+    project = next(step for step in recipe["steps"] if step["run"].startswith("uv pip install -e"))
+    assert project["env"]["CARGO_NET_OFFLINE"] == "true"
     assert any("rustc-web cargo-web" in step["run"] for step in recipe["steps"])
     call = f"python -c 'from {name} import lib; print(lib.add(20, 22))'"
     assert inside(builder, result.tag, call) == "42\n"
@@ -188,7 +192,7 @@ def test_a_crate_with_dependencies_fails_naming_the_unreachable_registry(builder
     result = builder.build(parse_source(str(write(tmp_path / name, rust_project(name, 'itoa = "1"')))))
     assert result.status == ImageStatus.FAILED
     assert result.failure_class == "native_build_failed"
-    assert "cargo could not download the Rust crate `itoa`: crates.io" in result.reason
+    assert "cargo could not download the Rust crate `itoa`: its registry (cargo's crates-io" in result.reason
     log = result.log_path.read_text()
     assert "the Rust crate needs 1 crate(s) from a registry or git: itoa" in log
     assert "failed to get `itoa` as a dependency" in log
@@ -203,7 +207,12 @@ def test_downloaded_crates_reads_the_lock_file_then_the_manifest(tmp_path):
     manifest = 'local = { path = "../local" }\n[target.\'cfg(unix)\'.build-dependencies]\ncc = "1"\n'
     toml = CARGO_TOML.format(name="b", dependencies=manifest)
     unlocked = write(tmp_path / "unlocked", {"Cargo.toml": toml})
-    assert downloaded_crates(unlocked / "Cargo.toml", unlocked) == ("cc",)
+    # A path dependency's own dependencies are not read: what the crate downloads is unknown.
+    assert downloaded_crates(unlocked / "Cargo.toml", unlocked) is None
+    cc_for_unix = '[target.\'cfg(unix)\'.build-dependencies]\ncc = "1"\n'
+    target_only = CARGO_TOML.format(name="c", dependencies=cc_for_unix)
+    only_cc = write(tmp_path / "target-only", {"Cargo.toml": target_only})
+    assert downloaded_crates(only_cc / "Cargo.toml", only_cc) == ("cc",)
     workspace = write(tmp_path / "ws", {"Cargo.toml": '[workspace]\nmembers = ["a"]\n'})
     assert downloaded_crates(workspace / "Cargo.toml", workspace) is None
 
@@ -232,6 +241,6 @@ def test_only_a_crate_downloading_nothing_builds_offline(tmp_path):
 def test_cargo_unable_to_reach_its_registry_is_a_native_build_failure():
     failure_class, reason = install_failure("the project", CARGO_OFFLINE_LOG, "error: Failed to build")
     assert failure_class == "native_build_failed"
-    assert reason.startswith("the project: cargo could not download the Rust crate `itoa`: crates.io")
+    assert reason.startswith("the project: cargo could not download the Rust crate `itoa`: its registry")
     # A crate missing for another reason (a typo in a path dependency) is not blamed on the network.
     assert fetch_failure("error: failed to get `x` as a dependency of package `y`\n  failed to read") is None
