@@ -18,7 +18,7 @@ from images.native import install_failure
 from images.pypi import default_index_url
 from images.readers.pytest_config import explicit_test_files
 from images.recipe import REPO_DIR, RecipeStep
-from images.repair import Repair, diagnose
+from images.repair import FLAG_KINDS, Repair, diagnose
 from images.runners import runner_of
 from images.sources import Checkout
 from images.steps import PYTEST, first_change, one_package_each, without_install_limits
@@ -37,6 +37,7 @@ def run_steps(
     """
     done: list[RecipeStep] = []
     tried: list[Repair] = []
+    switches: dict[str, list[Repair]] = {}
     queue = list(steps)
     rounds = 0
     while queue:
@@ -53,9 +54,15 @@ def run_steps(
         if replacement is None and rounds < repair_rounds:
             # Extras only mean something to the step that installs the project itself.
             extras = plan.extras if step.required else ()
-            replacement = first_change(
-                diagnose(run.log.since(mark), tried=tried, extras=extras, version=version), step, tried
-            )
+            # An install-mode switch (no editable build) tried on one step may still be the fix of another
+            # (a requirements file's own "-e ."): those count per step, every other repair for the build.
+            root = step.why.split(" (repair: ", 1)[0]
+            known = [*tried, *switches.get(root, [])]
+            looked: list[Repair] = []
+            diagnosed = diagnose(run.log.since(mark), tried=known, extras=extras, version=version)
+            replacement = first_change(diagnosed, step, looked)
+            for repair in looked:
+                (switches.setdefault(root, []) if repair.kind in FLAG_KINDS else tried).append(repair)
         if replacement is None and rounds < repair_rounds:
             replacement = without_install_limits(step, run.env)
         if replacement is not None:

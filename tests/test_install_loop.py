@@ -82,3 +82,35 @@ def test_a_locked_version_that_does_not_build_frees_the_lock_before_dropping_ext
 
     assert run.commands == [project.run, freed], "the extras stay; the lock's pin goes"
     assert [step.run for step in done] == [freed]
+
+
+def test_a_requirements_file_installing_the_project_editable_gets_the_switch_the_project_got(tmp_path: Path):
+    """yarl's 2020 requirements/ci.txt holds "-e .": editable builds fail there as for the project."""
+    root = write(tmp_path / "proj", python_project())
+    editable_failed = (
+        1,
+        "   Building file:///repo\nerror: The build backend returned an error\n  cause: Call to "
+        "`setuptools.build_meta:__legacy__.build_editable` failed (exit status: 1)\n"
+        "AttributeError: '_BuildMetaLegacyBackend' object has no attribute 'build_editable'",
+    )
+    project = RecipeStep("uv pip install -e .", "the project, editable")
+    ci = RecipeStep("uv pip install -r requirements/ci.txt", "requirements file ci.txt", required=False)
+    copy = "requirements/.forager-not-editable.txt"
+    plain_ci = (
+        "sed -E 's/^[[:space:]]*(-e|--editable)([[:space:]]+|=)//' requirements/ci.txt"
+        f" > {copy} && uv pip install -r {copy}; status=$?; rm -f {copy}; exit $status"
+    )
+    run = Scripted(
+        BuildLog(tmp_path / "build.log"),
+        {
+            project.run: [editable_failed],
+            "uv pip install .": [(0, "Installed 1 package")],
+            ci.run: [editable_failed],
+            plain_ci: [(0, "Installed 3 packages")],
+        },
+    )
+
+    done = run_steps(run, [project, ci], detect(root), None, repair_rounds=8)
+
+    assert run.commands == [project.run, "uv pip install .", ci.run, plain_ci]
+    assert [step.run for step in done] == ["uv pip install .", plain_ci]
