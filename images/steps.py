@@ -153,6 +153,8 @@ def apply_repair(repair: Repair, step: RecipeStep) -> list[RecipeStep]:
         )
         return [replace(step, run=command, why=f"{step.why} ({why})")]
     if repair.kind == "relax_pins":
+        if set(step.run) & set(";&|<>"):
+            return [step]  # a pipeline of its own (a copy of a requirements file): not rewritten blind
         match = re.search(r"-r (\S+)", step.run)
         if match:
             relaxed = f"/tmp/forager-relaxed-{abs(hash(match[1])) % 10**8}.txt"

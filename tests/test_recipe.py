@@ -158,6 +158,8 @@ def test_repairs_applied_to_a_step() -> None:
     assert " && env -u UV_CONSTRAINT uv pip install --no-build-isolation -r 'req files/.forager-not-" in run
     (dated,) = without_install_limits(replace(freed, run=run), {"UV_EXCLUDE_NEWER": "2020-01-01T00:00:00Z"})
     assert "&& env -u UV_CONSTRAINT env -u UV_EXCLUDE_NEWER uv pip install --no-build-isolation" in dated.run
+    # A pipeline (the copy without -e lines) is not rewritten by relax_pins: it would install nothing.
+    assert apply_repair(Repair("relax_pins", "x==1", "x"), replace(freed, run=run))[0].run == run
     # A pipeline of its own (relax_pins' copy) is left to the other repairs.
     relaxed = RecipeStep("sed -E 's/==.*//' r.txt > /tmp/x.txt && uv pip install -r /tmp/x.txt", "r")
     assert apply_repair(Repair("no_editable", "", "x"), relaxed)[0].run == relaxed.run
