@@ -73,13 +73,13 @@ def test_a_project_requiring_312_builds_on_trixie_and_its_tests_pass(builder: Im
 
 def test_a_python_no_base_gives_fails_as_unsupported_python(builder: ImageBuilder, tmp_path):
     files = python_project()
-    files["pyproject.toml"] = files["pyproject.toml"].replace('">=3.8"', '">=3.6,<3.11"')
+    files["pyproject.toml"] = files["pyproject.toml"].replace('">=3.8"', '">=3.6,<3.9"')
     write(tmp_path / "old", files)
 
     result = builder.build(parse_source(str(tmp_path / "old")))
 
     assert (result.status, result.failure_class) == (ImageStatus.FAILED, "unsupported_python")
-    assert result.reason.startswith("the project requires Python >=3.6,<3.11 and Forager's bases give Python")
+    assert result.reason.startswith("the project requires Python >=3.6,<3.9 and Forager's bases give Python")
     (record,) = builder.store.list_images()
     assert record.failure_class == "unsupported_python" and result.reason in record.log_tail
 
