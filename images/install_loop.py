@@ -46,8 +46,9 @@ def run_steps(
         if run(step.why, step.run, step.env) == 0:
             done.append(step)
             continue
+        output = run.log.since(mark)
         replacement = None
-        if rounds < repair_rounds and _a_locked_version_failed(run.log.since(mark), plan.pins, run.env):
+        if rounds < repair_rounds and _a_locked_version_failed(output, plan.pins, run.env):
             # The lock's own version would not build here (typed-ast 1.4.0 on a newer Python): the lock is
             # at fault, not the extras that the generic repairs would drop next.
             replacement = without_install_limits(step, run.env)
@@ -59,7 +60,7 @@ def run_steps(
             root = step.why.split(" (repair: ", 1)[0]
             known = [*tried, *switches.get(root, [])]
             looked: list[Repair] = []
-            diagnosed = diagnose(run.log.since(mark), tried=known, extras=extras, version=version)
+            diagnosed = diagnose(output, tried=known, extras=extras, version=version)
             replacement = first_change(diagnosed, step, looked)
             for repair in looked:
                 (switches.setdefault(root, []) if repair.kind in FLAG_KINDS else tried).append(repair)
@@ -74,7 +75,7 @@ def run_steps(
         elif not step.required:
             run.log.section(f"skipped: {step.why} could not be installed")
         else:
-            raise BuildFailed(*install_failure(step.why, run.log.since(mark), run.log.last_error(mark)))
+            raise BuildFailed(*install_failure(step.why, output, run.log.last_error(mark)))
     return done
 
 

@@ -231,7 +231,7 @@ def _line_of(moment: datetime) -> str | None:
     """The newest CPython line out at ``moment``, if older than the default base's (None otherwise)."""
     out = [line for line, released in RELEASED.items() if released <= moment.date()]
     line = max(out, key=_key, default="3.0")  # older still: the oldest line there is
-    return line if line is not None and _key(line) < _key(DEFAULT_BASE.python) else None
+    return line if _key(line) < _key(DEFAULT_BASE.python) else None
 
 
 def _why(
