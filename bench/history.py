@@ -45,6 +45,7 @@ from envs.mine import mine, rejected_candidates
 from envs.tasks import verify
 from images.builder import BuildOptions, BuildResult, ImageBuilder
 from images.engine import connect
+from images.layers import LAYER_NOTE
 from images.proxy import NetworkSettings
 from images.sources import parse_source
 from storage import ImageStatus, Store
@@ -170,8 +171,12 @@ def _mine(outcome: Outcome, builder: ImageBuilder, backend, store: Store, clone:
         return
     for skip in report.skipped:
         if not skip.lasting:  # journaled skips are counted from the journal; these are not
-            reason = skip.reason.split(":")[0][:60]
-            outcome.skipped[reason] = outcome.skipped.get(reason, 0) + 1
+            _count_skip(outcome, skip.reason)
+
+
+def _count_skip(outcome: Outcome, reason: str) -> None:
+    key = reason.split(":")[0][:60]  # the reason without its particulars
+    outcome.skipped[key] = outcome.skipped.get(key, 0) + 1
 
 
 def _mining_figures(outcome: Outcome, backend, store: Store, clone: Path, ages: list[int], args) -> None:
@@ -186,20 +191,15 @@ def _mining_figures(outcome: Outcome, backend, store: Store, clone: Path, ages: 
     rejected = [why for task, why in rejected_candidates(args.home).items() if task.startswith(prefix)]
     outcome.tried = outcome.tasks + len(rejected)
     for reason in rejected:
-        key = reason.split(":")[0][:60]
-        outcome.skipped[key] = outcome.skipped.get(key, 0) + 1
+        _count_skip(outcome, reason)
     for image in store.list_images(name=clone.name):
-        if (image.log_tail or "").startswith(_LAYER_NOTE):
+        if (image.log_tail or "").startswith(LAYER_NOTE):
             outcome.layers += 1
         elif image.repository.commit not in aged:
             outcome.mine_builds += 1
     for task in tasks:
         outcome.regraded += 1
         outcome.verified += verify(backend, task, task.image, timeout=900).ok
-
-
-#: How a layer's record begins (see images/layers.py).
-_LAYER_NOTE = "a layer over "
 
 
 def _report(outcomes: list[Outcome], ages: list[int], wall: float, *, mined: bool) -> None:

@@ -37,6 +37,9 @@ from images.recipe import REPO_DIR
 from images.sources import SourceSpec, parse_source
 from storage import Image, ImageStatus
 
+#: How a layer's image record begins its log tail: what tells a layer from a full build in the store.
+LAYER_NOTE = "a layer over "
+
 #: Files an install plan reads, by name anywhere in the tree: metadata, lock files, requirement and
 #: constraint files, tool configurations that name test dependencies, interpreter pins.
 DEPENDENCY_FILES = (
@@ -126,7 +129,7 @@ def layer(builder: ImageBuilder, base: Image, repo: git.Repo, spec: SourceSpec, 
             container.remove(force=True)
     seconds = time.monotonic() - started
     note = (
-        f"a layer over {base.tag}: {commit} checked out in it, its dependency declarations unchanged; "
+        f"{LAYER_NOTE}{base.tag}: {commit} checked out in it, its dependency declarations unchanged; "
         "the baseline is the base's, not run again"
     )
     stored = builder.store.save_image(
