@@ -13,13 +13,14 @@ For every repository it builds the newest commit and, for each age in ``--ages``
 commit of the first-parent history at least that old (a repository younger than that has none), with
 the builder's defaults: lock files first, unpinned requirements resolved as of the commit's date.
 Then it mines up to ``--max-tasks`` issue-fix tasks from the newest ``--mine-commits`` commits
-(environments reused across commits with the same dependency declarations) and grades every mined
+(environments reused across commits whose installs are planned alike) and grades every mined
 task again from scratch: the gold patch must resolve it and the untouched start must not. Mining
 figures come from HOME's store, not from one run's memory, so a resumed run counts what earlier runs
 tried and built: tasks stored, candidates tried (tasks plus those rejected for good), image builds
-for mining (every full build of the repository but the benchmark's own commits, newest and aged) and
-layers. Each repository's line is printed as soon as it is done; ``--report-only`` builds and mines
-nothing: it prints the mining figures of what the store holds, re-grading its tasks.
+for mining (every full build of the repository but those of the benchmark's own commits, newest and
+aged, that no layer sits on) and layers. Each repository's line is printed as soon as it is done;
+``--report-only`` builds and mines nothing: it prints the mining figures of what the store holds,
+re-grading its tasks.
 
 Targets (issue #12): >= 85% build success at the newest commit, >= 95% at three-year-old and >= 80%
 at six-year-old commits, 100% of mined tasks verified on re-grade, <= 0.5 builds per mined task.
@@ -181,7 +182,7 @@ def _count_skip(outcome: Outcome, reason: str) -> None:
 
 def _mining_figures(outcome: Outcome, backend, store: Store, clone: Path, ages: list[int], args) -> None:
     """What mining this repository has given so far, from the store and the journal of rejections; the
-    builds of the benchmark's own commits (newest and aged) are not mining's."""
+    builds of the benchmark's own commits (newest and aged) are not mining's unless it layered over them."""
     prefix = clone.name + "."
     aged = {_commit_aged(clone, age) for age in ages}
     outcome.commits_walked = args.mine_commits
@@ -192,10 +193,13 @@ def _mining_figures(outcome: Outcome, backend, store: Store, clone: Path, ages: 
     outcome.tried = outcome.tasks + len(rejected)
     for reason in rejected:
         _count_skip(outcome, reason)
-    for image in store.list_images(name=clone.name):
-        if (image.log_tail or "").startswith(LAYER_NOTE):
-            outcome.layers += 1
-        elif image.repository.commit not in aged:
+    images = store.list_images(name=clone.name)
+    layers = [image for image in images if (image.log_tail or "").startswith(LAYER_NOTE)]
+    # A layer's note names its base: a benchmark's own build that mining layered over is mining's too.
+    bases = {image.log_tail.removeprefix(LAYER_NOTE).split(": ", 1)[0] for image in layers}
+    outcome.layers = len(layers)
+    for image in images:
+        if image not in layers and (image.repository.commit not in aged or image.tag in bases):
             outcome.mine_builds += 1
     for task in tasks:
         outcome.regraded += 1

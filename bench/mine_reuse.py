@@ -3,9 +3,9 @@
     python bench/mine_reuse.py [--fixes 6] [--home DIR] [--build-each]
 
 The history (generated in a temporary folder, never committed) holds ``--fixes`` bug fixes, each with
-its regression test (the second fix's test in a commit of its own), and one change of the project's
-dependencies halfway: with layers
-(``images/layers.py``) the parents share two installs, one per dependency digest. Prints candidates,
+its regression test (the second fix's test in a commit of its own), and halfway a new version that
+adds a dependency: with layers (``images/layers.py``) every parent's install is planned alike, so they
+share one build, and the layers after the change install the new dependency. Prints candidates,
 tasks, full builds, layers, builds per task and the wall time. Target (issue #12): <= 0.5 builds per
 mined task.
 """
@@ -36,6 +36,7 @@ build-backend = "setuptools.build_meta"
 name = "calc"
 version = "{version}"
 requires-python = ">=3.8"
+dependencies = [{dependencies}]
 
 [project.optional-dependencies]
 test = ["pytest"]
@@ -60,11 +61,13 @@ def history(root: Path, fixes: int) -> None:
 
     broken = {f"src/calc/f{n}.py": f"def f{n}():\n    return 0\n" for n in range(fixes)}
     smoke = "def test_imports():\n    import calc  # noqa: F401\n"
-    commit({"pyproject.toml": PYPROJECT.format(version="0.1.0"), "src/calc/__init__.py": "", **broken,
-            "tests/test_smoke.py": smoke}, "Initial commit")  # fmt: skip
+    pyproject = PYPROJECT.format(version="0.1.0", dependencies="")
+    commit({"pyproject.toml": pyproject, "src/calc/__init__.py": "", **broken, "tests/test_smoke.py": smoke},
+           "Initial commit")  # fmt: skip
     for n in range(fixes):
         if n == fixes // 2:
-            commit({"pyproject.toml": PYPROJECT.format(version="0.2.0")}, "Start 0.2 development")
+            pyproject = PYPROJECT.format(version="0.2.0", dependencies='"six"')
+            commit({"pyproject.toml": pyproject}, "Start 0.2 development, with six")
         test = f"from calc.f{n} import f{n}\n\n\ndef test_f{n}():\n    assert f{n}() == {n + 1}\n"
         fixed = {f"src/calc/f{n}.py": f"def f{n}():\n    return {n + 1}\n"}
         if n == 1:  # the fix first, its regression test in the next commit: one candidate, a pair

@@ -130,8 +130,9 @@ def mine(
     1. the instance id ``NAME.SHA12`` already stored: the task counts, nothing is done (a run resumes);
        a candidate an earlier run rejected is not tried again unless ``retry_rejected``;
     2. the image of ``SOURCE@PARENT``: one already ready, else (``reuse_environments``) a layer over a
-       ready image of a commit with the same dependency declarations (:mod:`images.layers`: a checkout,
-       no install), else a build; a failed build skips;
+       ready image of a commit whose install is planned the same way (:mod:`images.layers`: a checkout
+       and the install steps again over that environment), else a build; a failed build skips, and so
+       do, for this run, the commits planned like it while no image of that plan is ready;
     3. in one environment: the test patch is applied and the touched test modules are run with the image's
        runner, as files for pytest and by module label for unittest or a project's unittest script
        (:mod:`envs.runner_targets`; every test of a module is reported, the new ones included, in one
@@ -178,6 +179,11 @@ def mine(
             tried += 1
             status = f"{len(report.tasks)} tasks, {candidate.sha[:12]}"
             progress(ProgressEvent(spec.name, "validate", status, number, len(candidates)))
+            if (failed := environments.failed_alike(candidate.parent)) is not None:
+                # Not journaled: it says nothing certain about this commit.
+                why = f"not built: {failed.commit}, planned alike, failed to build ({failed.failure_class})"
+                report.skipped.append(Skipped(candidate.sha, why, lasting=False))
+                continue
             built, layered = environments.image_for(candidate.parent)
             (report.layers if layered else report.builds).append(built)
             outcome = _mine_one(built, backend, store, spec, candidate, test_timeout)

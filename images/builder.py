@@ -61,7 +61,9 @@ BUILDER_VERSION = "1"
 #: Named volume shared by all build containers: pip's and uv's download and wheel caches.
 CACHE_VOLUME = "forager-cache"
 
-_GIT_SANITIZE = """set -e
+#: Leaves only the checked-out commit and its ancestors (no later commit, so no fix) and hides the
+#: install's untracked files (build folders, compiled extensions) from ``git status``.
+GIT_SANITIZE = """set -e
 git checkout -q --detach HEAD
 git remote | while read -r remote; do git remote remove "$remote"; done
 git for-each-ref --format='%(refname)' | while read -r ref; do git update-ref -d "$ref"; done
@@ -205,12 +207,11 @@ class ImageBuilder:
         """The build once its base is chosen (``chosen``: the base image, its id and its CPython)."""
         spec = checkout.spec
         base_image, base, python = chosen
-        recipe = plan_recipe(plan, checkout, base_image, self._resolve_as_of(checkout, log))
-        recipe, setup_notes = add_setup_steps(recipe, checkout.path)
+        as_of = self.resolve_as_of(checkout, log)
+        recipe, setup_notes, why = planned_recipe(plan, checkout, base_image, as_of)
         log.section("build set-up (native code, CI set-up steps)", *setup_notes)
-        test_command, why = choose_test_command(checkout.path, recipe.test_command, plan.test_paths)
         log.section(why)
-        recipe = replace(recipe, python=python, test_command=test_command)
+        recipe = replace(recipe, python=python)
         tag = image_tag(spec.name, checkout.commit, _digest(recipe, base))
         if not self.options.rebuild and (cached := self.cached(tag)) is not None:
             return replace(cached, seconds=time.monotonic() - started, cached=True)
@@ -227,7 +228,7 @@ class ImageBuilder:
         outcome = (baseline, verdict)
         return record_build(self.store, checkout, recipe, tag, image, unique, outcome, seconds, log)
 
-    def _resolve_as_of(self, checkout: Checkout, log: BuildLog) -> datetime | None:
+    def resolve_as_of(self, checkout: Checkout, log: BuildLog) -> datetime | None:
         """The moment unpinned requirements are resolved as of: the commit's date plus the margin, or
         None (newest releases) when asked, when the source has no date of its own, or when the package
         index gives no upload times."""
@@ -282,17 +283,7 @@ class ImageBuilder:
         """Run the recipe in a build container, repairing as the errors say; commit the result."""
         spec = checkout.spec
         network = self.options.network
-        options = network.container_options()
-        # A mount, not volumes=: docker-py would write volumes= into the container's config, and the
-        # committed image would then give every container an anonymous volume at /root/.cache.
-        options["mounts"] = [*options.get("mounts", []), Mount("/root/.cache", CACHE_VOLUME, type="volume")]
-        container = self.containers.start(
-            recipe.base_image,
-            build_container_name(spec.name),
-            environment=IMAGE_ENV,
-            network_mode="host",
-            **options,
-        )
+        container = self.install_container(recipe.base_image, build_container_name(spec.name))
         try:
             container.put_archive("/", tar_directory(checkout.path, REPO_DIR.strip("/")))
             env = {**network.environment(), "UV_LINK_MODE": "copy", **recipe.install_env}
@@ -306,7 +297,7 @@ class ImageBuilder:
             self._stage(spec, "collect", recipe.test_command)
             steps, test_command = collect(run, steps, recipe.test_command, checkout, plan, self.options)
             self._stage(spec, "commit", tag)
-            if run("sanitize git history", _GIT_SANITIZE, {}) != 0:
+            if run("sanitize git history", GIT_SANITIZE, {}) != 0:
                 raise BuildFailed("install_failed", "could not sanitize the git history (see the log)")
             # SWE-bench's harness applies a prediction and runs its eval script in /testbed: the image
             # then runs exported tasks (`forager tasks export`) with no image of the harness's own.
@@ -327,6 +318,15 @@ class ImageBuilder:
             return recipe, self.client.images.get(tag)
         finally:
             self.containers.remove(container)
+
+    def install_container(self, image: str, name: str) -> docker.models.containers.Container:
+        """A running container of ``image`` to install in: host network, the proxy's settings, the shared
+        package cache. Remove it with ``self.containers.remove``."""
+        options = self.options.network.container_options()
+        # A mount, not volumes=: docker-py would write volumes= into the container's config, and the
+        # committed image would then give every container an anonymous volume at /root/.cache.
+        options["mounts"] = [*options.get("mounts", []), Mount("/root/.cache", CACHE_VOLUME, type="volume")]
+        return self.containers.start(image, name, environment=IMAGE_ENV, network_mode="host", **options)
 
     def _baseline(
         self, spec: SourceSpec, tag: str, test_command: str, log: BuildLog
@@ -420,6 +420,17 @@ class ImageBuilder:
         if self.cancel.is_set() and stage not in ("ready", "failed"):
             raise BuildCancelled(f"{spec.text}: build cancelled")
         self.progress(ProgressEvent(spec.name, stage, message))
+
+
+def planned_recipe(
+    plan: InstallPlan, checkout: Checkout, base_image: str, resolve_as_of: datetime | None
+) -> tuple[InstallRecipe, list[str], str]:
+    """The recipe a build of ``checkout`` starts from, before any repair (set-up steps and test command
+    included), the notes of its set-up steps, and why it tests with its test command."""
+    recipe = plan_recipe(plan, checkout, base_image, resolve_as_of)
+    recipe, setup_notes = add_setup_steps(recipe, checkout.path)
+    test_command, why = choose_test_command(checkout.path, recipe.test_command, plan.test_paths)
+    return replace(recipe, test_command=test_command), setup_notes, why
 
 
 def _digest(recipe: InstallRecipe, base_id: str) -> str:

@@ -322,7 +322,7 @@ source = { editable = "." }
 [[package]]
 name = "pytest"
 version = "7.4.4"
-source = { registry = "https://pypi.org/simple" }
+source = { registry = "https://example.invalid/simple" }
 """
 
 

@@ -163,7 +163,7 @@ def test_the_builder_resolves_as_of_the_commit_only_where_the_index_has_upload_t
     committed = datetime(2021, 3, 4, 5, 6, tzinfo=UTC)
     checkout = Checkout(parse_source(str(tmp_path)), tmp_path, "c" * 40, committed_at=committed)
     log = BuildLog(tmp_path / "build.log")
-    moment = builder._resolve_as_of(checkout, log)
+    moment = builder.resolve_as_of(checkout, log)
     if kind == "json":
         assert moment == committed + timedelta(days=1)
         assert "resolving as of 2021-03-05 05:06 UTC" in log.text()
@@ -171,5 +171,5 @@ def test_the_builder_resolves_as_of_the_commit_only_where_the_index_has_upload_t
         assert moment is None, "an index without upload times would make uv treat every file as missing"
         assert f"the package index {index}/html gives no upload times (PEP 700)" in log.text()
     builder.options = replace(options, resolve_newest=True)
-    assert builder._resolve_as_of(checkout, log) is None and "--resolve-newest" in log.text()
-    assert builder._resolve_as_of(replace(checkout, committed_at=None), log) is None
+    assert builder.resolve_as_of(checkout, log) is None and "--resolve-newest" in log.text()
+    assert builder.resolve_as_of(replace(checkout, committed_at=None), log) is None

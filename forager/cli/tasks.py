@@ -185,8 +185,8 @@ def mine(
         bool,
         typer.Option(
             "--layers/--build-each",
-            help="Reuse one install across commits whose dependency declarations are the same, or build "
-            "an image per commit.",
+            help="Reuse one install across commits whose installs are planned alike (checked out over it, "
+            "install steps run again), or build an image per commit.",
         ),
     ] = True,
     ca_bundle: CABundleOption = None,
