@@ -6,7 +6,8 @@ and the :class:`~images.baseline.Verdict`. With pytest, each run:
 
 - bounds every test (:mod:`images.forager_test_timeout`, injected for the run only) and the run's time:
   once three quarters of :attr:`RunSettings.limit` are spent, no new test file starts, and the report
-  holds whole files; such a baseline is ``partial`` rather than a ``timeout``;
+  holds whole files; such a baseline is ``partial`` rather than a ``timeout``. So is one whose run
+  pytest stopped with an internal error before every collected test ran: it keeps the files finished;
 - runs with pytest-xdist (``-n WORKERS --dist loadfile``) when the image has it and the engine has
   more than one core. When tests fail in the parallel run, the next run is serial; if some of them
   pass there, xdist breaks the suite and every run is serial from then on;
@@ -58,6 +59,8 @@ ONLY_ENV = "FORAGER_ONLY_FILES"
 BUDGET_SPENT = "forager: time budget spent"
 #: The share of a run's time limit after which no new test file starts.
 BUDGET_SHARE = 0.75
+#: pytest's exit code when it stopped on an error of its own or of a plugin.
+_INTERNAL_ERROR = 3
 _XDIST_NOTE = "forager: running with pytest-xdist"
 
 
@@ -97,6 +100,8 @@ class _Run:
     durations: dict[str, float] = field(default_factory=dict)
     timed_out: bool = False
     partial: bool = False
+    stopped_by: str = "the time budget"
+    """What cut a partial run short."""
     parallel: bool = False
     collection_errors: int = 0
 
@@ -183,7 +188,8 @@ def run_baseline(
     if baseline is not None and partial:
         units = len({unit_of(test) for test in baseline.outcomes})
         files = "1 test file" if units == 1 else f"{units} test files"
-        note = f"partial baseline: the time budget covered {files} ({baseline.total} tests)"
+        stopped_by = next(run.stopped_by for run in runs if run.partial)
+        note = f"partial baseline: {files} ({baseline.total} tests) ran before {stopped_by} stopped the run"
         notes.append(note)
         verdict = replace(verdict, reason=f"{verdict.reason}; {note}")
     return BaselineRuns(baseline, verdict, tuple(notes))
@@ -230,9 +236,15 @@ def _run_once(
     except ForagerError:
         return run
     run.timed_out = run.timed_out and not run.outcomes
+    collected = _counts(execution.files.get(COLLECTED_PATH))
     if BUDGET_SPENT in execution.output:
         run.partial = True
-        run.outcomes = whole_files(run.outcomes, _counts(execution.files.get(COLLECTED_PATH)))
+        run.outcomes = whole_files(run.outcomes, collected)
+    elif execution.exit_code == _INTERNAL_ERROR and len(run.outcomes) < sum(collected.values()):
+        # pytest died mid-suite (a plugin, or pytest failing to format a traceback): the tests it never
+        # ran are not in the report, and the files it finished are all the baseline can vouch for.
+        run.partial, run.stopped_by = True, "an internal error of pytest (INTERNALERROR)"
+        run.outcomes = whole_files(run.outcomes, collected)
     return run
 
 

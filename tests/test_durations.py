@@ -144,9 +144,9 @@ def test_images_show_says_a_baseline_is_partial_and_names_the_slowest_tests(tmp_
     store.close()
     lines = _shown(tmp_path).splitlines()
     assert (
-        "partial    the time budget covered 3 test file(s) of the suite: the baseline has only their tests"
-        in lines
-    )
+        "partial    the baseline has the tests of 3 test file(s) of the suite: its runs stopped "
+        "before the rest (the time budget, or an internal error of pytest; see the build log)"
+    ) in lines
     assert (
         "slowest    tests/test_b.py::t1 41.50 s, tests/test_c.py::t0 7.25 s, tests/test_a.py::t2 3.00 s"
         in lines

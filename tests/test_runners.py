@@ -5,6 +5,7 @@ The output parsers are checked against the output of the real ``unittest`` runne
 
 from __future__ import annotations
 
+import json
 import subprocess
 import sys
 from pathlib import Path
@@ -317,7 +318,31 @@ def test_a_unittest_run_killed_at_its_limit_keeps_its_finished_modules() -> None
     result = suite_runs.run_baseline(command, suite_runs.RunSettings(limit=100), engine, lambda t, o: None)
     assert result.baseline is not None and result.baseline.partial and result.verdict.ready
     assert result.baseline.outcomes == {"t.m.C.test_a": "passed", "t.m.C.test_b": "passed"}
-    assert "partial baseline: the time budget covered 1 test file (2 tests)" in result.verdict.reason
+    assert "partial baseline: 1 test file (2 tests) ran before the time budget stopped the run" in (
+        result.verdict.reason
+    )
+
+
+def test_a_run_pytest_stopped_with_an_internal_error_keeps_the_files_it_finished() -> None:
+    # httpx at a 2019 commit on Python 3.9: pytest's own traceback formatting raised IndexError 31% in.
+    died = "INTERNALERROR> IndexError: list index out of range\n"
+    collected = json.dumps({"tests/test_a.py": 2, "tests/test_b.py": 3}).encode()
+    runs = [
+        suite_runs.Execution(3, died, {suite_runs.JUNIT_PATH: _junit(test_x="passed", test_y="passed"),
+                                       suite_runs.COLLECTED_PATH: collected})
+        for _ in range(3)
+    ]  # fmt: skip
+    settings = suite_runs.RunSettings(limit=100)
+    result = suite_runs.run_baseline(PYTEST, settings, _Engine(*runs), lambda t, o: None)
+    assert result.baseline is not None and result.baseline.partial and result.verdict.ready
+    assert "1 test file (2 tests) ran before an internal error of pytest" in result.notes[-1]
+    # Every collected test reported, then an internal error at the end of the session: nothing is missing.
+    whole = {suite_runs.COLLECTED_PATH: json.dumps({"tests/test_a.py": 2}).encode()}
+    ended = [_pytest_run(3, died, test_x="passed", test_y="passed") for _ in range(3)]
+    for run in ended:
+        run.files.update(whole)
+    result = suite_runs.run_baseline(PYTEST, settings, _Engine(*ended), lambda t, o: None)
+    assert result.baseline is not None and not result.baseline.partial
 
 
 def test_after_a_run_cut_short_by_the_budget_later_runs_run_the_files_it_finished() -> None:

@@ -249,8 +249,8 @@ def show(ctx: typer.Context, ref: RefArgument, json: JsonOption = False) -> None
     if image.partial:
         files = len({unit_of(test) for test in image.baseline})
         console.print(
-            f"partial    the time budget covered {files} test file(s) of the suite: "
-            "the baseline has only their tests",
+            f"partial    the baseline has the tests of {files} test file(s) of the suite: its runs stopped "
+            "before the rest (the time budget, or an internal error of pytest; see the build log)",
             highlight=False,
             soft_wrap=True,
         )
