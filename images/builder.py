@@ -44,7 +44,7 @@ from images.build_result import BuildCancelled, BuildFailed, BuildOptions, Build
 from images.build_setup import add_setup_steps
 from images.detect import InstallPlan, detect
 from images.engine import CLEAR_OWNER, build_container_name
-from images.install_loop import collect, keep_project_editable, run_steps
+from images.install_loop import collect, keep_project_installed, run_steps
 from images.pypi import PackageIndexError, default_index_url, has_upload_times
 from images.python_choice import UnsupportedPython, choose_for
 from images.recipe import IMAGE_ENV, REPO_DIR, InstallRecipe
@@ -293,7 +293,7 @@ class ImageBuilder:
             planned = [*before, recipe.steps[0], *after, *recipe.steps[1:]]
             steps = run_steps(run, planned, plan, checkout.version, self.options.repair_rounds)
             # Before collecting: a released copy installed over the checkout would be what collection sees.
-            steps = keep_project_editable(run, steps)
+            steps = keep_project_installed(run, steps)
             self._stage(spec, "collect", recipe.test_command)
             steps, test_command = collect(run, steps, recipe.test_command, checkout, plan, self.options)
             self._stage(spec, "commit", tag)

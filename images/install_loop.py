@@ -1,6 +1,6 @@
 """The install-and-repair loop of a build, run in its build container: each recipe step with the repairs
 its log suggests (:func:`run_steps`), test collection until it is clean (:func:`collect`), and the
-project's editable install kept last (:func:`keep_project_editable`)."""
+project's own install kept last (:func:`keep_project_installed`)."""
 
 from __future__ import annotations
 
@@ -17,7 +17,7 @@ from images.forward_repair import forward_step
 from images.native import install_failure
 from images.pypi import default_index_url
 from images.readers.pytest_config import explicit_test_files
-from images.recipe import REPO_DIR, RecipeStep
+from images.recipe import REPO_DIR, VENV_DIR, RecipeStep
 from images.repair import FLAG_KINDS, Repair, diagnose
 from images.runners import runner_of
 from images.sources import Checkout
@@ -173,32 +173,42 @@ def _collection_repair(
     return RecipeStep(f"uv pip install --exclude-newer {moment:%Y-%m-%dT%H:%M:%SZ} {requirement}", why)
 
 
-#: Exits 0 when the venv's copy of some distribution is the checkout itself, installed editable.
-_EDITABLE_CHECK = f"""python - <<'EOF'
-import importlib.metadata, json, sys
+#: Prints the name of every distribution the venv has from the checkout itself (editable or a copy).
+FROM_CHECKOUT = f"""{VENV_DIR}/bin/python - <<'EOF'
+import importlib.metadata, json
 for dist in importlib.metadata.distributions():
-    url = json.loads(dist.read_text("direct_url.json") or "{{}}")
-    if url.get("url") == "file://{REPO_DIR}" and url.get("dir_info", {{}}).get("editable"):
-        sys.exit(0)
-sys.exit(1)
+    url = json.loads(dist.read_text("direct_url.json") or "{{}}").get("url", "")
+    if url.rstrip("/") == "file://{REPO_DIR}":
+        print(dist.metadata["Name"])
 EOF"""
 
 
-def keep_project_editable(run: BuildRunner, steps: list[RecipeStep]) -> list[RecipeStep]:
-    """``steps``, plus the project's editable install again when a later step replaced it.
+def keep_project_installed(run: BuildRunner, steps: list[RecipeStep]) -> list[RecipeStep]:
+    """``steps``, plus the project's install again when a later step replaced it with a release.
 
-    A pinned requirements file (jinja2's ``requirements/dev.txt`` pins Jinja2 for Sphinx) installs a
-    released copy over the checkout; tests then import site-packages, and neither an agent's fix nor
-    an injected bug reaches them. ``--no-deps`` keeps the versions the other steps chose.
+    A pinned requirements file installs a released copy over the checkout (jinja2's
+    ``requirements/dev.txt`` pins Jinja2 for Sphinx; a pip-compiled one pins click for pip-tools):
+    tests then import site-packages, and neither an agent's fix nor an injected bug reaches them. The
+    project step runs again with ``--no-deps``, which keeps the versions the other steps chose.
     """
-    project = next((step for step in steps if step.required and " -e " in f" {step.run} "), None)
-    if project is None or run("is the project still installed editable?", _EDITABLE_CHECK, {}) == 0:
+    project = next((step for step in steps if step.required and installs_the_checkout(step.run)), None)
+    check = f'test -n "$({FROM_CHECKOUT}\n)"'  # a here-document's end stands alone on its line
+    if project is None or run("is the project still installed from the checkout?", check, {}) == 0:
         return steps
     again = RecipeStep(
         project.run.replace("uv pip install ", "uv pip install --no-deps ", 1),
-        "the project again, editable: a later step installed a released copy over it",
+        "the project again: a later step installed a released copy over it",
         project.env,
     )
     if run(again.why, again.run, again.env) != 0:
         raise BuildFailed("install_failed", f"{again.why}, and that failed (see the log)")
     return [*steps, again]
+
+
+def installs_the_checkout(command: str) -> bool:
+    """Whether ``command`` is a ``uv pip install`` of the checkout (``.``, ``.[extras]``, editable or not)."""
+    try:
+        words = shlex.split(command)
+    except ValueError:
+        return False
+    return "uv pip install" in command and any(re.fullmatch(r"\.(\[[^\]]*\])?", word) for word in words)

@@ -45,6 +45,7 @@ from images.build_result import BuildFailed, BuildOptions
 from images.builder import GIT_SANITIZE, BuildResult, ImageBuilder, planned_recipe
 from images.detect import detect
 from images.engine import CLEAR_OWNER, build_container_name
+from images.install_loop import FROM_CHECKOUT
 from images.python_choice import UnsupportedPython, choose_for
 from images.recipe import REPO_DIR, VENV_DIR, RecipeStep
 from images.sources import Checkout, SourceSpec, parse_source
@@ -61,13 +62,7 @@ _PINS = f"mkdir -p {LOCK_DIR} && printf "
 #: Removes whatever distribution is installed from the checkout, so that the steps install the layer's
 #: commit afresh: uv keeps an editable install whose metadata files did not change, and with it the
 #: base commit's compiled extensions.
-_UNINSTALL_PROJECT = f"""names=$({VENV_DIR}/bin/python - <<'EOF'
-import importlib.metadata, json
-for dist in importlib.metadata.distributions():
-    url = json.loads(dist.read_text("direct_url.json") or "{{}}").get("url", "")
-    if url.rstrip("/") == "file://{REPO_DIR}":
-        print(dist.metadata["Name"])
-EOF
+_UNINSTALL_PROJECT = f"""names=$({FROM_CHECKOUT}
 )
 if [ -n "$names" ]; then uv pip uninstall $names; fi"""
 

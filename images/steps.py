@@ -13,13 +13,9 @@ import re
 import shlex
 from dataclasses import replace
 from datetime import UTC, datetime
-from pathlib import Path
-
-from packaging.utils import canonicalize_name
 
 from images.detect import InstallPlan
 from images.native import apt_step
-from images.readers.common import parse_requirement, read_text
 from images.recipe import VENV_DIR, InstallRecipe, RecipeStep
 from images.repair import Repair
 from images.sources import Checkout
@@ -58,11 +54,6 @@ def plan_recipe(
         steps.append(RecipeStep(f"{uv} --group {shlex.quote(group)}", f"dependency group {group}"))
     for path in plan.requirement_files:
         steps.append(RecipeStep(f"{uv} -r {shlex.quote(path)}", f"requirements file {path}", required=False))
-    if plan.installable and (pinning := _requires_the_project(plan, checkout.path)):
-        # A pip-compiled dev.txt pins the project's own last release (pip-tools depends on click, say):
-        # installed after the checkout, it replaces it, and the tests import the release.
-        why = f"the project again: {pinning} requires a release of {plan.name}, which replaced the checkout"
-        steps.append(RecipeStep(f"{uv} --no-deps -e {shlex.quote(target)}", why, env))
     if plan.packages:
         packages = " ".join(shlex.quote(p) for p in plan.packages)
         why = "test tools and dependencies declared outside the metadata"
@@ -77,20 +68,6 @@ def plan_recipe(
         install_env=install_env,
         lock_file=plan.lock_file,
     )
-
-
-def _requires_the_project(plan: InstallPlan, root: Path) -> str | None:
-    """The first of the plan's requirement files that requires the project itself by name."""
-    if not plan.name:
-        return None
-    own = canonicalize_name(plan.name)
-    for path in plan.requirement_files:
-        for line in read_text(root / path).splitlines():
-            # pip-compile's output: "click==7.1.2 \" then "--hash=..." lines; a comment after a tab.
-            requirement = parse_requirement(re.split(r"\s#|\s--hash|\\$", line, maxsplit=1)[0])
-            if requirement is not None and not requirement.url and canonicalize_name(requirement.name) == own:
-                return path
-    return None
 
 
 def one_package_each(step: RecipeStep) -> list[RecipeStep]:

@@ -8,7 +8,13 @@ from pathlib import Path
 from images.build_log import BuildLog
 from images.build_result import BuildOptions
 from images.detect import detect
-from images.install_loop import collect, run_steps
+from images.install_loop import (
+    FROM_CHECKOUT,
+    collect,
+    installs_the_checkout,
+    keep_project_installed,
+    run_steps,
+)
 from images.recipe import RecipeStep
 from images.sources import Checkout, parse_source
 from tests.repos import python_project, write
@@ -114,3 +120,33 @@ def test_a_requirements_file_installing_the_project_editable_gets_the_switch_the
 
     assert run.commands == [project.run, "uv pip install .", ci.run, plain_ci]
     assert [step.run for step in done] == ["uv pip install .", plain_ci]
+
+
+CHECK = f'test -n "$({FROM_CHECKOUT}\n)"'
+
+
+def test_a_release_installed_over_the_project_makes_its_step_run_again(tmp_path: Path) -> None:
+    # click's pip-compiled requirements/dev.txt pins click==7.1.2 for pip-tools; the project step was
+    # made a copy by the no_editable repair (setuptools of the commit's date cannot install editable).
+    steps = [
+        RecipeStep("python3 -m venv /venv", "venv"),
+        RecipeStep("uv pip install '.[test]'", "the project (repair: no_editable)", {"A": "1"}),
+        RecipeStep("uv pip install -r requirements/dev.txt", "requirements", required=False),
+    ]
+    again = "uv pip install --no-deps '.[test]'"
+    run = Scripted(BuildLog(tmp_path / "build.log"), {CHECK: [(1, "")], again: [(0, "+ click==8.0.0.dev0")]})
+    kept = keep_project_installed(run, steps)
+    assert run.commands == [CHECK, again]
+    assert kept[:3] == steps and (kept[3].run, kept[3].env) == (again, {"A": "1"})
+    # Still installed from the checkout: nothing runs again.
+    run = Scripted(BuildLog(tmp_path / "build2.log"), {CHECK: [(0, "click\n")]})
+    assert keep_project_installed(run, steps) == steps
+
+
+def test_which_steps_install_the_checkout() -> None:
+    assert installs_the_checkout("uv pip install -e '.[test,docs]'")
+    assert installs_the_checkout("uv pip install .")
+    assert installs_the_checkout("env -u UV_EXCLUDE_NEWER uv pip install --no-build-isolation -e .")
+    assert not installs_the_checkout("uv pip install -r requirements.txt")
+    assert not installs_the_checkout("uv pip install ./released pytest")
+    assert not installs_the_checkout("python3 -m venv /venv")

@@ -53,6 +53,8 @@ def test_a_layer_compiles_the_commits_extension_and_installs_its_new_dependency(
     environments = Environments(builder, parse_source(repo.working_dir), repo)
     base, layered = environments.image_for(first)
     assert (base.status, layered) == (ImageStatus.READY, False), base.reason
+    steps = builder.store.get_image(base.tag).recipe["steps"]
+    assert not [step for step in steps if "the project again" in step["why"]], "nothing replaced it"
 
     newer = 'version = "0.2.0"\ndependencies = ["six"]'
     pyproject = FILES["pyproject.toml"].replace('version = "0.1.0"', newer)

@@ -63,31 +63,6 @@ def test_recipe_from_a_plan(tmp_path: Path) -> None:
     assert recipe.test_command == "python -m pytest -p no:cacheprovider tests"
 
 
-def test_a_requirements_file_pinning_the_project_itself_is_followed_by_the_checkout(tmp_path: Path) -> None:
-    files = {
-        "pyproject.toml": '[project]\nname = "Click"\nversion = "8.0.0.dev"\n',
-        "requirements/dev.txt": "click==7.1.2  # via pip-tools\npip-tools==5.3.1\npytest==6.0.1\n",
-        "tests/test_c.py": "def test_c():\n    pass\n",
-    }
-    root = write(tmp_path / "pinned", files)
-    recipe = plan_recipe(detect(root), Checkout(parse_source(str(root)), root, "c" * 40), "base")
-    runs = [step.run for step in recipe.steps]
-    dev = runs.index("uv pip install -r requirements/dev.txt")
-    assert runs[dev + 1] == "uv pip install --no-deps -e ."
-    assert recipe.steps[dev + 1].why == (
-        "the project again: requirements/dev.txt requires a release of Click, which replaced the checkout"
-    )
-    # pip-compile --generate-hashes: the pin continues on hash lines; a tab before a comment.
-    files["requirements/dev.txt"] = "click==7.1.2 \\\n    --hash=sha256:ab\npip-tools==5.3.1\t# via x\n"
-    root = write(tmp_path / "hashed", files)
-    recipe = plan_recipe(detect(root), Checkout(parse_source(str(root)), root, "c" * 40), "base")
-    assert "uv pip install --no-deps -e ." in [step.run for step in recipe.steps]
-    files["requirements/dev.txt"] = "pip-tools==5.3.1\npytest==6.0.1\n"
-    root = write(tmp_path / "unpinned", files)
-    recipe = plan_recipe(detect(root), Checkout(parse_source(str(root)), root, "c" * 40), "base")
-    assert "uv pip install --no-deps -e ." not in [step.run for step in recipe.steps]
-
-
 def test_digest_and_round_trip() -> None:
     recipe = InstallRecipe("base", (RecipeStep("uv pip install x", "why", {"A": "1"}),), "pytest")
     assert InstallRecipe.from_json(recipe.to_json()) == recipe
