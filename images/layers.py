@@ -11,8 +11,9 @@ Running the steps again is what keeps a layer faithful at little cost: packages 
 kept (uv only audits them), a dependency the commit added or a pin it moved is installed, the project
 itself is reinstalled so a changed C or Cython source is compiled, and the commit's own lock pins
 replace the base's. A required step that fails makes no layer: the commit gets a full build instead.
-Packages the base installed that satisfy the commit's declarations stay, even when newer than the
-commit's date: validation and grading run in the layer itself, so tasks agree with it.
+Requirements resolve as of the later of the two commits' dates, and packages the base installed that
+satisfy the commit's declarations stay, even when newer than the commit: validation and grading run in
+the layer itself, so tasks agree with it.
 
 A layer keeps its base's recipe and test command; its baseline is the base's (it is not run again):
 tests of the other commit may differ, which mining tolerates — validation and grading run the tests
@@ -155,9 +156,15 @@ def layer(
     committed_at = repo.commit(commit).committed_datetime
     as_of = builder.resolve_as_of(Checkout(spec, Path(REPO_DIR), commit, committed_at=committed_at), log)
     install_env = dict((base.recipe or {}).get("install_env") or {})
-    install_env.pop("UV_EXCLUDE_NEWER", None)  # the layer's commit resolves as of its own date
-    if as_of is not None:
-        install_env["UV_EXCLUDE_NEWER"] = as_of.astimezone(UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
+    if as_of is None:
+        install_env.pop("UV_EXCLUDE_NEWER", None)
+    else:
+        # An older commit keeps its base's date: the environment's packages are of that date, and an
+        # older date can need older build tools than its Python runs (setuptools 44 on 3.9).
+        ours = as_of.astimezone(UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
+        if (theirs := install_env.get("UV_EXCLUDE_NEWER", ours)) > ours:
+            log.section(f"resolving as of {theirs} instead, the base's date: the environment is of that date")
+        install_env["UV_EXCLUDE_NEWER"] = max(ours, theirs)
     try:
         container = builder.install_container(base.tag, build_container_name(f"{spec.name}-layer"))
     except DockerException as exc:

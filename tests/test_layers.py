@@ -58,12 +58,14 @@ def test_a_layer_compiles_the_commits_extension_and_installs_its_new_dependency(
 
     newer = 'version = "0.2.0"\ndependencies = ["six"]'
     pyproject = FILES["pyproject.toml"].replace('version = "0.1.0"', newer)
-    second = commit(
-        repo, {"src/layered/_native.c": C_MODULE.format(version="0.2"), "pyproject.toml": pyproject}, "0.2"
-    )
+    with repo.git.custom_environment(GIT_COMMITTER_DATE="2025-01-01T00:00:00+0000"):
+        changes = {"src/layered/_native.c": C_MODULE.format(version="0.2"), "pyproject.toml": pyproject}
+        second = commit(repo, changes, "0.2")
     made, layered = environments.image_for(second)
     assert (made.status, made.commit, layered) == (ImageStatus.READY, second, True), made.reason
     assert "-layer-" in made.tag and made.log_path is not None and made.log_path.is_file()
+    # Committed a year before its base (history rewritten, a backport): it resolves as of the base's date.
+    assert "instead, the base's date" in made.log_path.read_text()
     shown = inside(
         builder,
         made.tag,
