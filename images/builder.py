@@ -141,9 +141,7 @@ class ImageBuilder:
                 log.section("cancelled")
                 raise
             except (DockerException, RequestsConnectionError) as exc:
-                if self.cancel.is_set():
-                    raise BuildCancelled(f"{spec.text}: build cancelled") from exc
-                failed = BuildFailed("docker_error", f"the Docker engine failed: {exc}")
+                failed = self._engine_failure(spec, exc)
                 log.section(f"FAILED (docker_error): {exc}")
                 result = record_failure(self.store, spec, checkout, failed, log, started, base_image)
         self._stage(spec, result.status.value, result.reason)
@@ -199,6 +197,10 @@ class ImageBuilder:
         except BuildFailed as failed:
             failed.base_image = base_image  # recorded as built on the base it failed on
             raise
+        except (DockerException, RequestsConnectionError) as exc:
+            failed = self._engine_failure(checkout.spec, exc)
+            failed.base_image = base_image
+            raise failed from exc
 
     def _build_on(
         self, checkout: Checkout, plan: InstallPlan, chosen: tuple[str, str, str | None], log: BuildLog,
@@ -400,6 +402,12 @@ class ImageBuilder:
                 "docker_error", f"{exc} (then: forager images base --python {choice.base.python})"
             ) from exc
         return image.tag, image.id, choice.base.python
+
+    def _engine_failure(self, spec: SourceSpec, exc: Exception) -> BuildFailed:
+        """The engine's error as the build's failure; BuildCancelled when a cancel removed its containers."""
+        if self.cancel.is_set():
+            raise BuildCancelled(f"{spec.text}: build cancelled") from exc
+        return BuildFailed("docker_error", f"the Docker engine failed: {exc}")
 
     def cached(self, tag: str) -> BuildResult | None:
         """The ready image ``tag`` as a cached build result, or None when the store or the engine lacks it."""

@@ -22,6 +22,7 @@ from images.base import MINBASE_IMAGE
 from images.build_result import BuildCancelled
 from images.builder import BuildOptions, ImageBuilder
 from images.engine import BUILD_CONTAINER_PREFIX, OWNER_LABEL, owner_labels
+from images.proxy import NetworkSettings
 from images.sources import parse_source
 from storage import ImageStatus
 from tests.repos import CALC_TESTS, commit, make_repo, python_project, write
@@ -191,6 +192,16 @@ def test_engine_failure_mid_build_is_a_docker_error(builder: ImageBuilder, docke
     result = builder.build(parse_source(str(tmp_path / "proj")))
     killer.join()
     assert (result.status, result.failure_class) == (ImageStatus.FAILED, "docker_error"), result.reason
+
+
+def test_an_engine_error_after_the_base_is_chosen_is_recorded_on_that_base(builder: ImageBuilder, tmp_path):
+    # The engine refuses the build container: it cannot mount a CA bundle that is not there.
+    network = NetworkSettings(ca_bundle=tmp_path / "gone.pem")
+    builder.options = BuildOptions(network=network, python="3.13")
+    write(tmp_path / "proj", python_project())
+    result = builder.build(parse_source(str(tmp_path / "proj")))
+    assert (result.status, result.failure_class) == (ImageStatus.FAILED, "docker_error"), result.reason
+    assert builder.store.list_images()[0].base_image == "forager/base:trixie"
 
 
 def test_cancel_leaves_no_container_and_no_record(builder: ImageBuilder, docker_client, tmp_path):
