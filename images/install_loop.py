@@ -14,6 +14,7 @@ from images.build_container import BuildRunner
 from images.build_result import BuildFailed, BuildOptions
 from images.detect import InstallPlan
 from images.forward_repair import forward_step
+from images.local_projects import local_modules
 from images.native import install_failure
 from images.pypi import default_index_url
 from images.readers.pytest_config import explicit_test_files
@@ -109,6 +110,7 @@ def collect(
         return steps, test_command  # only pytest collects without running; the baseline shows the rest
     tried: list[Repair] = []
     named_files = False
+    local = local_modules(checkout.path)
     for _ in range(options.repair_rounds):
         mark = run.log.size()
         code = run("collect tests", f"{test_command} --collect-only -q", {})
@@ -120,7 +122,7 @@ def collect(
             continue
         if code in (0, 5):  # 5: nothing collected; the baseline reports it as no_tests
             break
-        repairs = diagnose(output, tried=tried, version=checkout.version)
+        repairs = diagnose(output, tried=tried, version=checkout.version, local=local)
         repairs = [r for r in repairs if r.kind in ("install", "step_back", "step_forward")]
         if not repairs:
             if code == 2 and _COLLECTED.search(output) and _CONTINUE not in test_command:
@@ -149,7 +151,8 @@ def _collection_repair(
     back to its newest release older than the installed one and out before the commit's date, or
     the one to step forward to a release that runs on the interpreter (:mod:`images.forward_repair`)."""
     if repair.kind == "install":
-        return RecipeStep(f"uv pip install {shlex.quote(repair.value)}", repair.why)
+        editable = "-e " if repair.value.startswith("./") else ""  # a folder of the checkout: its code
+        return RecipeStep(f"uv pip install {editable}{shlex.quote(repair.value)}", repair.why)
     installed = run.installed_version(repair.value)
     if repair.kind == "step_forward":
         network = options.network

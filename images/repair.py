@@ -74,6 +74,7 @@ class _Context:
     log: str
     extras: Sequence[str]
     version: str | None
+    local: Mapping[str, str]
 
 
 #: A handler turns a rule's match into (kind, value) pairs; the rule's line becomes their ``why``.
@@ -143,6 +144,8 @@ def _missing_module(match: re.Match[str], ctx: _Context) -> list[tuple[RepairKin
     # "No module named 'a.b'; 'a' is not a package": ``a`` is installed, or shadowed by a local file.
     if match["not_package"]:
         return []
+    if (folder := ctx.local.get(match["module"].split(".")[0])) is not None:
+        return [("install", folder)]  # a project inside the checkout (flask's examples) provides it
     distribution = _installable(match["module"])
     return [("install", distribution)] if distribution else []
 
@@ -456,11 +459,14 @@ def diagnose(
     tried: Collection[Repair] = (),
     extras: Sequence[str] = (),
     version: str | None = None,
+    local: Mapping[str, str] | None = None,
 ) -> list[Repair]:
     """The repairs to try next for the failure ``log`` shows, most specific first.
 
     ``extras`` are the project's extras being installed (dropped, last first, when a dependency fails
-    to build); ``version`` is the project's declared version, pretended when git metadata is missing.
+    to build); ``version`` is the project's declared version, pretended when git metadata is missing;
+    ``local`` maps modules that projects inside the checkout provide to their folders
+    (:func:`images.local_projects.local_modules`): a missing one installs its folder (``./examples/x``).
     A repair is left out when one of the same kind and value is in ``tried``; for the install-mode
     switches (``no_build_isolation``, ``no_editable``) the kind alone counts. An empty list means
     nothing certain can be done: an ``ImportError`` for a name a module lacks, an externally managed
@@ -468,7 +474,7 @@ def diagnose(
     library.
     """
     text = _ANSI.sub("", log)
-    ctx = _Context(text, extras, version)
+    ctx = _Context(text, extras, version, local or {})
     seen = {_key(repair.kind, repair.value) for repair in tried}
     repairs: list[Repair] = []
     for rule in RULES:
