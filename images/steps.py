@@ -90,11 +90,11 @@ _INSTALL_LIMITS = (
 
 def without_install_limits(step: RecipeStep, env: dict[str, str]) -> list[RecipeStep] | None:
     """``step`` freed of the next install limit in effect (``env -u VAR``), or None when none is left."""
-    if not step.run.startswith(("uv pip install", "env -u ", "sed -E ")) or "uv pip install" not in step.run:
+    if "uv pip install" not in step.run:
         return None
     for variable, why in _INSTALL_LIMITS:
         if variable in env and f"env -u {variable} " not in step.run:
-            # Before the install itself: a step may prepare a file first (a copy without -e lines).
+            # Before the install itself: a step may prepare files first (copies without -e lines).
             run = step.run.replace("uv pip install", f"env -u {variable} uv pip install", 1)
             return [replace(step, run=run, why=f"{step.why} (repair: {why})")]
     return None
@@ -154,8 +154,9 @@ def apply_repair(repair: Repair, step: RecipeStep) -> list[RecipeStep]:
 
 def _not_editable(command: str) -> str | None:
     """``command``, an install of one requirements file (``... uv pip install ... -r FILE``), with the
-    file's ``-e`` lines made plain: it installs a copy beside the file (whose own ``-r``/``-c`` lines
-    are relative to its folder), removed afterwards so that the checkout stays as it was. None for any
+    ``-e`` lines made plain in copies that are removed afterwards, so that the checkout stays as it was:
+    of the file's whole folder when it has one (files it includes with ``-r``, yarl's ``test.txt``, have
+    ``-e .`` too, and their relative paths still hold), else of the file alone, beside it. None for any
     other command (a pipeline of its own, no ``-r``)."""
     try:
         words = shlex.split(command)
@@ -167,10 +168,20 @@ def _not_editable(command: str) -> str | None:
     if at >= len(words):
         return None
     path = words[at]
-    copy = posixpath.join(posixpath.dirname(path), ".forager-not-editable.txt")
+    folder, name = posixpath.split(path)
+    plain = "sed -E{} 's/^[[:space:]]*(-e|--editable)([[:space:]]+|=)//'"
+    if folder in ("", "."):
+        scratch = copy = posixpath.join(folder, ".forager-not-editable.txt")
+        prepare = f"{plain.format('')} {shlex.quote(path)} > {shlex.quote(copy)}"
+    else:
+        scratch = f"{folder}.forager-not-editable"
+        copy = posixpath.join(scratch, name)
+        prepare = (
+            f"rm -rf {shlex.quote(scratch)} && cp -r {shlex.quote(folder)} {shlex.quote(scratch)}"
+            f" && find {shlex.quote(scratch)} -type f -exec {plain.format(' -i')} {{}} +"
+        )
     install = shlex.join([*words[:at], copy, *words[at + 1 :]])
-    sed = f"sed -E 's/^[[:space:]]*(-e|--editable)([[:space:]]+|=)//' {shlex.quote(path)}"
-    return f"{sed} > {shlex.quote(copy)} && {install}; status=$?; rm -f {shlex.quote(copy)}; exit $status"
+    return f"{prepare} && {install}; status=$?; rm -rf {shlex.quote(scratch)}; exit $status"
 
 
 def _without(extras: str, dropped: str) -> str:

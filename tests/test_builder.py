@@ -118,6 +118,26 @@ def test_a_released_copy_installed_over_the_project_is_replaced_by_the_checkout(
     assert imported.strip() == "/repo/src/calc/__init__.py", "tests must import the checkout"
 
 
+def test_requirement_files_installing_the_project_editable_follow_when_editable_builds_fail(
+    builder: ImageBuilder, tmp_path
+):
+    # As yarl at a 2020 commit: setuptools of its date cannot build editable (PEP 660 came in 64), and
+    # requirements/ci.txt installs "-e ." and includes test.txt, which does too.
+    pyproject = python_project()["pyproject.toml"].replace('"setuptools>=61"', '"setuptools>=61,<64"')
+    files = {
+        **python_project(),
+        "pyproject.toml": pyproject,
+        "requirements/ci.txt": "-r test.txt\n-e .\n",
+        "requirements/test.txt": "-e .\npytest\n",
+    }
+    result = builder.build(parse_source(str(write(tmp_path / "proj", files))))
+    assert result.status == ImageStatus.READY, result.reason
+    runs = [step["run"] for step in builder.store.get_image(result.tag).recipe["steps"]]
+    assert any(run.startswith("rm -rf requirements.forager-not-editable && cp -r ") for run in runs)
+    left = run_in(builder.client, result.tag, "ls; git status --porcelain")
+    assert "forager-not-editable" not in left and "requirements" in left
+
+
 def test_unittest_suite_in_a_flat_layout_with_unusual_file_names(builder: ImageBuilder, tmp_path):
     write(
         tmp_path / "flat",

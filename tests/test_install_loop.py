@@ -101,10 +101,12 @@ def test_a_requirements_file_installing_the_project_editable_gets_the_switch_the
     )
     project = RecipeStep("uv pip install -e .", "the project, editable")
     ci = RecipeStep("uv pip install -r requirements/ci.txt", "requirements file ci.txt", required=False)
-    copy = "requirements/.forager-not-editable.txt"
     plain_ci = (
-        "sed -E 's/^[[:space:]]*(-e|--editable)([[:space:]]+|=)//' requirements/ci.txt"
-        f" > {copy} && uv pip install -r {copy}; status=$?; rm -f {copy}; exit $status"
+        "rm -rf requirements.forager-not-editable && cp -r requirements requirements.forager-not-editable"
+        " && find requirements.forager-not-editable -type f -exec sed -E -i"
+        " 's/^[[:space:]]*(-e|--editable)([[:space:]]+|=)//' {} + && uv pip install -r"
+        " requirements.forager-not-editable/ci.txt; status=$?; rm -rf requirements.forager-not-editable;"
+        " exit $status"
     )
     run = Scripted(
         BuildLog(tmp_path / "build.log"),

@@ -119,18 +119,30 @@ def test_repairs_applied_to_a_step() -> None:
     assert isolated[1].run.startswith("uv pip install --no-build-isolation -e")
 
     # A requirements file installing the project editable (``-e .``) when editable builds fail.
+    # yarl's requirements/ci.txt: its folder is copied, for test.txt, which it includes, has "-e ." too.
     ci = RecipeStep("uv pip install -r requirements/ci.txt", "r")
-    copy = "requirements/.forager-not-editable.txt"
     assert apply_repair(Repair("no_editable", "", "x"), ci)[0].run == (
-        "sed -E 's/^[[:space:]]*(-e|--editable)([[:space:]]+|=)//' requirements/ci.txt"
-        f" > {copy} && uv pip install -r {copy}; status=$?; rm -f {copy}; exit $status"
+        "rm -rf requirements.forager-not-editable && cp -r requirements requirements.forager-not-editable"
+        " && find requirements.forager-not-editable -type f -exec sed -E -i"
+        " 's/^[[:space:]]*(-e|--editable)([[:space:]]+|=)//' {} + && uv pip install -r"
+        " requirements.forager-not-editable/ci.txt; status=$?; rm -rf requirements.forager-not-editable;"
+        " exit $status"
+    )
+    # A file at the root: a copy of it alone, beside it.
+    dev = RecipeStep("uv pip install -r dev.txt", "r")
+    assert apply_repair(Repair("no_editable", "", "x"), dev)[0].run == (
+        "sed -E 's/^[[:space:]]*(-e|--editable)([[:space:]]+|=)//' dev.txt > .forager-not-editable.txt"
+        " && uv pip install -r .forager-not-editable.txt; status=$?; rm -rf .forager-not-editable.txt;"
+        " exit $status"
     )
 
     # The install keeps what earlier repairs put before it and after it; a path with spaces is quoted.
     freed = RecipeStep("env -u UV_CONSTRAINT uv pip install --no-build-isolation -r 'req files/dev.txt'", "r")
     run = apply_repair(Repair("no_editable", "", "x"), freed)[0].run
-    assert run.startswith("sed -E 's/^[[:space:]]*(-e|--editable)([[:space:]]+|=)//' 'req files/dev.txt'")
-    assert " && env -u UV_CONSTRAINT uv pip install --no-build-isolation -r 'req files/.forager-not-" in run
+    assert run.startswith(
+        "rm -rf 'req files.forager-not-editable' && cp -r 'req files' 'req files.forager-not"
+    )
+    assert " && env -u UV_CONSTRAINT uv pip install --no-build-isolation -r 'req files.forager-not-" in run
     (dated,) = without_install_limits(replace(freed, run=run), {"UV_EXCLUDE_NEWER": "2020-01-01T00:00:00Z"})
     assert "&& env -u UV_CONSTRAINT env -u UV_EXCLUDE_NEWER uv pip install --no-build-isolation" in dated.run
     # A pipeline (the copy without -e lines) is not rewritten by relax_pins: it would install nothing.
