@@ -70,13 +70,14 @@ def parse_junit(xml: str | bytes) -> dict[str, Outcome]:
     test reported twice keeps its worst outcome: error > failed > skipped > passed.
 
     Collection failures and module-level skips are reported as pseudo test cases with an empty
-    ``classname``; they are not tests and are left out (see :func:`collection_errors`).
+    ``classname``, and an internal error of pytest as ``pytest`` / ``internal``; they are not tests and
+    are left out (see :func:`collection_errors`).
 
     Raises:
         BaselineError: the report is empty, malformed or truncated, or not a JUnit report.
     """
     root = _parse_xml(xml)
-    cases = [case for case in root.iter("testcase") if case.get("classname")]
+    cases = _test_cases(root)
     modules = _module_files(cases)
     outcomes: dict[str, Outcome] = {}
     for case in cases:
@@ -88,6 +89,15 @@ def parse_junit(xml: str | bytes) -> dict[str, Outcome]:
     return outcomes
 
 
+def _test_cases(root: ET.Element) -> list[ET.Element]:
+    """The report's test cases, without the pseudo ones of collection errors and internal errors."""
+    return [
+        case
+        for case in root.iter("testcase")
+        if case.get("classname") and (case.get("classname"), case.get("name")) != ("pytest", "internal")
+    ]
+
+
 def junit_durations(xml: str | bytes) -> dict[str, float]:
     """Pytest node ids -> seconds (setup, call and teardown together), from a JUnit report's ``time``.
 
@@ -96,7 +106,7 @@ def junit_durations(xml: str | bytes) -> dict[str, float]:
     Raises:
         BaselineError: as :func:`parse_junit`.
     """
-    cases = [case for case in _parse_xml(xml).iter("testcase") if case.get("classname")]
+    cases = _test_cases(_parse_xml(xml))
     modules = _module_files(cases)
     durations: dict[str, float] = {}
     for case in cases:

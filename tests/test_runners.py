@@ -18,7 +18,7 @@ from images.baseline import merge_runs
 from images.runners import choose_test_command, file_of_test, id_command, runner_of
 from images.suite_runs import whole_files
 from images.unittest_output import VerboseRun, completed_modules, parse_verbose
-from tests.repos import write
+from tests.repos import run_pytest, write
 
 PYTEST = "python -m pytest -p no:cacheprovider tests"
 
@@ -173,7 +173,7 @@ def test_unittest_runs_suites_that_build_their_tests_with_load_tests(tmp_path: P
         ),
         (
             {  # dateutil's: the default names the root, quoted
-                "tox.ini": "[testenv]\ncommands = python -m pytest {posargs: \"{toxinidir}/tests\" "
+                "tox.ini": '[testenv]\ncommands = python -m pytest {posargs: "{toxinidir}/tests" '
                 '--cov-config="{toxinidir}/tox.ini" --cov=dateutil}\n'
             },
             "python -m pytest -p no:cacheprovider ./tests",
@@ -323,22 +323,52 @@ def test_a_unittest_run_killed_at_its_limit_keeps_its_finished_modules() -> None
     )
 
 
-def test_a_run_pytest_stopped_with_an_internal_error_keeps_the_files_it_finished() -> None:
-    # httpx at a 2019 commit on Python 3.9: pytest's own traceback formatting raised IndexError 31% in.
-    died = "INTERNALERROR> IndexError: list index out of range\n"
+#: A conftest whose hook fails in pytest's own machinery once two tests ran, as pytest's traceback
+#: formatting did for httpx at a 2019 commit on Python 3.9 (IndexError, 31% into the suite).
+INTERNAL_ERROR_CONFTEST = """
+ran = []
+
+
+def pytest_runtest_logreport(report):
+    if report.when == "call":
+        ran.append(report.nodeid)
+        if len(ran) == 2:
+            raise IndexError("list index out of range")
+"""
+
+
+def test_a_run_pytest_stopped_with_an_internal_error_keeps_the_files_it_finished(tmp_path: Path) -> None:
+    two = "def test_x():\n    pass\n\n\ndef test_y():\n    pass\n"
+    root = write(
+        tmp_path / "proj",
+        {
+            "conftest.py": INTERNAL_ERROR_CONFTEST,
+            "tests/test_a.py": two,
+            "tests/test_b.py": two + "\ndef test_z(): pass\n",
+        },
+    )
+    real = run_pytest(root, "tests", "-p", "no:randomly", f"--junitxml={tmp_path / 'junit.xml'}")
+    assert real.returncode == 3 and "INTERNALERROR> IndexError" in real.stdout + real.stderr
+    report = (tmp_path / "junit.xml").read_bytes()
+    assert b'classname="pytest" name="internal"' in report, "pytest reports its own error as a test case"
     collected = json.dumps({"tests/test_a.py": 2, "tests/test_b.py": 3}).encode()
     runs = [
-        suite_runs.Execution(3, died, {suite_runs.JUNIT_PATH: _junit(test_x="passed", test_y="passed"),
-                                       suite_runs.COLLECTED_PATH: collected})
+        suite_runs.Execution(
+            3, real.stdout, {suite_runs.JUNIT_PATH: report, suite_runs.COLLECTED_PATH: collected}
+        )
         for _ in range(3)
-    ]  # fmt: skip
+    ]
     settings = suite_runs.RunSettings(limit=100)
     result = suite_runs.run_baseline(PYTEST, settings, _Engine(*runs), lambda t, o: None)
     assert result.baseline is not None and result.baseline.partial and result.verdict.ready
     assert "1 test file (2 tests) ran before an internal error of pytest" in result.notes[-1]
+    assert result.baseline.outcomes == {
+        "tests/test_a.py::test_x": "passed",
+        "tests/test_a.py::test_y": "passed",
+    }
     # Every collected test reported, then an internal error at the end of the session: nothing is missing.
     whole = {suite_runs.COLLECTED_PATH: json.dumps({"tests/test_a.py": 2}).encode()}
-    ended = [_pytest_run(3, died, test_x="passed", test_y="passed") for _ in range(3)]
+    ended = [_pytest_run(3, real.stdout, test_x="passed", test_y="passed") for _ in range(3)]
     for run in ended:
         run.files.update(whole)
     result = suite_runs.run_baseline(PYTEST, settings, _Engine(*ended), lambda t, o: None)
