@@ -41,7 +41,7 @@ from envs.grading import Grade
 from envs.tasks import Verification, verify
 from images.baseline import Baseline
 from images.builder import BuildResult, ImageBuilder
-from images.layers import Environments
+from images.reuse import Environments
 from images.sources import SourceError, SourceSpec, fetch
 from storage import ImageStatus, Store, Task, TaskKind, TaskStatus
 

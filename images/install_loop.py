@@ -176,14 +176,19 @@ def _collection_repair(
     return RecipeStep(f"uv pip install --exclude-newer {moment:%Y-%m-%dT%H:%M:%SZ} {requirement}", why)
 
 
-#: Prints the name of every distribution the venv has from the checkout itself (editable or a copy).
-FROM_CHECKOUT = f"""{VENV_DIR}/bin/python - <<'EOF'
+def from_checkout(*, editable: bool = False) -> str:
+    """A script printing the name of every distribution the venv has from the checkout itself (its
+    ``direct_url`` is ``file:///repo``), installed editable only when ``editable``. It ends with a line
+    break: a here-document's end must stand alone on its line, in ``$( )`` too."""
+    wanted = ' and url.get("dir_info", {}).get("editable")' if editable else ""
+    return f"""{VENV_DIR}/bin/python - <<'EOF'
 import importlib.metadata, json
 for dist in importlib.metadata.distributions():
-    url = json.loads(dist.read_text("direct_url.json") or "{{}}").get("url", "")
-    if url.rstrip("/") == "file://{REPO_DIR}":
+    url = json.loads(dist.read_text("direct_url.json") or "{{}}")
+    if url.get("url", "").rstrip("/") == "file://{REPO_DIR}"{wanted}:
         print(dist.metadata["Name"])
-EOF"""
+EOF
+"""
 
 
 def keep_project_installed(run: BuildRunner, steps: list[RecipeStep]) -> list[RecipeStep]:
@@ -195,8 +200,12 @@ def keep_project_installed(run: BuildRunner, steps: list[RecipeStep]) -> list[Re
     project step runs again with ``--no-deps``, which keeps the versions the other steps chose.
     """
     project = next((step for step in steps if step.required and installs_the_checkout(step.run)), None)
-    check = f'test -n "$({FROM_CHECKOUT}\n)"'  # a here-document's end stands alone on its line
-    if project is None or run("is the project still installed from the checkout?", check, {}) == 0:
+    if project is None:
+        return steps
+    # An editable install must stay editable: a copy of the checkout would not see changes to it either.
+    editable = bool(re.search(r"(?:^|\s)(?:-e|--editable)(?:\s|=)", project.run))
+    check = f'test -n "$({from_checkout(editable=editable)})"'
+    if run("is the project still installed from the checkout?", check, {}) == 0:
         return steps
     again = RecipeStep(
         project.run.replace("uv pip install ", "uv pip install --no-deps ", 1),

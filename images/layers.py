@@ -15,7 +15,14 @@ Requirements resolve as of the later of the two commits' dates, and packages the
 satisfy the commit's declarations stay, even when newer than the commit: validation and grading run in
 the layer itself, so tasks agree with it.
 
-A layer keeps its base's recipe and test command; its baseline is the base's (it is not run again):
+Before the steps, the checkout is cleaned of the base's untracked files (build folders, extensions
+compiled in place: the base is usually the later commit, and they could hold the fix); the project is
+installed with the version its tags give, as a full build's clone would (the image's history has no
+tags). :class:`images.reuse.Environments` chooses, for mining, between a commit's own image, a layer
+and a full build.
+
+A layer keeps its base's test command; its recipe is the base's with the commit's own pins and date;
+its baseline is the base's (it is not run again):
 tests of the other commit may differ, which mining tolerates — validation and grading run the tests
 themselves — but other consumers of baselines should build the commit instead. Its log tail says so.
 """
@@ -26,7 +33,9 @@ import contextlib
 import hashlib
 import io
 import json
+import os
 import posixpath
+import re
 import shlex
 import subprocess
 import tarfile
@@ -38,6 +47,7 @@ from pathlib import Path
 
 import git
 from docker.errors import DockerException
+from packaging.version import InvalidVersion, Version
 
 from core.errors import ForagerError
 from images.build_container import BuildRunner
@@ -46,10 +56,10 @@ from images.build_result import BuildFailed, BuildOptions
 from images.builder import GIT_SANITIZE, BuildResult, ImageBuilder, planned_recipe
 from images.detect import detect
 from images.engine import CLEAR_OWNER, build_container_name
-from images.install_loop import FROM_CHECKOUT
+from images.install_loop import from_checkout, installs_the_checkout, keep_project_installed
 from images.python_choice import UnsupportedPython, choose_for
-from images.recipe import REPO_DIR, VENV_DIR, RecipeStep
-from images.sources import Checkout, SourceSpec, parse_source
+from images.recipe import REPO_DIR, VENV_DIR, InstallRecipe, RecipeStep
+from images.sources import Checkout, SourceSpec
 from images.steps import LOCK_DIR
 from storage import Image, ImageStatus
 
@@ -61,16 +71,14 @@ _REF = "refs/forager/layer"
 #: its own pins.
 _PINS = f"mkdir -p {LOCK_DIR} && printf "
 #: Removes whatever distribution is installed from the checkout, so that the steps install the layer's
-#: commit afresh: uv keeps an editable install whose metadata files did not change, and with it the
-#: base commit's compiled extensions.
-_UNINSTALL_PROJECT = f"""names=$({FROM_CHECKOUT}
-)
+#: commit afresh rather than keep the base commit's.
+_UNINSTALL_PROJECT = f"""names=$({from_checkout()})
 if [ -n "$names" ]; then uv pip uninstall $names; fi"""
 
 
 class LayerError(ForagerError):
-    """A layer could not be made: the engine failed, the commit could not be checked out, or a required
-    install step of the base failed for it."""
+    """A layer could not be made: the engine or git failed, the commit could not be checked out, or a
+    required install step of the base failed for it."""
 
 
 @dataclass(frozen=True)
@@ -83,6 +91,8 @@ class Environment:
     file's pins, the steps' reasons. Commits with the same key share one install."""
     pins: RecipeStep | None
     """The commit's own step writing its lock file's pins, if its plan has one."""
+    project: str | None
+    """The project's distribution name, as declared."""
 
 
 def plan_environment(
@@ -113,34 +123,64 @@ def plan_environment(
     ]
     env = {k: v for k, v in recipe.install_env.items() if k != "UV_EXCLUDE_NEWER"}
     canonical = {"base": base, "python": python, "steps": steps, "test": recipe.test_command, "env": env}
-    return Environment(hashlib.sha256(json.dumps(canonical, sort_keys=True).encode()).hexdigest(), pins)
+    key = hashlib.sha256(json.dumps(canonical, sort_keys=True).encode()).hexdigest()
+    return Environment(key, pins, plan.name)
 
 
 def commit_tree(repo: git.Repo, commit: str, dest: Path) -> Path:
-    """``commit``'s files written to the new folder ``dest`` (no ``.git``).
+    """``commit``'s files written to the new folder ``dest`` (no ``.git``), as a checkout has them
+    (``git archive`` would leave out what ``.gitattributes`` marks ``export-ignore``).
 
     Raises:
-        subprocess.CalledProcessError: git could not archive the commit (the clone lacks it).
+        subprocess.CalledProcessError: git could not read the commit (the clone lacks it).
+        OSError: the files could not be written.
     """
     dest.mkdir(parents=True)
-    archive = subprocess.run(
-        ["git", "-C", repo.git_dir, "archive", "--format=tar", commit], check=True, capture_output=True
-    )
-    with tarfile.open(fileobj=io.BytesIO(archive.stdout)) as tar:
-        tar.extractall(dest, filter="tar")
+    index = dest.parent / f".{dest.name}.index"
+    env = {**os.environ, "GIT_INDEX_FILE": str(index)}
+    git_dir = ["git", f"--git-dir={repo.git_dir}"]
+    try:
+        for command in (["read-tree", commit], [f"--work-tree={dest}", "checkout-index", "--all"]):
+            subprocess.run([*git_dir, *command], env=env, check=True, capture_output=True)
+    finally:
+        index.unlink(missing_ok=True)
     return dest
 
 
+def release_version(repo: git.Repo, commit: str) -> str | None:
+    """The version setuptools_scm would give ``commit`` from the tags of ``repo``: the last release tag,
+    or the next release's ``.devN`` N commits after it; None without a release tag."""
+    try:
+        described = repo.git.describe("--tags", "--long", commit)
+    except git.GitCommandError:
+        return None
+    match = re.fullmatch(r"(?P<tag>.+)-(?P<distance>\d+)-g[0-9a-f]+", described)
+    found = re.search(r"\d+(?:\.\d+)*(?:(?:a|b|rc)\d+)?$", match["tag"]) if match else None
+    if match is None or found is None:
+        return None
+    try:
+        version = Version(found[0])
+    except InvalidVersion:
+        return None
+    if match["distance"] == "0":
+        return str(version)
+    if version.pre:  # 2.0rc1, then 2.0rc2.devN
+        return f"{version.base_version}{version.pre[0]}{version.pre[1] + 1}.dev{match['distance']}"
+    release = [*version.release[:-1], version.release[-1] + 1]
+    return ".".join(map(str, release)) + f".dev{match['distance']}"
+
+
 def layer(
-    builder: ImageBuilder, base: Image, repo: git.Repo, spec: SourceSpec, commit: str, pins: RecipeStep | None
-) -> BuildResult:
+    builder: ImageBuilder, base: Image, repo: git.Repo, spec: SourceSpec, commit: str,
+    environment: Environment,
+) -> BuildResult:  # fmt: skip
     """The image of ``commit`` made from ``base``, a ready image of another commit of ``spec`` (``repo``
-    holds both commits), as the module doc says; recorded in the builder's store like a build.
-    ``pins`` is the commit's own lock-pins step (:attr:`Environment.pins`).
+    holds both commits) whose install is planned alike (``environment``), as the module doc says;
+    recorded in the builder's store like a build.
 
     Raises:
-        LayerError: the engine failed, git could not check the commit out in the image, a required
-            install step failed, or the build's time ran out.
+        LayerError: the engine or git failed, the commit could not be checked out, a required install
+            step failed, or the build's time ran out.
         BuildCancelled: the builder was cancelled.
     """
     started = time.monotonic()
@@ -153,18 +193,10 @@ def layer(
     log_dir.mkdir(parents=True, exist_ok=True)
     log = BuildLog(log_dir / f"layer-{time.strftime('%Y%m%d-%H%M%S')}-{commit[:12]}.log")
     log.section(f"source {source}: a layer over {base.tag} ({base_commit})")
-    committed_at = repo.commit(commit).committed_datetime
-    as_of = builder.resolve_as_of(Checkout(spec, Path(REPO_DIR), commit, committed_at=committed_at), log)
-    install_env = dict((base.recipe or {}).get("install_env") or {})
-    if as_of is None:
-        install_env.pop("UV_EXCLUDE_NEWER", None)
-    else:
-        # An older commit keeps its base's date: the environment's packages are of that date, and an
-        # older date can need older build tools than its Python runs (setuptools 44 on 3.9).
-        ours = as_of.astimezone(UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
-        if (theirs := install_env.get("UV_EXCLUDE_NEWER", ours)) > ours:
-            log.section(f"resolving as of {theirs} instead, the base's date: the environment is of that date")
-        install_env["UV_EXCLUDE_NEWER"] = max(ours, theirs)
+    recipe = _recipe(builder, base, repo, spec, commit, environment, log)
+    env = {**builder.options.network.environment(), "UV_LINK_MODE": "copy", **recipe.install_env}
+    if version := release_version(repo, commit):
+        env["SETUPTOOLS_SCM_PRETEND_VERSION"] = version  # steps that set their own keep theirs
     try:
         container = builder.install_container(base.tag, build_container_name(f"{spec.name}-layer"))
     except DockerException as exc:
@@ -172,13 +204,13 @@ def layer(
     try:
         if base_commit and not repo.is_ancestor(commit, base_commit):
             container.put_archive("/tmp", _bundle(repo, base_commit, commit))
-        env = {**builder.options.network.environment(), "UV_LINK_MODE": "copy", **install_env}
         run = BuildRunner(container, log, env, started + builder.options.timeout, builder.cancel)
         _run_or_fail(run, f"check out {commit[:12]}", _checkout_script(commit))
         _run_or_fail(run, "uninstall the base commit's project", _UNINSTALL_PROJECT)
-        for step in _steps_again(base, pins):
+        for step in _steps_to_run(recipe, environment.project):
             if run(step.why, step.run, step.env) != 0 and step.required:
                 raise LayerError(f"{step.why}: failed for {commit[:12]} over {base.tag} (see {log.path})")
+        recipe = replace(recipe, steps=tuple(keep_project_installed(run, list(recipe.steps))))
         _run_or_fail(run, "sanitize git history", GIT_SANITIZE)
         labels = {"forager.source": source, "forager.commit": commit, "forager.layer-of": base.tag}
         repository, version = tag.split(":")
@@ -188,7 +220,8 @@ def layer(
             conf={"Labels": labels, "WorkingDir": REPO_DIR},
             changes=['CMD ["bash"]', CLEAR_OWNER],
         )
-    except (BuildFailed, DockerException) as exc:  # out of time, the container died, the engine failed
+    except (BuildFailed, DockerException, git.GitCommandError) as exc:
+        # Out of time, the container died, the engine failed, git could not bundle the commits.
         raise LayerError(f"could not make a layer of {base.tag} for {commit[:12]}: {exc}") from exc
     finally:
         with contextlib.suppress(DockerException):  # a gc of build containers removes what is left
@@ -206,8 +239,8 @@ def layer(
             docker_id=image.id,
             status=ImageStatus.READY,
             base_image=base.base_image,
-            recipe=base.recipe,
-            recipe_hash=base.recipe_hash,
+            recipe=recipe.to_json(),
+            recipe_hash=recipe.digest(),
             test_command=base.test_command,
             baseline=dict(base.baseline),
             flaky=list(base.flaky),
@@ -227,34 +260,61 @@ def layer(
     )  # fmt: skip
 
 
+def _recipe(
+    builder: ImageBuilder, base: Image, repo: git.Repo, spec: SourceSpec, commit: str,
+    environment: Environment, log: BuildLog,
+) -> InstallRecipe:  # fmt: skip
+    """The base's recipe as the commit's: its own lock pins, and requirements resolved as of the later of
+    the two commits' dates (an older commit keeps its base's: the environment's packages are of that
+    date, and an older one can need build tools older than its Python runs, setuptools 44 on 3.9)."""
+    recipe = InstallRecipe.from_json(base.recipe)
+    steps = [
+        step if not step.run.startswith(_PINS) else environment.pins
+        for step in recipe.steps
+        if environment.pins is not None or not step.run.startswith(_PINS)
+    ]
+    install_env = dict(recipe.install_env)
+    committed_at = repo.commit(commit).committed_datetime
+    as_of = builder.resolve_as_of(Checkout(spec, Path(REPO_DIR), commit, committed_at=committed_at), log)
+    if as_of is None:
+        install_env.pop("UV_EXCLUDE_NEWER", None)
+    else:
+        ours = as_of.astimezone(UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
+        if (theirs := install_env.get("UV_EXCLUDE_NEWER", ours)) > ours:
+            log.section(f"resolving as of {theirs} instead, the base's date: the environment is of that date")
+        install_env["UV_EXCLUDE_NEWER"] = max(ours, theirs)
+    return replace(recipe, steps=tuple(s for s in steps if s is not None), install_env=install_env)
+
+
 def _run_or_fail(run: BuildRunner, title: str, script: str) -> None:
     if run(title, script, {}) != 0:
         raise LayerError(f"{title}: failed (see {run.log.path})")
 
 
-def _steps_again(base: Image, pins: RecipeStep | None) -> list[RecipeStep]:
-    """The base's install steps a layer runs again: not those whose work no checkout changes (the venv,
-    Debian packages), and the commit's own lock pins instead of the base's."""
+def _steps_to_run(recipe: InstallRecipe, project: str | None) -> list[RecipeStep]:
+    """The recipe's steps a layer runs: not those whose work no checkout changes (the venv, Debian
+    packages); every install refreshes uv's cached build of the project, which uv would otherwise reuse
+    while the project's metadata files are unchanged (a commit that changes only a C source)."""
+    refresh = f"--refresh-package {shlex.quote(project)}" if project else "--no-cache"
     again = []
-    for data in (base.recipe or {}).get("steps", []):
-        step = RecipeStep(**data)
+    for step in recipe.steps:
         if step.run.startswith(f"python3 -m venv {VENV_DIR}") or "apt-get " in step.run:
             continue
-        if step.run.startswith(_PINS):
-            if pins is None:
-                continue
-            step = pins
+        if project or installs_the_checkout(step.run):
+            step = replace(step, run=step.run.replace("uv pip install ", f"uv pip install {refresh} ", 1))
         again.append(step)
     return again
 
 
 def _checkout_script(commit: str) -> str:
-    """Check ``commit`` out, from the bundle when there is one (sanitizing afterwards keeps only it and
-    its ancestors)."""
+    """Check ``commit`` out (from the bundle when there is one) with none of the base's untracked files
+    left (sanitizing afterwards keeps only the commit and its ancestors, and hides the new ones)."""
     sha = shlex.quote(commit)
     return f"""set -e
 if [ -f {_BUNDLE} ]; then git fetch -q {_BUNDLE} "+{_REF}:{_REF}"; fi
 git checkout -q --force --detach {sha}
+git clean -q -ffdx
+: > .git/info/exclude
 rm -f {_BUNDLE}"""
 
 
@@ -274,79 +334,3 @@ def _bundle(repo: git.Repo, base_commit: str, commit: str) -> bytes:
         info.size = len(data)
         tar.addfile(info, io.BytesIO(data))
     return stream.getvalue()
-
-
-class Environments:
-    """Where mining gets each commit's image for one source: an image of that commit already ready,
-    else a layer over a ready image with the same :attr:`Environment.key`, else a full build.
-
-    Ready images come from the store (earlier runs) and from the builds made here; the newest full
-    build of a key is the base of its layers (mining walks history newest first, so it is the nearest).
-    """
-
-    def __init__(
-        self, builder: ImageBuilder, spec: SourceSpec, repo: git.Repo, *, reuse: bool = True
-    ) -> None:
-        self.builder, self.spec, self.repo, self.reuse = builder, spec, repo, reuse
-        self._environments: dict[str, Environment | None] = {}
-        self._bases: dict[str, Image] | None = None
-        self._failed: dict[str, BuildResult] = {}
-
-    def image_for(self, commit: str) -> tuple[BuildResult, bool]:
-        """The image of ``commit`` and whether it is a layer; the result's status says whether it is
-        ready. A layer that cannot be made falls back to a full build."""
-        if not self.reuse:
-            return self.builder.build(parse_source(f"{self.spec.location}@{commit}")), False
-        bases = self._known_bases()
-        environment = self.environment(commit)
-        base = bases.get(environment.key) if environment else None
-        if environment and base is not None and base.repository.commit != commit:
-            try:
-                return layer(self.builder, base, self.repo, self.spec, commit, environment.pins), True
-            except LayerError:
-                pass  # the full build below says what is wrong, if anything
-        built = self.builder.build(parse_source(f"{self.spec.location}@{commit}"))
-        record = self.builder.store.get_image(built.tag) if built.tag else None
-        if environment and record is not None and record.status == ImageStatus.READY:
-            bases[environment.key] = record
-        elif environment and base is None:
-            self._failed[environment.key] = built
-        return built, False
-
-    def failed_alike(self, commit: str) -> BuildResult | None:
-        """The failed full build, made here, of another commit whose install is planned as ``commit``'s
-        is, when no image of that plan is ready: building ``commit`` would most likely fail the same way."""
-        environment = self.environment(commit) if self.reuse else None
-        if environment is None or environment.key in self._known_bases():
-            return None
-        return self._failed.get(environment.key)
-
-    def environment(self, commit: str) -> Environment | None:
-        """:func:`plan_environment` of ``commit``; None when this clone lacks it or it cannot be built."""
-        if commit not in self._environments:
-            scratch = self.builder.home / "tmp"
-            scratch.mkdir(parents=True, exist_ok=True)
-            try:
-                with tempfile.TemporaryDirectory(dir=scratch, prefix="tree-") as tmp:
-                    tree = commit_tree(self.repo, commit, Path(tmp) / "tree")
-                    when = self.repo.commit(commit).committed_datetime
-                    found = plan_environment(tree, self.spec, commit, when, self.builder.options)
-            except (subprocess.CalledProcessError, ValueError, git.GitCommandError):
-                found = None
-            self._environments[commit] = found
-        return self._environments[commit]
-
-    def _known_bases(self) -> dict[str, Image]:
-        if self._bases is None:
-            self._bases = {}
-            for image in self.builder.store.list_images(ImageStatus.READY, name=self.spec.name):
-                commit = image.repository.commit
-                if not commit or "-layer-" in image.tag or not self._ours(image.repository.source):
-                    continue
-                if (environment := self.environment(commit)) is not None:
-                    self._bases.setdefault(environment.key, image)
-        return self._bases
-
-    def _ours(self, source: str) -> bool:
-        """Whether an image's source is this one (mining builds ``LOCATION@COMMIT``)."""
-        return source in (self.spec.text, self.spec.location) or source.startswith(f"{self.spec.location}@")

@@ -13,8 +13,12 @@ from pathlib import Path
 #: How deep below the root a project folder may sit (``examples/javascript``, ``plugins/a/b``).
 MAX_DEPTH = 3
 _METADATA = ("pyproject.toml", "setup.py", "setup.cfg")
-_NOT_MODULES = frozenset({"setup", "conftest", "noxfile"})
-_SKIPPED = frozenset({"venv", "node_modules", "build", "dist", "site-packages"})  # and hidden folders
+#: Folders not walked (hidden ones neither): environments, builds, and test data, whose setup.py files
+#: are inputs of the project's tests (black's tests/data), not projects.
+_SKIPPED = frozenset({"venv", "node_modules", "build", "dist", "site-packages", "data", "fixtures"})
+#: Names no missing-module repair should install a folder for: a test package of a sub-project would
+#: otherwise claim every "No module named 'tests'".
+_NOT_MODULES = frozenset({"setup", "conftest", "noxfile", "tests", "test", "testing", "docs", "examples"})
 
 
 def local_modules(root: Path) -> dict[str, str]:
@@ -41,7 +45,8 @@ def _modules_of(project: Path) -> list[str]:
             continue
         for entry in sorted(place.iterdir()):
             if entry.is_dir() and (entry / "__init__.py").is_file() and entry.name.isidentifier():
-                modules.append(entry.name)
+                if entry.name not in _NOT_MODULES:
+                    modules.append(entry.name)
             elif entry.suffix == ".py" and entry.stem.isidentifier() and entry.stem not in _NOT_MODULES:
                 modules.append(entry.stem)
     return modules

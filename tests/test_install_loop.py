@@ -3,14 +3,16 @@
 from __future__ import annotations
 
 import json
+import subprocess
+import sys
 from pathlib import Path
 
 from images.build_log import BuildLog
 from images.build_result import BuildOptions
 from images.detect import detect
 from images.install_loop import (
-    FROM_CHECKOUT,
     collect,
+    from_checkout,
     installs_the_checkout,
     keep_project_installed,
     run_steps,
@@ -124,9 +126,6 @@ def test_a_requirements_file_installing_the_project_editable_gets_the_switch_the
     assert [step.run for step in done] == ["uv pip install .", plain_ci]
 
 
-CHECK = f'test -n "$({FROM_CHECKOUT}\n)"'
-
-
 def test_a_release_installed_over_the_project_makes_its_step_run_again(tmp_path: Path) -> None:
     # click's pip-compiled requirements/dev.txt pins click==7.1.2 for pip-tools; the project step was
     # made a copy by the no_editable repair (setuptools of the commit's date cannot install editable).
@@ -135,14 +134,45 @@ def test_a_release_installed_over_the_project_makes_its_step_run_again(tmp_path:
         RecipeStep("uv pip install '.[test]'", "the project (repair: no_editable)", {"A": "1"}),
         RecipeStep("uv pip install -r requirements/dev.txt", "requirements", required=False),
     ]
+    check = f'test -n "$({from_checkout()})"'
     again = "uv pip install --no-deps '.[test]'"
-    run = Scripted(BuildLog(tmp_path / "build.log"), {CHECK: [(1, "")], again: [(0, "+ click==8.0.0.dev0")]})
+    run = Scripted(BuildLog(tmp_path / "build.log"), {check: [(1, "")], again: [(0, "+ click==8.0.0.dev0")]})
     kept = keep_project_installed(run, steps)
-    assert run.commands == [CHECK, again]
+    assert run.commands == [check, again]
     assert kept[:3] == steps and (kept[3].run, kept[3].env) == (again, {"A": "1"})
     # Still installed from the checkout: nothing runs again.
-    run = Scripted(BuildLog(tmp_path / "build2.log"), {CHECK: [(0, "click\n")]})
+    run = Scripted(BuildLog(tmp_path / "build2.log"), {check: [(0, "click\n")]})
     assert keep_project_installed(run, steps) == steps
+    # An editable project step must still be editable: a copy of the checkout is not enough.
+    editable = [steps[0], RecipeStep("uv pip install -e '.[test]'", "the project, editable"), steps[2]]
+    check = f'test -n "$({from_checkout(editable=True)})"'
+    again = "uv pip install --no-deps -e '.[test]'"
+    run = Scripted(BuildLog(tmp_path / "build3.log"), {check: [(1, "")], again: [(0, "")]})
+    assert keep_project_installed(run, editable)[-1].run == again
+
+
+def test_the_checkout_scripts_find_what_the_venv_has_from_the_checkout(tmp_path: Path) -> None:
+    # The scripts run in the image's venv; here, in a venv made for the test, with the paths moved.
+    venv, repo = tmp_path / "venv", tmp_path / "repo"
+    subprocess.run([sys.executable, "-m", "venv", "--without-pip", str(venv)], check=True)
+    site = next((venv / "lib").glob("python*/site-packages"))
+    for name, editable in (("calc", True), ("copied", False), ("other", False)):
+        info = site / f"{name}-1.0.dist-info"
+        info.mkdir()
+        (info / "METADATA").write_text(f"Metadata-Version: 2.1\nName: {name}\nVersion: 1.0\n")
+        url = {"url": f"file://{repo}" if name != "other" else "file:///elsewhere"}
+        url |= {"dir_info": {"editable": editable}}
+        (info / "direct_url.json").write_text(json.dumps(url))
+
+    def names(script: str) -> list[str]:
+        script = script.replace("/venv/bin/python", str(venv / "bin/python")).replace(
+            "file:///repo", f"file://{repo}"
+        )
+        done = subprocess.run(["sh", "-c", f'echo "$({script})"'], capture_output=True, text=True, check=True)
+        return sorted(done.stdout.split())
+
+    assert names(from_checkout()) == ["calc", "copied"]
+    assert names(from_checkout(editable=True)) == ["calc"]
 
 
 def test_which_steps_install_the_checkout() -> None:

@@ -32,6 +32,10 @@ def test_local_modules_maps_each_module_to_the_shallowest_project_providing_it(t
             "a/b/c/deep/deep/__init__.py": "",
             "docs/node_modules/x/setup.py": "",
             "docs/node_modules/x/hidden/__init__.py": "",
+            # black's tests/data holds setup.py files its tests read; a sub-project's tests are its own.
+            "tests/data/proj/setup.py": "",
+            "tests/data/proj/a.py": "",
+            "examples/javascript/tests/__init__.py": "",
         },
     )
     assert local_modules(root) == {

@@ -7,7 +7,7 @@ from pathlib import Path
 import pytest
 
 from images.build_result import BuildOptions
-from images.layers import Environment, commit_tree, plan_environment
+from images.layers import Environment, commit_tree, plan_environment, release_version
 from images.sources import parse_source
 from tests.repos import PYPROJECT, commit, make_repo, python_project
 from tests.test_builder import UV_LOCK
@@ -83,3 +83,22 @@ def test_a_commit_no_build_could_make_has_no_environment(tmp_path: Path) -> None
     python4 = {**python_project(), "pyproject.toml": START.replace(">=3.8", ">=4")}
     python = commit(repo, python4, "Python 4 only")
     assert environment_of(repo, python, tmp_path) is None
+
+
+def test_a_commits_files_are_those_of_a_checkout_export_ignore_or_not(tmp_path: Path) -> None:
+    repo = make_repo(tmp_path / "r", {**python_project(), ".gitattributes": "tests export-ignore\n"})
+    tree = commit_tree(repo, repo.head.commit.hexsha, tmp_path / "tree")
+    assert (tree / "tests/test_calc.py").is_file() and not (tree / ".git").exists()
+
+
+def test_a_layer_gets_the_version_setuptools_scm_gives_from_the_tags(tmp_path: Path) -> None:
+    repo = make_repo(tmp_path / "r", python_project())
+    assert release_version(repo, "HEAD") is None, "no tag yet"
+    repo.create_tag("v1.2.0")
+    assert release_version(repo, "HEAD") == "1.2.0"
+    for n in range(3):
+        commit(repo, {f"src/calc/m{n}.py": "X = 1\n"}, f"Change {n}")
+    assert release_version(repo, "HEAD") == "1.2.1.dev3"
+    repo.create_tag("calc-2.0rc1")
+    commit(repo, {"src/calc/m9.py": "X = 9\n"}, "After the candidate")
+    assert release_version(repo, "HEAD") == "2.0rc2.dev1"
