@@ -5,7 +5,8 @@ needs: the **gold patch** (every non-test file, docs included: it is the referen
 patch** (every file :func:`envs.grading.is_test_path` calls a test file) and a problem statement.
 Walking the first-parent history newest first, three shapes are found:
 
-- ``commit``: one commit changing a non-test ``.py`` file and a test module;
+- ``commit``: one commit changing a non-test ``.py`` file and a test file (a test module, or a data file
+  a data-driven suite turns into a test: black's ``tests/data/cases/x.py``);
 - ``merge``: a GitHub pull-request merge, diffed against its first parent (the pull request's title and
   body are the statement): ``Merge pull request #N from ...``, or, with GitHub's "pull request title"
   merge message, a merge titled ``Title (#N)``; a squash merge is an ordinary commit whose title ends in
@@ -108,8 +109,9 @@ class Candidate:
     test_patch: str
     """``git diff --binary`` from the parent of every changed test file (data and conftest included)."""
     test_files: tuple[str, ...]
-    """The test modules the change adds or changes (``.py`` test files other than ``conftest.py`` and
-    ``__init__.py``, present at the end): what validation runs."""
+    """The test files the change adds or changes (other than ``conftest.py`` and ``__init__.py``, present
+    at the end): modules, and data a suite reads; validation runs the tests they make
+    (:func:`envs.runner_targets.targets_of_files`)."""
     shape: Shape = "commit"
     commits: tuple[str, ...] = ()
     """Every commit the change spans, oldest first."""
@@ -267,7 +269,7 @@ def _split(
     changes = _numstat(repo, parent, end.hexsha)
     tests = [path for path in changes if is_test_path(path)]
     gold = [path for path in changes if not is_test_path(path)]
-    modules = tuple(path for path in tests if _is_test_module(path) and _exists(end, path))
+    modules = tuple(path for path in tests if _is_test_file(path) and _exists(end, path))
     if not modules or not any(path.endswith(".py") for path in gold):
         return None
     if len(gold) > MAX_GOLD_FILES or sum(changes[path] for path in gold) > MAX_GOLD_LINES:
@@ -358,8 +360,8 @@ def _diff(repo: git.Repo, parent: str, sha: str, paths: list[str]) -> str:
     )
 
 
-def _is_test_module(path: str) -> bool:
-    return path.endswith(".py") and posixpath.basename(path) not in ("conftest.py", "__init__.py")
+def _is_test_file(path: str) -> bool:
+    return posixpath.basename(path) not in ("conftest.py", "__init__.py")
 
 
 def _exists(commit: git.Commit, path: str) -> bool:

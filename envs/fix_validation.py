@@ -61,8 +61,11 @@ def validate(
         return f"the touched test files {OUT_OF_TIME} ({timeout:.0f} s) before the fix"
     executions = len(before)
     neighbours: list[str] = []
+    arguments = targets.arguments
+    ran = arguments[: arguments.index("-k")] if "-k" in arguments else arguments
     if not _passing(before, baseline.flaky):
-        directories = {posixpath.dirname(path) for path in files}
+        # Beside the touched files, and in the folders run for data files (a data-driven suite's module).
+        directories = {posixpath.dirname(path) for path in files} | (set(ran) - set(files))
         neighbours = [
             test
             for test in baseline.stable("passed")
@@ -82,7 +85,11 @@ def validate(
     # whether its id is the same in every run; only what passes under the same id both times counts.
     fixed: set[str] | None = None
     for _ in range(2):
-        after, timed_out = _run(env, command, targets.arguments + neighbours, timeout)
+        after, timed_out = _run(env, command, targets.arguments, timeout)
+        if neighbours and not timed_out:
+            # A run of their own: a -k that picks a data-driven suite's tests would deselect them.
+            outcomes, timed_out = _run(env, command, neighbours, timeout)
+            after = {**after, **outcomes}
         if timed_out:
             return f"the tests {OUT_OF_TIME} ({timeout:.0f} s) after the fix"
         executions += len(after)
@@ -92,7 +99,7 @@ def validate(
     fail_to_pass = sorted(fixed - _passing(before, baseline.flaky) - set(neighbours))
     if not fail_to_pass:
         return "no test fails before the fix and passes after it (twice, under the same id)"
-    if runner_of(command) == "pytest" and not any(test.split("::", 1)[0] in files for test in fail_to_pass):
+    if runner_of(command) == "pytest" and not any(_under(test.split("::")[0], ran) for test in fail_to_pass):
         # Pytest names tests relative to its rootdir: a configuration file below the repository's root
         # moves it there, and the grader, which runs ids from the root, would find none of them.
         return (
@@ -102,6 +109,11 @@ def validate(
     pass_to_pass = sorted(fixed & _passing(before, baseline.flaky))
     origin = "none" if not pass_to_pass else "neighbours" if neighbours else "test_files"
     return Verdict(fail_to_pass, pass_to_pass, origin, executions)
+
+
+def _under(path: str, targets: list[str]) -> bool:
+    """Whether ``path`` is one of the files ``targets`` names or lies in one of its folders."""
+    return any(path == target or path.startswith(target + "/") for target in targets)
 
 
 def _passing(outcomes: Mapping[str, str], flaky: frozenset[str]) -> set[str]:

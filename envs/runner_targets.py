@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import keyword
 import posixpath
+import re
 import shlex
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
@@ -43,9 +44,9 @@ def targets_of_files(test_command: str, files: Sequence[str], known: Iterable[st
     it cannot load fails the whole run.
     """
     runner = runner_of(test_command)
-    if runner == "pytest":
-        return Targets(list(files))
     holding = {file_of_test(test_command, test) for test in known}
+    if runner == "pytest":
+        return _pytest_targets(files, holding)
     base, pattern = _label_root(test_command)
     targets = Targets()
     for path in files:
@@ -56,6 +57,46 @@ def targets_of_files(test_command: str, files: Sequence[str], known: Iterable[st
         else:
             targets.arguments.append(posixpath.relpath(path, base or ".")[: -len(".py")].replace("/", "."))
     return targets
+
+
+def _pytest_targets(files: Sequence[str], holding: set[str]) -> Targets:
+    """Pytest's arguments for ``files``: test modules (and modules beside them) by path; data files of a
+    data-driven suite (black's ``tests/data/cases/x.py``, which ``tests/test_format.py`` turns into
+    ``test_simple_format[x]``) by the nearest folder above them holding tests of the baseline (``holding``
+    are the files that do), narrowed with ``-k`` to the tests whose ids name the touched files."""
+    # A module beside test modules is theirs to import (tests/helpers.py); pytest is given it as it is.
+    beside = {posixpath.dirname(path) for path in holding}
+    modules = [p for p in files if p in holding or _pytest_module(p) or posixpath.dirname(p) in beside]
+    data = [path for path in files if path not in modules]
+    if not data:
+        return Targets(list(files))
+    targets = Targets(list(modules))
+    folders: list[str] = []
+    for path in data:
+        folder = next((f for f in _parents(path) if any(test.startswith(f + "/") for test in holding)), None)
+        stem = posixpath.splitext(posixpath.basename(path))[0]
+        if folder is None or not re.fullmatch(r"[\w.+-]+", stem) or keyword.iskeyword(stem):
+            targets.unnamed[path] = "a data file, and no test of the baseline lives in a folder above it"
+        elif folder not in folders:
+            folders.append(folder)
+    if not folders:
+        return targets
+    # -k matches module names too, so the touched test modules keep all their tests.
+    names = [posixpath.splitext(posixpath.basename(path))[0] for path in files if path not in targets.unnamed]
+    targets.arguments.extend([*folders, "-k", " or ".join(dict.fromkeys(names))])
+    return targets
+
+
+def _pytest_module(path: str) -> bool:
+    """Whether pytest's default ``python_files`` (``test_*.py``, ``*_test.py``) collects ``path``."""
+    name = posixpath.basename(path)
+    return name == "conftest.py" or fnmatch(name, "test_*.py") or fnmatch(name, "*_test.py")
+
+
+def _parents(path: str) -> list[str]:
+    """The folders above ``path``, nearest first (``a/b/c.py``: ``a/b``, ``a``)."""
+    parts = path.split("/")[:-1]
+    return ["/".join(parts[:n]) for n in range(len(parts), 0, -1)]
 
 
 def _label_root(test_command: str) -> tuple[str, str]:

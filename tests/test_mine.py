@@ -134,7 +134,7 @@ def test_candidates_are_the_fix_and_the_merged_pull_request(history: History) ->
     assert fix.parent == history.repo.commit(history.fix).parents[0].hexsha
     assert fix.title == "Fix mul returning the sum"
     assert fix.message == "Fix mul returning the sum\n\nmul(2, 3) returned 5 instead of 6."
-    assert fix.test_files == ("tests/test_calc.py",)
+    assert fix.test_files == ("tests/data/golden.bin", "tests/test_calc.py"), "data a suite reads too"
     assert files_touched(fix.gold_patch) == ["src/calc/__init__.py", "src/calc/table.bin"]
     assert files_touched(fix.test_patch) == ["tests/data/golden.bin", "tests/test_calc.py"]
 

@@ -26,9 +26,26 @@ SCRIPT = "python tests/runtests.py --verbosity=2"
 # -- the files' labels (pure) -----------------------------------------------------------------------------
 
 
+PYTEST = "python -m pytest -p no:cacheprovider tests"
+
+
 def test_pytest_runs_the_files_themselves() -> None:
     files = ["tests/test_calc.py", "tests/helpers.py", "tests/test-odd.py"]
-    assert targets_of_files("python -m pytest -p no:cacheprovider tests", files) == Targets(files)
+    known = ["tests/test_other.py::test_x", "tests/test-odd.py::test_y"]
+    assert targets_of_files(PYTEST, files, known) == Targets(files)
+
+
+def test_data_files_of_a_data_driven_suite_run_the_tests_that_name_them() -> None:
+    # black: tests/test_format.py parametrizes test_simple_format by the files of tests/data/cases.
+    known = ["tests/test_format.py::test_simple_format[comments]", "tests/test_black.py::test_piping"]
+    files = ["tests/data/cases/annotated_target.py", "tests/data/cases/comments.py", "tests/test_black.py"]
+    targets = targets_of_files(PYTEST, files, known)
+    assert targets == Targets(
+        ["tests/test_black.py", "tests", "-k", "annotated_target or comments or test_black"]
+    )
+    # Data nothing of the baseline lives above (a new suite), or with a name -k cannot take.
+    targets = targets_of_files(PYTEST, ["docs/example.py", "tests/data/two words.txt"], known)
+    assert targets.arguments == [] and set(targets.unnamed) == {"docs/example.py", "tests/data/two words.txt"}
 
 
 def test_unittest_runs_module_labels_relative_to_the_root() -> None:
@@ -214,4 +231,55 @@ def test_a_django_style_script_history_mines_a_task_by_its_labels(
     task = _verified(builder, report, fix, SCRIPT)
     assert task.fail_to_pass == ["basic.test_mul.MulTest.test_mul"]
     assert task.pass_to_pass == ["basic.tests.ModelTest.test_add", "basic.tests.ModelTest.test_add_commutes"]
+    assert task.meta["pass_to_pass_from"] == "neighbours"
+
+
+#: A data-driven suite, as black's: each file of tests/data is a case of one parametrized test.
+CASES_TEST = """\
+from pathlib import Path
+
+import pytest
+
+from calc import evaluate
+
+CASES = sorted(p.stem for p in (Path(__file__).parent / "data").glob("*.txt"))
+
+
+@pytest.mark.parametrize("case", CASES)
+def test_case(case):
+    expression, expected = (Path(__file__).parent / "data" / f"{case}.txt").read_text().split("=")
+    assert evaluate(expression) == int(expected)
+"""
+#: Adds and subtracts; multiplication is missing until the fix.
+EVALUATE = "def evaluate(text):\n    return sum(int(term) for term in text.replace('-', '+-').split('+'))\n"
+EVALUATE_FIXED = (
+    "import math\n\n\ndef evaluate(text):\n    return sum(math.prod(int(f) for f in term.split('*'))"
+    " for term in text.replace('-', '+-').split('+'))\n"
+)
+
+
+@pytest.mark.docker
+def test_a_fix_whose_test_is_a_new_data_file_is_mined_by_the_test_that_reads_it(
+    builder: ImageBuilder, tmp_path: Path
+) -> None:
+    root = tmp_path / "cases"
+    repo = make_repo(
+        root,
+        {
+            "pyproject.toml": PLAIN_PYPROJECT.format(name="calc", extra=""),
+            "calc.py": EVALUATE,
+            "tests/test_cases.py": CASES_TEST,
+            "tests/data/add.txt": "1+2=3",
+            "tests/data/sub.txt": "5-2=3",
+            ".salt": uuid.uuid4().hex,
+        },
+    )
+    fix = commit(repo, {"calc.py": EVALUATE_FIXED, "tests/data/mul.txt": "2*3+1=7"}, "Support multiplication")
+
+    report = _mine(builder, root)
+
+    task = _verified(builder, report, fix, "python -m pytest -p no:cacheprovider tests")
+    assert task.fail_to_pass == ["tests/test_cases.py::test_case[mul]"]
+    # The other cases of the suite guard against a fix that breaks them.
+    assert task.pass_to_pass == ["tests/test_cases.py::test_case[add]", "tests/test_cases.py::test_case[sub]"]
     assert task.meta["pass_to_pass_from"] == "neighbours"
