@@ -54,6 +54,9 @@ _VERSION_BUMP = re.compile(
     r"^(?:bump(?:ed|s)?\b|(?:release|version)\s+v?\d|prepare\b.*\brelease\b|v?\d+(?:\.\d+)+\s*$)",
     re.IGNORECASE,
 )
+#: Tool updates bots make: a linter's new rules rewrite code and tests alike, and fix no behaviour
+#: ("[pre-commit.ci] pre-commit autoupdate", "[pre-commit.ci] auto fixes from pre-commit.com hooks").
+_BOT_UPDATE = re.compile(r"^\[pre-commit\.ci\]|^pre-commit autoupdate\b", re.IGNORECASE)
 #: Trailers that name people (and their e-mail addresses), never the problem: left out of statements.
 _IDENTITY_TRAILER = re.compile(
     r"^(?:signed-off-by|co-authored-by|reviewed-by|acked-by|tested-by|reported-by|suggested-by|helped-by"
@@ -134,7 +137,7 @@ def candidate_commits(
     - it starts at a root commit (no parent to start from);
     - it is a merge whose message is not GitHub's pull-request shape: "Merge branch 'x'" states no
       problem (a merge's own commits are not walked: first-parent history sees only the merge);
-    - its message says it is a revert or a version bump (see :func:`is_chore`);
+    - its message says it is a revert, a version bump or a bot's tool update (see :func:`is_chore`);
     - its gold patch changes more than :data:`MAX_GOLD_LINES` lines or :data:`MAX_GOLD_FILES` files
       (a binary file counts as a file and no lines).
     """
@@ -206,9 +209,15 @@ def problem_statement(message: str, *, merge: bool) -> str | None:
 
 
 def is_chore(statement: str) -> bool:
-    """Whether a problem statement belongs to a revert or a version bump rather than a fix."""
+    """Whether a problem statement belongs to a revert, a version bump or a bot's tool update rather than
+    a fix."""
     title = statement.splitlines()[0].strip()
-    return bool(_REVERT_TITLE.match(title) or _REVERT_BODY.search(statement) or _VERSION_BUMP.match(title))
+    return bool(
+        _REVERT_TITLE.match(title)
+        or _REVERT_BODY.search(statement)
+        or _VERSION_BUMP.match(title)
+        or _BOT_UPDATE.match(title)
+    )
 
 
 def clean_statement(statement: str, gold_patch: str) -> str:

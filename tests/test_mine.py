@@ -223,6 +223,9 @@ def test_oversized_fixes_plain_merges_and_untestable_changes_are_not_candidates(
         ("Version 1.2", True),
         ("Prepare the 1.2 release", True),
         ("v1.2.3", True),
+        ("[pre-commit.ci] pre-commit autoupdate\n\nupdates:\n- example/hooks: v1 → v2", True),
+        ("[pre-commit.ci] auto fixes from pre-commit.com hooks", True),
+        ("Run pre-commit on the fixtures too", False),
     ],
 )
 def test_reverts_and_version_bumps_are_chores(statement: str, chore: bool) -> None:
