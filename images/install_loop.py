@@ -123,7 +123,7 @@ def collect(
         if code in (0, 5):  # 5: nothing collected; the baseline reports it as no_tests
             break
         repairs = diagnose(output, tried=tried, version=checkout.version, local=local)
-        repairs = [r for r in repairs if r.kind in ("install", "step_back", "step_forward")]
+        repairs = [r for r in repairs if r.kind in ("install", "step_back", "step_forward", "build_ext")]
         if not repairs:
             if code == 2 and _COLLECTED.search(output) and _CONTINUE not in test_command:
                 # Some files cannot be collected (an import nothing can install, a warning the
@@ -150,6 +150,10 @@ def _collection_repair(
     """The install step for a repair of collection: the distribution to install, the one to step
     back to its newest release older than the installed one and out before the commit's date, or
     the one to step forward to a release that runs on the interpreter (:mod:`images.forward_repair`)."""
+    if repair.kind == "build_ext":
+        # Without build isolation: the build requirements (Cython) the install steps put in the venv.
+        command = "uv pip install setuptools wheel && python setup.py build_ext --inplace"
+        return RecipeStep(command, f"{repair.why} (the checkout's own extensions, built in place)")
     if repair.kind == "install":
         editable = "-e " if repair.value.startswith("./") else ""  # a folder of the checkout: its code
         return RecipeStep(f"uv pip install {editable}{shlex.quote(repair.value)}", repair.why)

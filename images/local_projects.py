@@ -24,17 +24,17 @@ _NOT_MODULES = frozenset({"setup", "conftest", "noxfile", "tests", "test", "test
 def local_modules(root: Path) -> dict[str, str]:
     """Top-level module name → the folder (``./examples/javascript``, relative to ``root``) of a project
     inside the checkout that provides it: packages and modules beside its metadata file or under its
-    ``src/``. The checkout's own project (at ``root``) is not included; the shallowest folder wins."""
+    ``src/``. The checkout's own project (at ``root``) maps to ``.``; the shallowest folder wins."""
     found: dict[str, str] = {}
     for folder, dirs, files in os.walk(root):
         here = Path(folder)
         depth = len(here.relative_to(root).parts)
         below = depth < MAX_DEPTH
         dirs[:] = sorted(d for d in dirs if below and d not in _SKIPPED and not d.startswith("."))
-        if depth == 0 or not any(name in files for name in _METADATA):
+        if not any(name in files for name in _METADATA):
             continue
         for module in _modules_of(here):
-            found.setdefault(module, "./" + here.relative_to(root).as_posix())
+            found.setdefault(module, "./" + here.relative_to(root).as_posix() if depth else ".")
     return found
 
 

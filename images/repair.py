@@ -32,7 +32,7 @@ from images.pytest_plugins import FIXTURE_PLUGINS, MARKER_PLUGINS, ini_plugin, o
 
 RepairKind = Literal[
     "install", "env", "drop_extra", "relax_pins", "no_build_isolation", "no_editable", "step_back",
-    "step_forward", "apt",
+    "step_forward", "apt", "build_ext",
 ]
 
 #: Repairs that switch an install mode on for the whole command; their value only names what the log
@@ -61,7 +61,9 @@ class Repair:
     - ``step_forward``: an installed distribution too old for the interpreter (a standard-library name
       its code uses is gone), to replace with its oldest release that runs there
       (:mod:`images.forward_repair`);
-    - ``apt``: Debian packages (space-separated) with a header, library or tool a native build lacked.
+    - ``apt``: Debian packages (space-separated) with a header, library or tool a native build lacked;
+    - ``build_ext``: the project's package whose compiled module the checkout lacks (``yarl``): its
+      extensions are to be built in place, for the tests import the checkout, not the installed copy.
     """
 
     kind: RepairKind
@@ -144,7 +146,14 @@ def _missing_module(match: re.Match[str], ctx: _Context) -> list[tuple[RepairKin
     # "No module named 'a.b'; 'a' is not a package": ``a`` is installed, or shadowed by a local file.
     if match["not_package"]:
         return []
-    if (folder := ctx.local.get(match["module"].split(".")[0])) is not None:
+    top, _, rest = match["module"].partition(".")
+    folder = ctx.local.get(top)
+    if folder == ".":
+        # The project's own: yarl._quoting_c is missing when a copy of the project was installed (no
+        # editable build) and the tests import the checkout, whose extensions were never compiled. A
+        # release of the project from the index would only hide the checkout.
+        return [("build_ext", top)] if rest.split(".")[-1].startswith("_") else []
+    if folder is not None:
         return [("install", folder)]  # a project inside the checkout (flask's examples) provides it
     distribution = _installable(match["module"])
     return [("install", distribution)] if distribution else []
@@ -466,7 +475,8 @@ def diagnose(
     ``extras`` are the project's extras being installed (dropped, last first, when a dependency fails
     to build); ``version`` is the project's declared version, pretended when git metadata is missing;
     ``local`` maps modules that projects inside the checkout provide to their folders
-    (:func:`images.local_projects.local_modules`): a missing one installs its folder (``./examples/x``).
+    (:func:`images.local_projects.local_modules`): a missing one installs its folder (``./examples/x``);
+    a missing private submodule of the project's own (folder ``.``) builds its extensions in place.
     A repair is left out when one of the same kind and value is in ``tried``; for the install-mode
     switches (``no_build_isolation``, ``no_editable``) the kind alone counts. An empty list means
     nothing certain can be done: an ``ImportError`` for a name a module lacks, an externally managed

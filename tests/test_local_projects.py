@@ -39,6 +39,7 @@ def test_local_modules_maps_each_module_to_the_shallowest_project_providing_it(t
         },
     )
     assert local_modules(root) == {
+        "calc": ".",
         "js_example": "./examples/javascript",
         "calc_fixtures": "./plugins/pytest_calc",
         "pytest_calc": "./plugins/pytest_calc",
@@ -50,6 +51,10 @@ def test_a_missing_module_a_local_project_provides_installs_its_folder() -> None
     local = {"js_example": "./examples/javascript"}
     assert [(r.kind, r.value) for r in diagnose(log, local=local)] == [("install", "./examples/javascript")]
     assert [(r.kind, r.value) for r in diagnose(log)] == [("install", "js-example")]
+    # The project's own compiled module, missing from the checkout: its extensions are built in place.
+    compiled = "E   ModuleNotFoundError: No module named 'yarl._quoting_c'\n"
+    assert [(r.kind, r.value) for r in diagnose(compiled, local={"yarl": "."})] == [("build_ext", "yarl")]
+    assert diagnose("E   ModuleNotFoundError: No module named 'yarl'\n", local={"yarl": "."}) == []
 
 
 @pytest.mark.docker

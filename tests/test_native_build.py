@@ -154,3 +154,18 @@ def test_a_cython_extension_whose_c_a_ci_step_generates_builds(builder: ImageBui
     # The newline ends the line: the engine's log can lose an unterminated last line of a container
     # that exits at once (seen here: an empty answer).
     assert "libyaml-dev" in inside(builder, result.tag, "dpkg-query -W -f '${Package}\\n' libyaml-dev")
+
+
+def test_a_checkout_tests_import_gets_its_extensions_built_in_place(builder: ImageBuilder, tmp_path):
+    # As yarl at a 2020 commit: setuptools of its date cannot build editable, so a copy is installed,
+    # and `python -m pytest` imports the package from the checkout, whose C was never compiled there.
+    files = c_project("flatc", "math.h", '"0.1"', "m")
+    files = {path.removeprefix("src/"): text for path, text in files.items()}
+    files["setup.py"] = files["setup.py"].replace("src/flatc/_native.c", "flatc/_native.c")
+    files["pyproject.toml"] = files["pyproject.toml"].replace('"setuptools>=61"', '"setuptools>=61,<64"')
+    result = builder.build(parse_source(str(write(tmp_path / "flatc", files))))
+    assert result.status == ImageStatus.READY, result.reason
+    runs = [step["run"] for step in recipe_steps(builder, result.tag)]
+    assert "uv pip install setuptools wheel && python setup.py build_ext --inplace" in runs
+    imported = inside(builder, result.tag, "python -c 'import flatc._native as m; print(m.__file__)'")
+    assert imported.startswith("/repo/flatc/_native")
