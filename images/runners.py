@@ -152,7 +152,12 @@ def choose_test_command(root: Path, pytest_command: str, test_paths: Sequence[st
 
 def project_pytest_args(root: Path, args: Sequence[str]) -> list[str]:
     """``args`` without what the baseline sets itself or cannot have (:data:`_DROPPED_OPTIONS`) and
-    without words that still hold a tox substitution (``{envtmpdir}``)."""
+    without words that still hold a tox substitution (``{envtmpdir}``).
+
+    A long option followed by a word that is no path of the checkout takes it as its value, written
+    ``--option=value``: black's ``--run-optional no_jupyter`` is an option its conftest adds, and whoever
+    runs test ids with the command's options (grading) cannot otherwise tell its value from a test path.
+    """
     kept: list[str] = []
     skip = 0
     for word in args:
@@ -160,9 +165,17 @@ def project_pytest_args(root: Path, args: Sequence[str]) -> list[str]:
             skip -= 1
         elif word in _DROPPED_OPTIONS:
             skip = _DROPPED_OPTIONS[word]
-        elif not word.startswith(_DROPPED_PREFIXES) and "{" not in word:
+        elif word.startswith(_DROPPED_PREFIXES) or "{" in word:
+            continue
+        elif kept and _bare_long_option(kept[-1]) and not word.startswith("-") and not _is_path(root, word):
+            kept[-1] = f"{kept[-1]}={word}"
+        else:
             kept.append(word)
     return kept
+
+
+def _bare_long_option(word: str) -> bool:
+    return word.startswith("--") and len(word) > 2 and "=" not in word
 
 
 #: A tox factor condition before a line: ``!ci: --numprocesses auto``, ``py38,py39: ...``, ``py-cov: ...``.

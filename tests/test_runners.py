@@ -6,6 +6,7 @@ The output parsers are checked against the output of the real ``unittest`` runne
 from __future__ import annotations
 
 import json
+import shlex
 import subprocess
 import sys
 from pathlib import Path
@@ -13,6 +14,7 @@ from pathlib import Path
 import pytest
 
 import images.forager_test_timeout as plugin
+from envs.grading import pytest_base
 from images import suite_runs
 from images.baseline import merge_runs
 from images.runners import choose_test_command, file_of_test, id_command, runner_of
@@ -184,7 +186,8 @@ def test_unittest_runs_suites_that_build_their_tests_with_load_tests(tmp_path: P
                 "    pytest tests --run-optional no_jupyter \\\n        !ci: --numprocesses auto \\\n"
                 "        ci: --ci-only \\\n        --cov {posargs}\n"
             },
-            "python -m pytest -p no:cacheprovider tests --run-optional no_jupyter",
+            # An option of black's conftest: its value is joined on, for grading cannot tell it from a path.
+            "python -m pytest -p no:cacheprovider tests --run-optional=no_jupyter",
         ),
         (
             {"tox.ini": "[testenv]\ncommands =\n    {py38,py39}: pytest --strict-markers tests\n"},
@@ -213,6 +216,12 @@ def test_the_pytest_arguments_of_tox_and_nox_commands(tmp_path: Path, files: dic
     write(tmp_path, {"tests/unit/test_a.py": "def test_a():\n    pass\n", **files})
     chosen, why = choose_test_command(tmp_path, PYTEST, ("tests",))
     assert chosen == command, why
+    # Grading runs test ids with the command's options: every option keeps its value.
+    assert pytest_base(chosen) == [word for word in shlex.split(chosen) if not _is_a_test_path(word)]
+
+
+def _is_a_test_path(word: str) -> bool:
+    return word in ("tests", "tests/unit", "./tests")
 
 
 # -- suite runs -----------------------------------------------------------------------------------------
