@@ -38,7 +38,8 @@ class Environments:
     whose commit is at most :data:`MAX_DISTANCE` away; else a full build, which becomes the base of its
     key (mining walks history newest first, so the newest build is the nearest).
 
-    Ready images come from the store (earlier runs) and from the builds made here.
+    Ready images come from the store (earlier runs, the newest of a commit or a key first) and from the
+    builds made here.
     """
 
     def __init__(
@@ -117,7 +118,8 @@ class Environments:
     def _known_bases(self) -> dict[str, Image]:
         if self._bases is None:
             self._bases = {}
-            for image in self.builder.store.list_images(ImageStatus.READY, name=self.spec.name):
+            # Newest first: an image the builder made since (a fix to its plan) beats an older one.
+            for image in reversed(self.builder.store.list_images(ImageStatus.READY, name=self.spec.name)):
                 commit = image.repository.commit
                 if not commit or "-layer-" in image.tag or not self._ours(image.repository.source):
                     continue

@@ -11,7 +11,7 @@ import pytest
 from images.builder import ImageBuilder
 from images.reuse import Environments
 from images.sources import parse_source
-from storage import ImageStatus
+from storage import Image, ImageStatus
 from tests.repos import commit, make_repo
 from tests.test_native_build import PYPROJECT
 
@@ -80,9 +80,15 @@ def test_a_layer_compiles_the_commits_extension_and_installs_its_new_dependency(
     labels = builder.client.images.get(made.tag).attrs["Config"]["Labels"]
     assert (labels["forager.commit"], labels["forager.layer-of"]) == (second, base.tag)
 
-    # A new run takes a commit's own image before any layer.
+    # A new run takes a commit's own image before any layer, the newest when it has several (a later
+    # builder planned it otherwise: here, the same image under a second tag and record).
+    record = builder.store.get_image(base.tag)
+    newer_tag = f"{base.tag}-newer"
+    builder.client.images.get(base.tag).tag(*newer_tag.split(":"))
+    fields = ("repository_id", "docker_id", "status", "base_image", "recipe", "recipe_hash", "test_command")
+    builder.store.save_image(Image(tag=newer_tag, **{name: getattr(record, name) for name in fields}))
     again, layered = Environments(builder, parse_source(repo.working_dir), repo).image_for(first)
-    assert (again.tag, again.cached, layered) == (base.tag, True, False)
+    assert (again.tag, again.cached, layered) == (newer_tag, True, False)
 
     # More than a year from the base: its packages are not the commit's authors'; a build of its own.
     far = commit_dated(repo, {"src/layered/extra.py": "X = 1\n"}, "Far", days_before=400)
