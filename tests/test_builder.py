@@ -247,7 +247,9 @@ def test_interrupting_the_cli_leaves_no_container_and_no_record(docker_client, t
     try:
         _wait_for_build_container(docker_client, "slowproj", process.pid)
         process.send_signal(signal_number)
-        assert process.wait(timeout=60) != 0
+        # About 10 s on an idle engine; minutes when the suite's other workers keep the engine busy
+        # committing images (the bound is for a hang, not for speed).
+        assert process.wait(timeout=180) != 0
     finally:
         process.kill()
     assert "Traceback" not in process.stderr.read()
