@@ -73,9 +73,12 @@ def main() -> None:
     """Entry point of the ``forager`` script: user errors print one line, never a traceback.
 
     SIGTERM (``kill``, Kubernetes stopping a pod) is handled like Ctrl-C, so long commands get to
-    remove their containers before exiting.
+    remove their containers before exiting; SIGINT is Ctrl-C even when the shell started us ignoring it.
     """
     signal.signal(signal.SIGTERM, _interrupt)
+    # A shell without job control starts background commands ignoring SIGINT, and Python then keeps
+    # ignoring it: `kill -INT` must still stop a build and remove its containers.
+    signal.signal(signal.SIGINT, signal.default_int_handler)
     try:
         app()
     except ForagerError as exc:
