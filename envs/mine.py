@@ -130,20 +130,21 @@ def mine(
     1. the instance id ``NAME.SHA12`` already stored: the task counts, nothing is done (a run resumes);
        a candidate an earlier run rejected is not tried again unless ``retry_rejected``;
     2. the image of ``SOURCE@PARENT``: one already ready, else (``reuse_environments``) a layer over a
-       ready image of a commit whose install is planned the same way (:mod:`images.layers`: a checkout
-       and the install steps again over that environment), else a build; a failed build skips, and so
-       do, for this run, the commits planned like it while no image of that plan is ready;
-    3. in one environment: the test patch is applied and the touched test modules are run with the image's
-       runner, as files for pytest and by module label for unittest or a project's unittest script
-       (:mod:`envs.runner_targets`; every test of a module is reported, the new ones included, in one
-       run), then the gold patch is applied and they run twice more. FAIL_TO_PASS: the tests that pass in
-       both runs after and did not (failed, error, missing) before. PASS_TO_PASS: those that passed all
-       three times. Tests the image's baseline calls flaky count in neither. When no test of the touched
-       modules passed before the fix (they hold only new tests, or cannot be imported without it),
-       PASS_TO_PASS comes from up to :data:`envs.fix_validation.MAX_NEIGHBOURS` stable passing baseline
-       tests of other test files in the same directories, run in every state too; when still none,
-       PASS_TO_PASS is empty, and ``meta["pass_to_pass_from"]`` says which of ``test_files``,
-       ``neighbours`` and ``none`` it is. No FAIL_TO_PASS test skips;
+       ready image, at most a year apart, of a commit whose install is planned the same way
+       (:mod:`images.layers`: a checkout and the install steps again over that environment), else a
+       build (:class:`images.reuse.Environments`); a failed build skips, and so do, for this run, the
+       commits planned like it once their install failed or two builds failed their tests;
+    3. in one environment: the test patch is applied and the touched test files are run with the image's
+       runner, as files for pytest (data files by the tests that name them: :mod:`envs.runner_targets`) and by
+       module label for unittest or a project's unittest script (every test of a module is reported, the new
+       ones included, in one run), then the gold patch is applied and they run twice more. FAIL_TO_PASS: the
+       tests that pass in both runs after and did not (failed, error, missing) before. PASS_TO_PASS: those
+       that passed all three times. Tests the image's baseline calls flaky count in neither. When no test of
+       the touched modules passed before the fix (they hold only new tests, or cannot be imported without it),
+       PASS_TO_PASS comes from up to :data:`envs.fix_validation.MAX_NEIGHBOURS` stable passing baseline tests
+       of other test files in the same directories (or the folders run for data files), run in every state
+       too; when still none, PASS_TO_PASS is empty, and ``meta["pass_to_pass_from"]`` says which of
+       ``test_files``, ``neighbours`` and ``none`` it is. No FAIL_TO_PASS test skips;
     4. the task is graded with :func:`envs.tasks.verify` in fresh environments: the gold patch must
        resolve it and the unmodified start must be unresolved. When they do not, the tests the grades
        contradict are dropped and the task is graded again, once (see the module doc); still not, the

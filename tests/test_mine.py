@@ -276,7 +276,7 @@ class Mined:
 @pytest.fixture(scope="module")
 def mined(docker_client, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Mined]:
     """One real mining run of the fixture history and two rejected candidates on top: four parent commits
-    with the same dependency declarations, so one image build and three layers over it."""
+    whose installs are planned alike, so one image build and three layers over it."""
     tmp_path = tmp_path_factory.mktemp("mine")
     history = make_history(tmp_path / "calc", salt=uuid.uuid4().hex)
     # Code and tests change, but no test fails before the change.

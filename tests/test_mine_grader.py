@@ -148,7 +148,7 @@ def test_a_fix_and_its_later_test_become_one_task_whose_test_stays_hidden(
 ) -> None:
     fix, test = mined.pair
     assert mined.report.made == [f"stamps.{test[:12]}", f"stamps.{mined.fix[:12]}"]
-    # Two parents with the same dependency declarations: one install, one layer.
+    # Two parents whose installs are planned alike: one install, one layer.
     assert (mined.report.built, mined.report.layered, mined.report.builds_per_task) == (1, 1, 0.5)
     task = mined.store.get_task(f"stamps.{test[:12]}")
     assert task.status == TaskStatus.VERIFIED
